@@ -179,7 +179,7 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
 }
 
 #[sock_ops]
-pub fn sockops(ctx: SockOpsContext) -> u32 {
+pub fn handoff(ctx: SockOpsContext) -> u32 {
     if ctx.op() != BPF_SOCK_OPS_TCP_CONNECT_CB {
         return 1;
     }

@@ -1,2 +1,16 @@
-//! Transparent least-privilege interceptor for AI agents.
+//! Transparent least-privilege interceptor for AI agents: eBPF capture of every TCP connect
+//! of a cgroup, process identity, policy decisions, relay and audit.
 #![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod attach;
+pub mod audit;
+pub mod cgroup;
+pub mod cli;
+pub mod control;
+pub mod daemon;
+pub mod ebpf;
+pub mod identity;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod run;

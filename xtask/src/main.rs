@@ -1,1 +1,51 @@
-fn main(){}
+//! Project automation, run as `cargo xtask <command>` (alias in .cargo/config.toml).
+//!
+//! Needs only stable Rust, anyhow and clap; everything else it installs or calls.
+
+mod bench;
+mod build;
+mod demo;
+mod setup;
+mod test;
+mod util;
+mod vm_test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "xtask", about = "Build, test and set up the interceptor")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Install what is missing: nightly rust-src, bpf-linker, Debian test packages.
+    Setup(setup::SetupArgs),
+    /// Build the eBPF object (nightly) and the daemon that embeds it (release by default).
+    Build(build::BuildArgs),
+    /// Everything CI checks: build, fmt, clippy, tests, policy checks, VM tests.
+    Test(test::TestArgs),
+    /// Run the end-to-end demo.
+    Demo,
+    /// Run a benchmark.
+    Bench {
+        /// Which benchmark to run.
+        which: String,
+    },
+    /// Run the test suite in VMs across kernels.
+    VmTest,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Setup(args) => setup::run_setup(&args),
+        Command::Build(args) => build::run_build(&args),
+        Command::Test(args) => test::run_tests(&args),
+        Command::Demo => demo::run_demo(),
+        Command::Bench { which } => bench::run_bench(&which),
+        Command::VmTest => vm_test::run_vm_test(),
+    }
+}

@@ -26,7 +26,7 @@ pub mod names {
     pub const PROG_CONNECT6: &str = "connect6";
     pub const PROG_GETPEERNAME4: &str = "getpeername4";
     pub const PROG_GETPEERNAME6: &str = "getpeername6";
-    pub const PROG_SOCK_OPS: &str = "sockops";
+    pub const PROG_SOCK_OPS: &str = "handoff";
 }
 
 /// An IPv4 or IPv6 socket address as the kernel hooks see it.

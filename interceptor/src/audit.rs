@@ -1,0 +1,141 @@
+//! Audit log: one JSON line per connection, written by a single task so records never
+//! interleave. The destination is a file (default `<state dir>/audit.jsonl`) or stdout.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use serde::Serialize;
+use tokio::{
+    fs::OpenOptions,
+    io::{AsyncWrite, AsyncWriteExt},
+    sync::{mpsc, oneshot},
+};
+
+use crate::{identity::Identity, policy::Verdict};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("cannot open audit log {path}: {source} (check --audit-log and the state directory's permissions)")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// One connection, from accept to close.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionRecord {
+    /// RFC 3339 time the connection was accepted.
+    pub time: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub session: String,
+    /// Which daemon instance (run-PID or attach-NAME).
+    pub instance: String,
+    /// `None` when the kernel had no record of the connection (it was refused).
+    pub identity: Option<Identity>,
+    pub client: String,
+    pub destination: Option<String>,
+    pub decision: Verdict,
+    pub rule: Option<String>,
+    pub reason: String,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub duration_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+enum Msg {
+    Record(String),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Cheap handle to the audit writer task.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl AuditLog {
+    /// Opens the destination (`-` = stdout) and starts the writer task.
+    pub async fn open(dest: &Path) -> Result<Self, AuditError> {
+        let out: Box<dyn AsyncWrite + Send + Unpin> = if dest == Path::new("-") {
+            Box::new(tokio::io::stdout())
+        } else {
+            if let Some(dir) = dest.parent() {
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|source| AuditError::Open { path: dest.into(), source })?;
+            }
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dest)
+                .await
+                .map_err(|source| AuditError::Open { path: dest.into(), source })?;
+            Box::new(f)
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer(out, rx, dest.to_path_buf()));
+        Ok(Self { tx })
+    }
+
+    pub fn record(&self, rec: &ConnectionRecord) {
+        match serde_json::to_string(rec) {
+            Ok(line) => {
+                let _ = self.tx.send(Msg::Record(line));
+            }
+            Err(e) => tracing::error!(error = %e, "cannot serialise audit record"),
+        }
+    }
+
+    /// Waits until everything recorded so far is written.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+async fn writer(mut out: Box<dyn AsyncWrite + Send + Unpin>, mut rx: mpsc::UnboundedReceiver<Msg>, path: PathBuf) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    while let Some(first) = rx.recv().await {
+        let mut waiters = Vec::new();
+        let mut next = Some(first);
+        // Batch whatever is queued into one write.
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Record(line) => {
+                    buf.extend_from_slice(line.as_bytes());
+                    buf.push(b'\n');
+                }
+                Msg::Flush(done) => waiters.push(done),
+            }
+            next = rx.try_recv().ok();
+        }
+        if !buf.is_empty() {
+            if let Err(e) = async {
+                out.write_all(&buf).await?;
+                out.flush().await
+            }
+            .await
+            {
+                tracing::error!(path = %path.display(), error = %e, "audit write failed");
+            }
+            buf.clear();
+        }
+        for w in waiters {
+            let _ = w.send(());
+        }
+    }
+}

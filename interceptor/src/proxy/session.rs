@@ -1,0 +1,204 @@
+//! One accepted connection: kernel record → identity → policy decision → relay or reset,
+//! then exactly one audit record.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    os::fd::AsFd,
+    path::Path,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use interceptor_common::PROXY_MARK;
+use tokio::net::{TcpSocket, TcpStream};
+
+use super::{splice, LiveConn, Shared};
+use crate::{
+    audit::{now_rfc3339, ConnectionRecord},
+    ebpf::key_addr,
+    identity::Identity,
+    policy::{evaluate, ConnRequest, Decision, Subject, Verdict},
+};
+
+pub async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let started = Instant::now();
+    let time = now_rfc3339();
+    shared.metrics.accepted.fetch_add(1, Relaxed);
+    let n = shared.next_session.fetch_add(1, Relaxed);
+    let session = format!("{}-{n:06}", shared.session_prefix);
+    let mut rec = ConnectionRecord {
+        time,
+        kind: "connection",
+        session: session.clone(),
+        instance: shared.instance.clone(),
+        identity: None,
+        client: peer.to_string(),
+        destination: None,
+        decision: Verdict::Deny,
+        rule: None,
+        reason: String::new(),
+        bytes_up: 0,
+        bytes_down: 0,
+        duration_ms: 0.0,
+        error: None,
+    };
+
+    // 1. Who connected where: the kernel's record, claimed by the client address.
+    let Some(kernel) = shared.clients.take(peer) else {
+        shared.metrics.refused_no_record.fetch_add(1, Relaxed);
+        rec.reason = "no kernel record for this connection: it did not come through the redirect; refused".into();
+        tracing::warn!(%session, client = %peer, "{}", rec.reason);
+        reset(&client);
+        finish(&shared, rec, started);
+        return;
+    };
+    let dst = key_addr(&kernel.orig);
+    let identity = Identity::from_record(&kernel, Path::new("/proc"), shared.cgroup_name(kernel.cgroup_id));
+    rec.destination = Some(dst.to_string());
+
+    // 2. The decision (pure), or the built-in loop guard.
+    let decision = if is_own_listener(dst, &shared.listeners) {
+        Decision { verdict: Verdict::Deny, rule: None, reason: "destination is the interceptor's own listener".into() }
+    } else {
+        let policy = shared.policy();
+        let subject = Subject {
+            cgroup: identity.cgroup.as_deref(),
+            uid: identity.uid,
+            gid: identity.gid,
+            exe: identity.exe.as_deref(),
+            comm: &identity.comm,
+        };
+        evaluate(&policy, &ConnRequest { subject, dst })
+    };
+    rec.decision = decision.verdict;
+    rec.rule = decision.rule.clone();
+    rec.reason = decision.reason.clone();
+
+    if decision.verdict == Verdict::Deny {
+        shared.metrics.denied.fetch_add(1, Relaxed);
+        tracing::info!(%session, pid = identity.pid, comm = %identity.comm, %dst, rule = ?decision.rule, reason = %decision.reason, "denied");
+        rec.identity = Some(identity);
+        reset(&client);
+        finish(&shared, rec, started);
+        return;
+    }
+
+    // 3. Allowed: connect upstream (marked, so no hook ever redirects it) and relay.
+    let upstream = match connect_upstream(dst, shared.connect_timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            shared.metrics.upstream_errors.fetch_add(1, Relaxed);
+            tracing::warn!(%session, %dst, error = %e, "upstream connect failed");
+            rec.error = Some(format!("upstream connect to {dst} failed: {e}"));
+            rec.identity = Some(identity);
+            // The client already saw its connect succeed: a reset is how it learns.
+            reset(&client);
+            finish(&shared, rec, started);
+            return;
+        }
+    };
+    shared.metrics.allowed.fetch_add(1, Relaxed);
+    shared.metrics.active.fetch_add(1, Relaxed);
+    tracing::debug!(%session, pid = identity.pid, %dst, rule = ?decision.rule, "allowed");
+    let up = Arc::new(AtomicU64::new(0));
+    let down = Arc::new(AtomicU64::new(0));
+    shared.live.lock().unwrap_or_else(|e| e.into_inner()).insert(
+        n,
+        LiveConn {
+            session: session.clone(),
+            pid: identity.pid,
+            comm: identity.comm.clone(),
+            destination: dst,
+            rule: decision.rule.clone(),
+            started,
+            bytes_up: up.clone(),
+            bytes_down: down.clone(),
+        },
+    );
+    rec.identity = Some(identity);
+    let mut stop = shared.shutdown.subscribe();
+    let relay = splice::relay(&client, &upstream, &up, &down);
+    tokio::pin!(relay);
+    let (e_up, e_down) = tokio::select! {
+        ends = &mut relay => ends,
+        _ = stop.wait_for(|s| *s) => {
+            rec.error = Some("ended by daemon shutdown".into());
+            splice::abort(&client, &upstream);
+            relay.await
+        }
+    };
+    shared.live.lock().unwrap_or_else(|e| e.into_inner()).remove(&n);
+    shared.metrics.active.fetch_sub(1, Relaxed);
+    rec.bytes_up = up.load(Relaxed);
+    rec.bytes_down = down.load(Relaxed);
+    shared.metrics.bytes_up.fetch_add(rec.bytes_up, Relaxed);
+    shared.metrics.bytes_down.fetch_add(rec.bytes_down, Relaxed);
+    let errors: Vec<String> = [("agent→upstream", e_up), ("upstream→agent", e_down)]
+        .into_iter()
+        .filter_map(|(dir, e)| match e {
+            splice::End::Error(e) => Some(format!("{dir}: {e}")),
+            splice::End::Eof => None,
+        })
+        .collect();
+    if !errors.is_empty() {
+        let e = errors.join("; ");
+        rec.error = Some(match rec.error.take() {
+            Some(first) => format!("{first}; {e}"),
+            None => e,
+        });
+    }
+    finish(&shared, rec, started);
+}
+
+fn finish(shared: &Shared, mut rec: ConnectionRecord, started: Instant) {
+    rec.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    shared.audit.record(&rec);
+}
+
+/// A destination that is one of our listeners (or the same port on any local address).
+fn is_own_listener(dst: SocketAddr, listeners: &[SocketAddr]) -> bool {
+    let ip = dst.ip().to_canonical();
+    listeners.iter().any(|l| {
+        l.port() == dst.port() && (ip == l.ip() || ip.is_loopback() || ip.is_unspecified())
+    })
+}
+
+/// Closes with RST instead of FIN, so the client sees "connection reset".
+fn reset(s: &TcpStream) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    if let Err(e) = nix::sys::socket::setsockopt(&s.as_fd(), nix::sys::socket::sockopt::Linger, &linger) {
+        tracing::debug!(error = %e, "SO_LINGER failed; the client will see a normal close");
+    }
+}
+
+async fn connect_upstream(dst: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let sock = match dst.ip() {
+        IpAddr::V4(_) => TcpSocket::new_v4()?,
+        IpAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    nix::sys::socket::setsockopt(&sock.as_fd(), nix::sys::socket::sockopt::Mark, &PROXY_MARK)?;
+    let s = tokio::time::timeout(timeout, sock.connect(dst))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no answer within {timeout:?}")))??;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loop_guard() {
+        let l: Vec<SocketAddr> = vec!["127.0.0.1:15001".parse().unwrap(), "[::1]:15001".parse().unwrap()];
+        assert!(is_own_listener("127.0.0.1:15001".parse().unwrap(), &l));
+        assert!(is_own_listener("127.0.0.9:15001".parse().unwrap(), &l));
+        assert!(is_own_listener("0.0.0.0:15001".parse().unwrap(), &l));
+        assert!(is_own_listener("[::ffff:127.0.0.1]:15001".parse().unwrap(), &l));
+        assert!(!is_own_listener("127.0.0.2:15002".parse().unwrap(), &l));
+        assert!(!is_own_listener("192.0.2.1:15001".parse().unwrap(), &l));
+    }
+}
