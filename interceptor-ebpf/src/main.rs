@@ -135,6 +135,20 @@ pub fn connect4(ctx: SockAddrContext) -> i32 {
     PROCEED
 }
 
+/// Writes the destination of a sock_addr context. Each word is stored with a volatile write
+/// at a constant offset from the context pointer: the verifier rejects stores through a
+/// context pointer that the compiler has offset (e.g. when it copies the array in one go).
+#[inline(always)]
+fn set_user_ip6(sa: *mut aya_ebpf::bindings::bpf_sock_addr, ip6: [u32; 4]) {
+    // SAFETY: `sa` is the valid context pointer of a connect6/getpeername6 hook.
+    unsafe {
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*sa).user_ip6[0]), ip6[0]);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*sa).user_ip6[1]), ip6[1]);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*sa).user_ip6[2]), ip6[2]);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*sa).user_ip6[3]), ip6[3]);
+    }
+}
+
 #[inline(always)]
 fn is_v4_mapped(a: &[u32; 4]) -> bool {
     a[0] == 0 && a[1] == 0 && a[2] == 0xffffu32.to_be()
@@ -156,7 +170,7 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
             return REFUSE;
         }
         unsafe {
-            (*sa).user_ip6 = [0, 0, 0xffffu32.to_be(), cfg.v4_addr];
+            set_user_ip6(sa, [0, 0, 0xffffu32.to_be(), cfg.v4_addr]);
             (*sa).user_port = u32::from(cfg.v4_port.to_be());
         }
         count(counter::REDIRECTED_MAPPED);
@@ -171,7 +185,7 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
         return REFUSE;
     }
     unsafe {
-        (*sa).user_ip6 = cfg.v6_addr;
+        set_user_ip6(sa, cfg.v6_addr);
         (*sa).user_port = u32::from(cfg.v6_port.to_be());
     }
     count(counter::REDIRECTED_V6);
@@ -244,10 +258,8 @@ pub fn getpeername6(ctx: SockAddrContext) -> i32 {
         } else {
             rec.orig.addr
         };
-        unsafe {
-            (*ctx.sock_addr).user_ip6 = ip6;
-            (*ctx.sock_addr).user_port = u32::from(rec.orig.port.to_be());
-        }
+        set_user_ip6(ctx.sock_addr, ip6);
+        unsafe { (*ctx.sock_addr).user_port = u32::from(rec.orig.port.to_be()) };
         count(counter::PEERNAME_RESTORED);
     }
     PROCEED

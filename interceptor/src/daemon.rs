@@ -23,7 +23,8 @@ use crate::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("policy {path}: {source}")]
+    /// The policy error already names the file and line.
+    #[error("{source}")]
     Policy {
         path: PathBuf,
         #[source]
@@ -70,8 +71,8 @@ pub struct Daemon {
 
 /// Loads a policy file, logging how DNS names resolved.
 pub fn load_policy(path: &std::path::Path) -> Result<Policy, DaemonError> {
-    let mut policy = Policy::load(path).map_err(|source| DaemonError::Policy { path: path.into(), source })?;
-    log_resolutions(&policy.resolve_names());
+    let (policy, resolutions) = Policy::load_resolved(path).map_err(|source| DaemonError::Policy { path: path.into(), source })?;
+    log_resolutions(&resolutions);
     tracing::info!(policy = %path.display(), "{}", policy.summary());
     Ok(policy)
 }

@@ -107,16 +107,21 @@ impl Programs {
 
     /// Attaches all programs to `cgroup` and pins their links under `pin_dir`.
     ///
+    /// `CgroupAttachMode::Single` means "no flags": the kernel refuses flags on
+    /// `bpf_link_create` for cgroups, and bpf_links are always multi-attach, so other
+    /// programs on the cgroup (or a second interceptor instance) are not displaced.
+    ///
     /// Links are attached first and only then are stale pins of a previous (crashed) daemon
     /// replaced, so there is no instant when the cgroup is unguarded.
     pub fn attach(&mut self, cgroup: &Path, pin_dir: &Path) -> Result<Attachment, EbpfError> {
+        ensure_bpffs()?;
         let cg = fs::File::open(cgroup).map_err(|source| EbpfError::Io { path: cgroup.into(), source })?;
         fs::create_dir_all(pin_dir).map_err(|source| EbpfError::Io { path: pin_dir.into(), source })?;
         let mut links: Vec<(&'static str, FdLink)> = Vec::new();
         for name in SOCK_ADDR_PROGRAMS {
             let prog: &mut CgroupSockAddr = program(&mut self.ebpf, name)?;
             let id = prog
-                .attach(&cg, CgroupAttachMode::AllowMultiple)
+                .attach(&cg, CgroupAttachMode::Single)
                 .map_err(|source| EbpfError::Program { name, source })?;
             let link = prog.take_link(id).map_err(|source| EbpfError::Program { name, source })?;
             links.push((name, fd_link(name, link)?));
@@ -124,7 +129,7 @@ impl Programs {
         let name = names::PROG_SOCK_OPS;
         let prog: &mut SockOps = program(&mut self.ebpf, name)?;
         let id = prog
-            .attach(&cg, CgroupAttachMode::AllowMultiple)
+            .attach(&cg, CgroupAttachMode::Single)
             .map_err(|source| EbpfError::Program { name, source })?;
         let link = prog.take_link(id).map_err(|source| EbpfError::Program { name, source })?;
         links.push((name, fd_link(name, link)?));
@@ -297,6 +302,24 @@ pub fn proxy_config(v4: SocketAddr, v6: Option<SocketAddr>) -> ProxyConfig {
         _ => ([0; 4], 0),
     };
     ProxyConfig { v4_addr, v4_port: v4.port(), v6_port, v6_addr }
+}
+
+/// Makes sure a bpf filesystem is mounted at `/sys/fs/bpf` (mounts one if not), so that
+/// links can be pinned.
+pub fn ensure_bpffs() -> Result<(), EbpfError> {
+    let bpffs = Path::new("/sys/fs/bpf");
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|source| EbpfError::Io { path: "/proc/self/mountinfo".into(), source })?;
+    let mounted = mountinfo.lines().any(|l| {
+        let (pre, post) = l.split_once(" - ").unwrap_or((l, ""));
+        pre.split_whitespace().nth(4) == Some("/sys/fs/bpf") && post.split_whitespace().next() == Some("bpf")
+    });
+    if mounted {
+        return Ok(());
+    }
+    tracing::info!("mounting a bpf filesystem at /sys/fs/bpf (none was mounted) to pin links");
+    nix::mount::mount(Some("bpf"), bpffs, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+        .map_err(|e| EbpfError::Io { path: bpffs.into(), source: e.into() })
 }
 
 /// Pin directory for an attachment name (e.g. `run-1234`, `attach-agents.slice`).

@@ -133,10 +133,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Policy { command: PolicyCommand::Check { files } } => {
             let mut bad = 0;
             for f in &files {
-                match Policy::load(f) {
-                    Ok(mut p) => {
+                match Policy::load_resolved(f) {
+                    Ok((p, resolutions)) => {
                         println!("{}: ok — {}", f.display(), p.summary());
-                        for r in p.resolve_names() {
+                        for r in resolutions {
                             match &r.result {
                                 Ok(addrs) => println!("  DNS {} resolved at load to {:?} (re-resolved every {:?})", r.name, addrs, p.dns_refresh()),
                                 Err(e) => println!("  warning: DNS {} does not resolve now ({e}); its rules match nothing until it does", r.name),

@@ -10,6 +10,8 @@ mod test;
 mod util;
 mod vm_test;
 
+use std::process::ExitCode;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
@@ -39,8 +41,20 @@ enum Command {
     VmTest,
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
+/// Errors are printed with their context chain but without a backtrace (RUST_BACKTRACE is
+/// often set in CI, and a backtrace of xtask itself never helps).
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
         Command::Setup(args) => setup::run_setup(&args),
         Command::Build(args) => build::run_build(&args),
         Command::Test(args) => test::run_tests(&args),

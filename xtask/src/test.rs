@@ -194,7 +194,8 @@ fn clippy(ebpf_object: &Path) -> Result<Done> {
 
 fn cargo_test(args: &TestArgs, ebpf_object: &Path, daemon: &Path) -> Result<Done> {
     let mut cmd = host_cargo();
-    cmd.args(["test", "--workspace", "--release"]);
+    // --no-fail-fast: one failing unit test should not hide the integration tests' results.
+    cmd.args(["test", "--workspace", "--release", "--no-fail-fast"]);
     if let Some(filter) = &args.filter {
         cmd.arg(filter);
     }

@@ -158,6 +158,18 @@ fn quote(s: &OsStr) -> String {
     }
 }
 
+/// The program's file name and its arguments, for short error messages.
+pub fn display_short(cmd: &Command) -> String {
+    let program = Path::new(cmd.get_program())
+        .file_name()
+        .unwrap_or(cmd.get_program());
+    std::iter::once(program)
+        .chain(cmd.get_args())
+        .map(quote)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Prints and runs a command with inherited stdio; fails on a non-zero exit.
 pub fn run(cmd: &mut Command) -> Result<()> {
     let line = display(cmd);
@@ -166,7 +178,7 @@ pub fn run(cmd: &mut Command) -> Result<()> {
         .status()
         .with_context(|| format!("could not start: {line}"))?;
     if !status.success() {
-        bail!("command failed ({status}): {line}");
+        bail!("`{}` failed ({status})", display_short(cmd));
     }
     Ok(())
 }
@@ -219,6 +231,14 @@ mod tests {
         assert_eq!(quote(OsStr::new("--release")), "--release");
         assert_eq!(quote(OsStr::new("-C debuginfo=2")), "'-C debuginfo=2'");
         assert_eq!(quote(OsStr::new("it's")), r"'it'\''s'");
+    }
+
+    #[test]
+    fn short_display_drops_path_env_and_dir() {
+        let mut cmd = Command::new("/usr/bin/cargo");
+        cmd.args(["fmt", "--all"]).env("X", "1").current_dir("/tmp");
+        assert_eq!(display_short(&cmd), "cargo fmt --all");
+        assert_eq!(display(&cmd), "(cd /tmp && X=1 /usr/bin/cargo fmt --all)");
     }
 
     #[test]

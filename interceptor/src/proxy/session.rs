@@ -61,7 +61,7 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
 
     // 2. The decision (pure), or the built-in loop guard.
     let decision = if is_own_listener(dst, &shared.listeners) {
-        Decision { verdict: Verdict::Deny, rule: None, reason: "destination is the interceptor's own listener".into() }
+        Decision::own_listener()
     } else {
         let policy = shared.policy();
         let subject = Subject {
@@ -124,7 +124,7 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     tokio::pin!(relay);
     let (e_up, e_down) = tokio::select! {
         ends = &mut relay => ends,
-        _ = stop.wait_for(|s| *s) => {
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
             rec.error = Some("ended by daemon shutdown".into());
             splice::abort(&client, &upstream);
             relay.await

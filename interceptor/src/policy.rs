@@ -1,0 +1,50 @@
+//! Egress policy: YAML model, loader/validator, pure evaluator and JSON schema.
+//!
+//! A policy names *identities* (selectors on the connecting process: cgroup,
+//! uid, gid, exe, comm) and an ordered list of *rules* (identity, destinations
+//! and allow or deny). `evaluate` returns the decision of the first matching
+//! rule, or the policy default. See `policies/README.md` for the format.
+//!
+//! Layout: `model` (the serde/JSON-schema document), `ports`, `net`, `glob`
+//! (value types validated while parsing), `de` (serde helpers that keep error
+//! locations), `locate` (locations of errors found after parsing), `load`
+//! (`Policy`: compile, load, DNS), `eval` (`evaluate`), `error`.
+
+mod de;
+mod error;
+mod eval;
+mod glob;
+mod load;
+mod locate;
+mod model;
+mod net;
+mod ports;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::PolicyError;
+pub use eval::{evaluate, ConnRequest, Decision, Subject, Verdict, OWN_LISTENER_REASON};
+pub use glob::{CommPattern, Pattern};
+pub use load::{NameResolution, Policy};
+pub use model::{
+    Action, Destination, IdList, Identity, IdentityRef, Name, PolicyDoc, Rule, Version,
+    DEFAULT_DNS_REFRESH_SECS,
+};
+pub use net::{Cidr, HostName};
+pub use ports::PortSet;
+
+/// The JSON schema (draft 7) of the policy format (`PolicyDoc`),
+/// pretty-printed, with a trailing newline. `policies/policy.schema.json`
+/// holds a copy. Optional fields are described without a `null` alternative:
+/// leave a field out rather than writing `~`.
+pub fn json_schema() -> String {
+    let schema = schemars::gen::SchemaSettings::draft07()
+        .with(|s| s.option_add_null_type = false)
+        .into_generator()
+        .into_root_schema_for::<PolicyDoc>();
+    let schema = model::refine_schema(schema);
+    let mut s = serde_json::to_string_pretty(&schema).expect("a schema always serializes");
+    s.push('\n');
+    s
+}

@@ -1,0 +1,352 @@
+//! `Policy`: a parsed, validated and compiled policy; loading and DNS resolution.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use super::de::checked;
+use super::error::PolicyError;
+use super::eval::Verdict;
+use super::locate::Locator;
+use super::model::{Identity, PolicyDoc, DEFAULT_DNS_REFRESH_SECS};
+use super::net::{Cidr, HostName};
+use super::ports::PortSet;
+
+/// A compiled policy, ready for `evaluate`. Cheap to clone, so a refresher
+/// can clone it, `resolve_names` on the copy (blocking) and swap it in.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    origin: String,
+    doc: PolicyDoc,
+    /// In `doc.identities` order (sorted by name).
+    pub(super) identities: Vec<(String, Identity)>,
+    pub(super) rules: Vec<CompiledRule>,
+    /// Distinct `host:` names, in order of first use.
+    pub(super) hosts: Vec<HostEntry>,
+    pub(super) default: Verdict,
+    dns_refresh: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct CompiledRule {
+    pub(super) name: String,
+    pub(super) verdict: Verdict,
+    /// Indexes into `Policy::identities` (any of); `None` = any process.
+    pub(super) identities: Option<Vec<usize>>,
+    pub(super) to: Vec<CompiledDest>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct CompiledDest {
+    pub(super) target: Target,
+    pub(super) ports: Option<PortSet>,
+    /// Decision reason when this entry matches (precomputed).
+    pub(super) reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum Target {
+    Cidr(Cidr),
+    /// Index into `Policy::hosts`.
+    Host(usize),
+    Any,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct HostEntry {
+    pub(super) name: HostName,
+    /// Canonical (IPv4-mapped turned into IPv4), sorted, deduplicated.
+    /// Empty until resolved, or when the last resolution failed.
+    pub(super) addrs: Vec<IpAddr>,
+}
+
+/// The outcome of resolving one `host:` name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameResolution {
+    pub name: String,
+    /// The addresses the name now matches, or why it matches nothing.
+    pub result: Result<Vec<IpAddr>, String>,
+}
+
+impl Policy {
+    /// Parses and validates a policy. `origin` names it in errors (usually
+    /// the file path). DNS names are left unresolved: they match nothing
+    /// until `resolve_names` is called.
+    #[allow(clippy::should_implement_trait)]
+    pub fn from_str(text: &str, origin: &str) -> Result<Policy, PolicyError> {
+        if is_blank(text) {
+            return Err(PolicyError::invalid(
+                origin,
+                None,
+                "the policy is empty; it needs at least `version: 1` \
+                 (and `rules`, or `default: deny` to deny everything)"
+                    .to_owned(),
+            ));
+        }
+        let doc: PolicyDoc = checked(serde_yaml::Deserializer::from_str(text))
+            .map_err(|e| relocate(PolicyError::from_yaml(origin, &e), text))?;
+        Policy::compile(doc, Some(text), origin)
+    }
+
+    /// Compiles an already deserialized document (errors found here have no
+    /// line numbers since there is no source text).
+    pub fn from_doc(doc: PolicyDoc, origin: &str) -> Result<Policy, PolicyError> {
+        Policy::compile(doc, None, origin)
+    }
+
+    /// Reads, parses and validates the file, then resolves its DNS names
+    /// (blocking; unresolvable names match nothing and are not an error).
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        Policy::load_resolved(path).map(|(p, _)| p)
+    }
+
+    /// `load`, also returning the per-name resolutions so they can be logged.
+    pub fn load_resolved(path: &Path) -> Result<(Policy, Vec<NameResolution>), PolicyError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            origin: origin.clone(),
+            source,
+        })?;
+        let mut policy = Policy::from_str(&text, &origin)?;
+        let resolutions = policy.resolve_names();
+        Ok((policy, resolutions))
+    }
+
+    /// Resolves every `host:` name with the system resolver (blocking; run it
+    /// off the async runtime). Each name then matches exactly the addresses
+    /// it resolved to; a name that fails to resolve matches nothing until a
+    /// later call succeeds (fail closed). Returns one entry per distinct name.
+    pub fn resolve_names(&mut self) -> Vec<NameResolution> {
+        self.resolve_names_with(system_resolve)
+    }
+
+    /// `resolve_names` with a custom resolver (for tests, or an async
+    /// resolver's results).
+    pub fn resolve_names_with(
+        &mut self,
+        mut resolve: impl FnMut(&str) -> Result<Vec<IpAddr>, String>,
+    ) -> Vec<NameResolution> {
+        let mut out = Vec::with_capacity(self.hosts.len());
+        for host in &mut self.hosts {
+            let result = resolve(host.name.as_str()).and_then(|addrs| {
+                let mut addrs: Vec<IpAddr> = addrs.iter().map(IpAddr::to_canonical).collect();
+                addrs.sort_unstable();
+                addrs.dedup();
+                if addrs.is_empty() {
+                    Err("resolved to no addresses".to_owned())
+                } else {
+                    Ok(addrs)
+                }
+            });
+            host.addrs = result.clone().unwrap_or_default();
+            out.push(NameResolution {
+                name: host.name.to_string(),
+                result,
+            });
+        }
+        out
+    }
+
+    /// The distinct DNS names used in `host:` entries, in order of first use.
+    pub fn host_names(&self) -> Vec<&str> {
+        self.hosts.iter().map(|h| h.name.as_str()).collect()
+    }
+
+    /// The addresses `name` currently matches (`None` if not a `host:` of this policy).
+    pub fn host_addrs(&self, name: &str) -> Option<&[IpAddr]> {
+        self.hosts
+            .iter()
+            .find(|h| h.name.as_str() == name)
+            .map(|h| h.addrs.as_slice())
+    }
+
+    /// How often DNS names should be re-resolved.
+    pub fn dns_refresh(&self) -> Duration {
+        self.dns_refresh
+    }
+
+    /// One line, e.g. "2 identities, 3 rules, default deny".
+    pub fn summary(&self) -> String {
+        let n = self.identities.len();
+        let m = self.rules.len();
+        format!(
+            "{n} {}, {m} {}, default {}",
+            if n == 1 { "identity" } else { "identities" },
+            if m == 1 { "rule" } else { "rules" },
+            self.default
+        )
+    }
+
+    /// Where the policy came from (file path or the `origin` given to `from_str`).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The document the policy was compiled from.
+    pub fn doc(&self) -> &PolicyDoc {
+        &self.doc
+    }
+
+    /// The verdict when no rule matches.
+    pub fn default_verdict(&self) -> Verdict {
+        self.default
+    }
+
+    /// Rule names in evaluation order.
+    pub fn rule_names(&self) -> Vec<&str> {
+        self.rules.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    fn compile(doc: PolicyDoc, src: Option<&str>, origin: &str) -> Result<Policy, PolicyError> {
+        let identities: Vec<(String, Identity)> = doc
+            .identities
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let index: HashMap<&str, usize> = identities
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (k.as_str(), i))
+            .collect();
+        let locator = src.map(Locator::new);
+
+        let mut hosts: Vec<HostEntry> = Vec::new();
+        let mut rules = Vec::with_capacity(doc.rules.len());
+        for (ri, rule) in doc.rules.iter().enumerate() {
+            // Cross-reference check: done here, after parsing, because
+            // `identities` may come after `rules` in the file. Located by
+            // searching the text (see locate.rs).
+            let ids = match &rule.identity {
+                None => None,
+                Some(refs) => {
+                    let mut ids = Vec::with_capacity(refs.0.len());
+                    for name in &refs.0 {
+                        match index.get(name.as_str()) {
+                            Some(&i) => ids.push(i),
+                            None => {
+                                let pos = locator
+                                    .as_ref()
+                                    .and_then(|l| l.in_rule(rule.name.as_str(), "identity", name));
+                                return Err(PolicyError::invalid(
+                                    origin,
+                                    pos,
+                                    format!(
+                                        "rules[{ri}].identity: unknown identity {name:?} in rule {:?} ({})",
+                                        rule.name.as_str(),
+                                        known(&identities)
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                    Some(ids)
+                }
+            };
+            let verdict = Verdict::from(rule.action);
+            let to = rule
+                .to
+                .iter()
+                .map(|d| {
+                    let target = match (&d.cidr, &d.host) {
+                        (Some(c), _) => Target::Cidr(*c),
+                        (None, Some(h)) => {
+                            let i = match hosts.iter().position(|e| &e.name == h) {
+                                Some(i) => i,
+                                None => {
+                                    hosts.push(HostEntry {
+                                        name: h.clone(),
+                                        addrs: Vec::new(),
+                                    });
+                                    hosts.len() - 1
+                                }
+                            };
+                            Target::Host(i)
+                        }
+                        // Validated while parsing: exactly one of cidr/host/any: true.
+                        (None, None) => Target::Any,
+                    };
+                    let reason = match &rule.reason {
+                        Some(r) => r.clone(),
+                        None => format!("matched rule {} ({verdict} {d})", rule.name),
+                    };
+                    CompiledDest {
+                        target,
+                        ports: d.ports.clone(),
+                        reason,
+                    }
+                })
+                .collect();
+            rules.push(CompiledRule {
+                name: rule.name.as_str().to_owned(),
+                verdict,
+                identities: ids,
+                to,
+            });
+        }
+        let dns_refresh = Duration::from_secs(
+            doc.dns_refresh_secs
+                .map_or(DEFAULT_DNS_REFRESH_SECS, |n| n.get()),
+        );
+        Ok(Policy {
+            origin: origin.to_owned(),
+            default: Verdict::from(doc.default),
+            doc,
+            identities,
+            rules,
+            hosts,
+            dns_refresh,
+        })
+    }
+}
+
+/// serde reports a duplicate field at the start of its mapping; point at the
+/// duplicate instead (found in the text, see locate.rs).
+fn relocate(err: PolicyError, text: &str) -> PolicyError {
+    let PolicyError::Invalid {
+        origin,
+        line: Some(line),
+        column: Some(column),
+        message,
+    } = err
+    else {
+        return err;
+    };
+    let key = message
+        .split_once("duplicate field `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(key, _)| key);
+    let pos = key.and_then(|k| Locator::new(text).duplicate_key((line, column), k));
+    let (line, column) = pos.unwrap_or((line, column));
+    PolicyError::Invalid {
+        origin,
+        line: Some(line),
+        column: Some(column),
+        message,
+    }
+}
+
+fn known(identities: &[(String, Identity)]) -> String {
+    if identities.is_empty() {
+        "no identities are defined; add it under `identities:`".to_owned()
+    } else {
+        let names: Vec<&str> = identities.iter().map(|(k, _)| k.as_str()).collect();
+        format!("defined identities: {}", names.join(", "))
+    }
+}
+
+/// Whether the text holds no YAML content (only blank lines, comments and
+/// document markers).
+fn is_blank(text: &str) -> bool {
+    text.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#') || t == "---" || t == "..."
+    })
+}
+
+fn system_resolve(name: &str) -> Result<Vec<IpAddr>, String> {
+    (name, 0u16)
+        .to_socket_addrs()
+        .map(|it| it.map(|sa| sa.ip()).collect())
+        .map_err(|e| e.to_string())
+}
