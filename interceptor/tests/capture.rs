@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -233,9 +233,11 @@ fn fail_closed_when_the_daemon_is_killed() {
     // `cleanup` removes what the crashed run left: the probe, its cgroup and the pins.
     let status = env.cmd().arg("cleanup").status().unwrap();
     assert!(status.success());
-    assert!(!Path::new(&format!("/proc/{probe_pid}")).exists() || {
-        std::thread::sleep(Duration::from_millis(200));
-        !Path::new(&format!("/proc/{probe_pid}/cmdline")).exists()
+    // Gone, or a zombie waiting for init to reap it (its parent, the daemon, is dead).
+    wait_for("probe killed", Duration::from_secs(10), || {
+        let stat = std::fs::read_to_string(format!("/proc/{probe_pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next().unwrap_or('?'));
+        matches!(state, None | Some('Z') | Some('X')).then_some(())
     });
     let name = format!("run-{}", daemon.id());
     assert!(!interceptor::ebpf::pin_dir(&name).exists(), "pins left behind");
