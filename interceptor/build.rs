@@ -9,8 +9,11 @@ fn main() {
     println!("cargo:rerun-if-env-changed=INTERCEPTOR_EBPF_OBJECT");
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets this"));
     let default = manifest.join("../target/bpf/bpfel-unknown-none/release/interceptor-ebpf");
-    let src = env::var_os("INTERCEPTOR_EBPF_OBJECT").map(PathBuf::from).unwrap_or(default);
-    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets this")).join("interceptor-ebpf.o");
+    let src = env::var_os("INTERCEPTOR_EBPF_OBJECT")
+        .map(PathBuf::from)
+        .unwrap_or(default);
+    let out =
+        PathBuf::from(env::var("OUT_DIR").expect("cargo sets this")).join("interceptor-ebpf.o");
     println!("cargo:rerun-if-changed={}", src.display());
     match fs::read(&src) {
         Ok(bytes) => fs::write(&out, bytes).expect("write embedded eBPF object"),

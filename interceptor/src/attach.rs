@@ -11,9 +11,18 @@ pub fn instance_name(relative: &str) -> String {
     let name: String = relative
         .trim_matches('/')
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    format!("attach-{}", if name.is_empty() { "root".into() } else { name })
+    format!(
+        "attach-{}",
+        if name.is_empty() { "root".into() } else { name }
+    )
 }
 
 pub async fn attach(opts: Options) -> Result<(), DaemonError> {
@@ -29,7 +38,9 @@ pub async fn attach(opts: Options) -> Result<(), DaemonError> {
             _ = hup.recv() => { let _ = tokio::task::block_in_place(|| daemon.reload(&policy_path)); }
         }
     }
-    tracing::info!("stopping: new connects from the cgroup are refused until the programs are detached");
+    tracing::info!(
+        "stopping: new connects from the cgroup are refused until the programs are detached"
+    );
     daemon.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }

@@ -74,14 +74,20 @@ impl AuditLog {
             if let Some(dir) = dest.parent() {
                 tokio::fs::create_dir_all(dir)
                     .await
-                    .map_err(|source| AuditError::Open { path: dest.into(), source })?;
+                    .map_err(|source| AuditError::Open {
+                        path: dest.into(),
+                        source,
+                    })?;
             }
             let f = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(dest)
                 .await
-                .map_err(|source| AuditError::Open { path: dest.into(), source })?;
+                .map_err(|source| AuditError::Open {
+                    path: dest.into(),
+                    source,
+                })?;
             Box::new(f)
         };
         let (tx, rx) = mpsc::unbounded_channel();
@@ -90,6 +96,12 @@ impl AuditLog {
     }
 
     pub fn record(&self, rec: &ConnectionRecord) {
+        self.record_any(rec)
+    }
+
+    /// Any other record type (PostgreSQL `statement`, `session_start`, `session_end`: see
+    /// `protocols::postgres::audit`). Callers must never put unmasked result values in it.
+    pub fn record_any<T: Serialize>(&self, rec: &T) {
         match serde_json::to_string(rec) {
             Ok(line) => {
                 let _ = self.tx.send(Msg::Record(line));
@@ -107,7 +119,11 @@ impl AuditLog {
     }
 }
 
-async fn writer(mut out: Box<dyn AsyncWrite + Send + Unpin>, mut rx: mpsc::UnboundedReceiver<Msg>, path: PathBuf) {
+async fn writer(
+    mut out: Box<dyn AsyncWrite + Send + Unpin>,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+    path: PathBuf,
+) {
     let mut buf = Vec::with_capacity(64 * 1024);
     while let Some(first) = rx.recv().await {
         let mut waiters = Vec::new();

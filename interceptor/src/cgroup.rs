@@ -26,13 +26,17 @@ pub enum CgroupError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
-    move |source| CgroupError::Io { path: path.to_path_buf(), source }
+    move |source| CgroupError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The mount point of the cgroup v2 hierarchy, from `/proc/self/mountinfo`.
 /// (Often `/sys/fs/cgroup`; `/sys/fs/cgroup/unified` on hosts with the hybrid layout.)
 pub fn cgroup2_root() -> Result<PathBuf, CgroupError> {
-    let text = fs::read_to_string("/proc/self/mountinfo").map_err(io_err(Path::new("/proc/self/mountinfo")))?;
+    let text = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(io_err(Path::new("/proc/self/mountinfo")))?;
     parse_mountinfo(&text).ok_or(CgroupError::NoCgroup2)
 }
 
@@ -55,7 +59,12 @@ fn unescape_octal(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
             let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -121,8 +130,12 @@ impl Cgroup {
     /// Moves a process into this cgroup.
     pub fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
         let file = self.procs_file();
-        let mut f = fs::OpenOptions::new().write(true).open(&file).map_err(io_err(&file))?;
-        f.write_all(pid.to_string().as_bytes()).map_err(io_err(&file))
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .map_err(io_err(&file))?;
+        f.write_all(pid.to_string().as_bytes())
+            .map_err(io_err(&file))
     }
 
     /// Kills every process in this cgroup and its descendants, waiting up to `timeout`.
@@ -139,7 +152,10 @@ impl Cgroup {
             }
             for pid in &pids {
                 // Fallback for kernels without cgroup.kill (< 5.14).
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             if Instant::now() > deadline {
                 return Err(CgroupError::Busy(self.path.clone()));
@@ -169,7 +185,9 @@ impl Cgroup {
                     Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => break,
                     // The kernel releases a cgroup shortly after its last process exits.
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
+                    {
                         thread::sleep(Duration::from_millis(20))
                     }
                     Err(source) => return Err(CgroupError::Io { path: dir, source }),
@@ -223,7 +241,10 @@ mod tests {
         let text = "25 30 0:23 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
                     26 25 0:24 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n\
                     27 25 0:25 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n";
-        assert_eq!(parse_mountinfo(text), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            parse_mountinfo(text),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
     }
 
     #[test]
@@ -234,19 +255,31 @@ mod tests {
 
     #[test]
     fn no_cgroup2() {
-        assert_eq!(parse_mountinfo("22 1 0:5 / /proc rw - proc proc rw\n"), None);
+        assert_eq!(
+            parse_mountinfo("22 1 0:5 / /proc rw - proc proc rw\n"),
+            None
+        );
     }
 
     #[test]
     fn relative_paths() {
-        assert_eq!(relative_to(Path::new("/sys/fs/cgroup"), Path::new("/sys/fs/cgroup/a/b")), "/a/b");
-        assert_eq!(relative_to(Path::new("/sys/fs/cgroup"), Path::new("/sys/fs/cgroup")), "/");
+        assert_eq!(
+            relative_to(Path::new("/sys/fs/cgroup"), Path::new("/sys/fs/cgroup/a/b")),
+            "/a/b"
+        );
+        assert_eq!(
+            relative_to(Path::new("/sys/fs/cgroup"), Path::new("/sys/fs/cgroup")),
+            "/"
+        );
     }
 
     #[test]
     fn this_machine_has_cgroup2() {
         // Every supported host has cgroup v2 somewhere; the daemon cannot work without it.
         let root = cgroup2_root().expect("cgroup2 mounted");
-        assert!(root.join("cgroup.procs").exists(), "{root:?} has no cgroup.procs");
+        assert!(
+            root.join("cgroup.procs").exists(),
+            "{root:?} has no cgroup.procs"
+        );
     }
 }

@@ -5,10 +5,19 @@ use std::{net::SocketAddr, path::PathBuf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "interceptor", version, about = "Transparent least-privilege interceptor for AI agents")]
+#[command(
+    name = "interceptor",
+    version,
+    about = "Transparent least-privilege interceptor for AI agents"
+)]
 pub struct Cli {
     /// Where audit logs, control sockets and run state live.
-    #[arg(long, global = true, env = "INTERCEPTOR_STATE_DIR", default_value = "/var/lib/interceptor")]
+    #[arg(
+        long,
+        global = true,
+        env = "INTERCEPTOR_STATE_DIR",
+        default_value = "/var/lib/interceptor"
+    )]
     pub state_dir: PathBuf,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]

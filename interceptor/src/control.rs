@@ -71,8 +71,14 @@ pub fn socket_dir(state_dir: &Path) -> PathBuf {
 }
 
 /// Serves the control socket until the task is dropped.
-pub async fn serve(path: PathBuf, handler: Arc<dyn Handler>) -> Result<tokio::task::JoinHandle<()>, ControlError> {
-    let io_err = |source| ControlError::Io { path: path.clone(), source };
+pub async fn serve(
+    path: PathBuf,
+    handler: Arc<dyn Handler>,
+) -> Result<tokio::task::JoinHandle<()>, ControlError> {
+    let io_err = |source| ControlError::Io {
+        path: path.clone(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io_err)?;
     }
@@ -80,13 +86,18 @@ pub async fn serve(path: PathBuf, handler: Arc<dyn Handler>) -> Result<tokio::ta
     let listener = UnixListener::bind(&path).map_err(io_err)?;
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let handler = handler.clone();
             tokio::spawn(async move {
                 let (rd, mut wr) = stream.into_split();
                 let mut line = String::new();
                 let mut rd = BufReader::new(rd);
-                if tokio::time::timeout(Duration::from_secs(5), rd.read_line(&mut line)).await.is_err() {
+                if tokio::time::timeout(Duration::from_secs(5), rd.read_line(&mut line))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 let reply = match line.trim() {
@@ -95,7 +106,9 @@ pub async fn serve(path: PathBuf, handler: Arc<dyn Handler>) -> Result<tokio::ta
                         Ok(summary) => Reply::Reloaded { summary },
                         Err(message) => Reply::Error { message },
                     },
-                    other => Reply::Error { message: format!("unknown command {other:?}; expected status or reload") },
+                    other => Reply::Error {
+                        message: format!("unknown command {other:?}; expected status or reload"),
+                    },
                 };
                 let mut out = serde_json::to_string(&reply).unwrap_or_default();
                 out.push('\n');
@@ -107,13 +120,24 @@ pub async fn serve(path: PathBuf, handler: Arc<dyn Handler>) -> Result<tokio::ta
 
 /// Sends one command to the daemon at `path`.
 pub async fn request(path: &Path, command: &str) -> Result<Reply, ControlError> {
-    let io_err = |source| ControlError::Io { path: path.to_path_buf(), source };
+    let io_err = |source| ControlError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let fut = async {
         let mut s = UnixStream::connect(path).await.map_err(io_err)?;
-        s.write_all(format!("{command}\n").as_bytes()).await.map_err(io_err)?;
+        s.write_all(format!("{command}\n").as_bytes())
+            .await
+            .map_err(io_err)?;
         let mut line = String::new();
-        BufReader::new(s).read_line(&mut line).await.map_err(io_err)?;
-        serde_json::from_str(&line).map_err(|e| ControlError::Protocol { path: path.to_path_buf(), detail: e.to_string() })
+        BufReader::new(s)
+            .read_line(&mut line)
+            .await
+            .map_err(io_err)?;
+        serde_json::from_str(&line).map_err(|e| ControlError::Protocol {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })
     };
     tokio::time::timeout(Duration::from_secs(5), fut)
         .await
@@ -123,7 +147,12 @@ pub async fn request(path: &Path, command: &str) -> Result<Reply, ControlError> 
 /// Control sockets of the daemons under `state_dir`.
 pub fn sockets(state_dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(socket_dir(state_dir))
-        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "sock")).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -133,7 +162,11 @@ pub fn sockets(state_dir: &Path) -> Vec<PathBuf> {
 pub fn render(s: &Status) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let _ = writeln!(out, "{} ({} mode, pid {}), up {:.0}s", s.instance, s.mode, s.pid, s.uptime_secs);
+    let _ = writeln!(
+        out,
+        "{} ({} mode, pid {}), up {:.0}s",
+        s.instance, s.mode, s.pid, s.uptime_secs
+    );
     let _ = writeln!(out, "  cgroup:    {}", s.cgroup);
     let _ = writeln!(out, "  policy:    {} — {}", s.policy, s.policy_summary);
     let _ = writeln!(out, "  listeners: {}", s.listeners.join(", "));
@@ -145,10 +178,18 @@ pub fn render(s: &Status) -> String {
         "  connections: {} accepted, {} allowed, {} denied, {} refused (no kernel record), {} upstream errors, {} live, {} pending hand-offs",
         c("accepted"), c("allowed"), c("denied"), c("refused_no_record"), c("upstream_errors"), s.live.len(), s.pending_handoffs
     );
-    let kernel: Vec<String> = s.kernel_counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let kernel: Vec<String> = s
+        .kernel_counters
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     let _ = writeln!(out, "  kernel:    {}", kernel.join(" "));
     if !s.live.is_empty() {
-        let _ = writeln!(out, "  {:<16} {:>7} {:<16} {:<28} {:>9} {:>9} {:>7}", "SESSION", "PID", "COMM", "DESTINATION", "UP", "DOWN", "AGE");
+        let _ = writeln!(
+            out,
+            "  {:<16} {:>7} {:<16} {:<28} {:>9} {:>9} {:>7}",
+            "SESSION", "PID", "COMM", "DESTINATION", "UP", "DOWN", "AGE"
+        );
         for l in &s.live {
             let _ = writeln!(
                 out,

@@ -71,7 +71,11 @@ pub struct Daemon {
 
 /// Loads a policy file, logging how DNS names resolved.
 pub fn load_policy(path: &std::path::Path) -> Result<Policy, DaemonError> {
-    let (policy, resolutions) = Policy::load_resolved(path).map_err(|source| DaemonError::Policy { path: path.into(), source })?;
+    let (policy, resolutions) =
+        Policy::load_resolved(path).map_err(|source| DaemonError::Policy {
+            path: path.into(),
+            source,
+        })?;
     log_resolutions(&resolutions);
     tracing::info!(policy = %path.display(), "{}", policy.summary());
     Ok(policy)
@@ -81,7 +85,9 @@ pub fn log_resolutions(res: &[NameResolution]) {
     for r in res {
         match &r.result {
             Ok(addrs) => tracing::info!(name = %r.name, ?addrs, "resolved DNS name in policy"),
-            Err(e) => tracing::warn!(name = %r.name, error = %e, "cannot resolve DNS name in policy: its rules match nothing until it resolves"),
+            Err(e) => {
+                tracing::warn!(name = %r.name, error = %e, "cannot resolve DNS name in policy: its rules match nothing until it resolves")
+            }
         }
     }
 }
@@ -94,10 +100,16 @@ impl Daemon {
         let clients = programs.take_clients()?;
         let counters = Arc::new(programs.take_counters()?);
         let (l4, l6) = proxy::bind(opts.listen_port).await?;
-        let v4 = l4.local_addr().map_err(|source| proxy::ProxyError::Bind { addr: ([127, 0, 0, 1], opts.listen_port).into(), source })?;
+        let v4 = l4.local_addr().map_err(|source| proxy::ProxyError::Bind {
+            addr: ([127, 0, 0, 1], opts.listen_port).into(),
+            source,
+        })?;
         let v6 = l6.as_ref().and_then(|l| l.local_addr().ok());
         programs.set_proxy(v4, v6)?;
-        let audit_path = opts.audit_log.clone().unwrap_or_else(|| opts.state_dir.join("audit.jsonl"));
+        let audit_path = opts
+            .audit_log
+            .clone()
+            .unwrap_or_else(|| opts.state_dir.join("audit.jsonl"));
         let audit = AuditLog::open(&audit_path).await?;
         let (shutdown, _) = watch::channel(false);
         let listeners: Vec<SocketAddr> = std::iter::once(v4).chain(v6).collect();
@@ -118,9 +130,17 @@ impl Daemon {
             shutdown: shutdown.clone(),
         });
         let sessions = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
-        let mut tasks = vec![tokio::spawn(proxy::serve(l4, shared.clone(), sessions.clone()))];
+        let mut tasks = vec![tokio::spawn(proxy::serve(
+            l4,
+            shared.clone(),
+            sessions.clone(),
+        ))];
         if let Some(l6) = l6 {
-            tasks.push(tokio::spawn(proxy::serve(l6, shared.clone(), sessions.clone())));
+            tasks.push(tokio::spawn(proxy::serve(
+                l6,
+                shared.clone(),
+                sessions.clone(),
+            )));
         }
         tasks.push(tokio::spawn(refresh_dns(shared.clone())));
 
@@ -145,18 +165,28 @@ impl Daemon {
             audit_path: audit_path.display().to_string(),
             pin_dir: pin_dir.display().to_string(),
         });
-        let control_path = control::socket_dir(&opts.state_dir).join(format!("{}.sock", opts.instance));
+        let control_path =
+            control::socket_dir(&opts.state_dir).join(format!("{}.sock", opts.instance));
         tasks.push(control::serve(control_path.clone(), handler).await?);
         if let Some(addr) = opts.metrics_addr {
             let (s, c) = (shared.clone(), counters.clone());
-            let body: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || metrics::render(&s.metrics, &c.read()));
+            let body: Arc<dyn Fn() -> String + Send + Sync> =
+                Arc::new(move || metrics::render(&s.metrics, &c.read()));
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = metrics::serve(addr, body).await {
                     tracing::error!(%addr, error = %e, "metrics endpoint failed");
                 }
             }));
         }
-        Ok(Self { shared, attachment: Some(attachment), _programs: programs, tasks, sessions, control_path, shutdown })
+        Ok(Self {
+            shared,
+            attachment: Some(attachment),
+            _programs: programs,
+            tasks,
+            sessions,
+            control_path,
+            shutdown,
+        })
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -175,7 +205,10 @@ impl Daemon {
             t.abort();
         }
         let mut sessions = std::mem::take(&mut *self.sessions.lock().await);
-        let drained = tokio::time::timeout(grace, async { while sessions.join_next().await.is_some() {} }).await;
+        let drained = tokio::time::timeout(grace, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
         if drained.is_err() {
             tracing::info!(live = sessions.len(), "ending live connections");
             let _ = self.shutdown.send(true);
@@ -186,7 +219,9 @@ impl Daemon {
             let dir = att.pin_dir().to_path_buf();
             match att.detach() {
                 Ok(()) => tracing::info!(pins = %dir.display(), "detached"),
-                Err(e) => tracing::error!(error = %e, "detach failed; remove the pins with `interceptor detach`"),
+                Err(e) => {
+                    tracing::error!(error = %e, "detach failed; remove the pins with `interceptor detach`")
+                }
             }
         }
         let _ = std::fs::remove_file(&self.control_path);
@@ -231,7 +266,10 @@ async fn refresh_dns(shared: Arc<Shared>) {
 }
 
 fn session_prefix() -> String {
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     format!("{:x}{:x}", std::process::id(), ms & 0xffff_ffff)
 }
 
@@ -254,7 +292,10 @@ impl Handler for ControlHandler {
             .snapshot()
             .into_iter()
             .map(|(name, _, _, v)| {
-                let short = name.trim_start_matches("interceptor_").trim_start_matches("connections_").trim_end_matches("_total");
+                let short = name
+                    .trim_start_matches("interceptor_")
+                    .trim_start_matches("connections_")
+                    .trim_end_matches("_total");
                 (short.to_string(), v)
             })
             .collect();
@@ -265,7 +306,12 @@ impl Handler for ControlHandler {
             cgroup: self.opts.cgroup.path().display().to_string(),
             policy: self.opts.policy_path.display().to_string(),
             policy_summary: policy.summary(),
-            listeners: self.shared.listeners.iter().map(|a| a.to_string()).collect(),
+            listeners: self
+                .shared
+                .listeners
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
             started: self.started_at.clone(),
             uptime_secs: self.started.elapsed().as_secs_f64(),
             audit_log: self.audit_path.clone(),
@@ -273,7 +319,12 @@ impl Handler for ControlHandler {
             live: self.shared.live_status(),
             pending_handoffs: self.shared.clients.pending(),
             counters,
-            kernel_counters: self.counters.read().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            kernel_counters: self
+                .counters
+                .read()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
         }
     }
 

@@ -2,8 +2,7 @@
 //! daemon leaves the cgroup closed, not open), and reads the maps they fill.
 
 use std::{
-    fs,
-    io,
+    fs, io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     sync::Mutex,
@@ -43,7 +42,9 @@ pub enum EbpfError {
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("eBPF object has no {0} (object and daemon out of sync; rebuild with `cargo xtask build`)")]
+    #[error(
+        "eBPF object has no {0} (object and daemon out of sync; rebuild with `cargo xtask build`)"
+    )]
     Missing(&'static str),
     #[error("pinning link at {path}: {detail} (is bpffs mounted at /sys/fs/bpf?)")]
     Pin { path: PathBuf, detail: String },
@@ -78,11 +79,13 @@ impl Programs {
         let mut ebpf = Ebpf::load(OBJECT)?;
         for name in SOCK_ADDR_PROGRAMS {
             let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-            prog.load().map_err(|source| EbpfError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| EbpfError::Program { name, source })?;
         }
         let name = names::PROG_SOCK_OPS;
         let prog: &mut SockOps = program(&mut ebpf, name)?;
-        prog.load().map_err(|source| EbpfError::Program { name, source })?;
+        prog.load()
+            .map_err(|source| EbpfError::Program { name, source })?;
         let config = take_map(&mut ebpf, names::MAP_CONFIG)?;
         Ok(Self { ebpf, config })
     }
@@ -91,14 +94,18 @@ impl Programs {
     /// attached cgroup fails with EPERM.
     pub fn set_proxy(&mut self, v4: SocketAddr, v6: Option<SocketAddr>) -> Result<(), EbpfError> {
         let cfg = proxy_config(v4, v6);
-        self.config
-            .set(0, cfg, 0)
-            .map_err(|source| EbpfError::Map { name: names::MAP_CONFIG, source })
+        self.config.set(0, cfg, 0).map_err(|source| EbpfError::Map {
+            name: names::MAP_CONFIG,
+            source,
+        })
     }
 
     /// The map where the kernel hands each redirected connection to the proxy.
     pub fn take_clients(&mut self) -> Result<ClientMap, EbpfError> {
-        Ok(ClientMap(Mutex::new(take_map(&mut self.ebpf, names::MAP_CLIENTS)?)))
+        Ok(ClientMap(Mutex::new(take_map(
+            &mut self.ebpf,
+            names::MAP_CLIENTS,
+        )?)))
     }
 
     pub fn take_counters(&mut self) -> Result<Counters, EbpfError> {
@@ -115,15 +122,23 @@ impl Programs {
     /// replaced, so there is no instant when the cgroup is unguarded.
     pub fn attach(&mut self, cgroup: &Path, pin_dir: &Path) -> Result<Attachment, EbpfError> {
         ensure_bpffs()?;
-        let cg = fs::File::open(cgroup).map_err(|source| EbpfError::Io { path: cgroup.into(), source })?;
-        fs::create_dir_all(pin_dir).map_err(|source| EbpfError::Io { path: pin_dir.into(), source })?;
+        let cg = fs::File::open(cgroup).map_err(|source| EbpfError::Io {
+            path: cgroup.into(),
+            source,
+        })?;
+        fs::create_dir_all(pin_dir).map_err(|source| EbpfError::Io {
+            path: pin_dir.into(),
+            source,
+        })?;
         let mut links: Vec<(&'static str, FdLink)> = Vec::new();
         for name in SOCK_ADDR_PROGRAMS {
             let prog: &mut CgroupSockAddr = program(&mut self.ebpf, name)?;
             let id = prog
                 .attach(&cg, CgroupAttachMode::Single)
                 .map_err(|source| EbpfError::Program { name, source })?;
-            let link = prog.take_link(id).map_err(|source| EbpfError::Program { name, source })?;
+            let link = prog
+                .take_link(id)
+                .map_err(|source| EbpfError::Program { name, source })?;
             links.push((name, fd_link(name, link)?));
         }
         let name = names::PROG_SOCK_OPS;
@@ -131,7 +146,9 @@ impl Programs {
         let id = prog
             .attach(&cg, CgroupAttachMode::Single)
             .map_err(|source| EbpfError::Program { name, source })?;
-        let link = prog.take_link(id).map_err(|source| EbpfError::Program { name, source })?;
+        let link = prog
+            .take_link(id)
+            .map_err(|source| EbpfError::Program { name, source })?;
         links.push((name, fd_link(name, link)?));
 
         let mut pinned = Vec::new();
@@ -144,12 +161,16 @@ impl Programs {
                     let _ = old.unpin();
                 }
             }
-            let p = link
-                .pin(&path)
-                .map_err(|e| EbpfError::Pin { path: path.clone(), detail: e.to_string() })?;
+            let p = link.pin(&path).map_err(|e| EbpfError::Pin {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
             pinned.push(p);
         }
-        Ok(Attachment { pin_dir: pin_dir.to_path_buf(), links: pinned })
+        Ok(Attachment {
+            pin_dir: pin_dir.to_path_buf(),
+            links: pinned,
+        })
     }
 }
 
@@ -169,7 +190,8 @@ where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
     let prog = ebpf.program_mut(name).ok_or(EbpfError::Missing(name))?;
-    prog.try_into().map_err(|source| EbpfError::Program { name, source })
+    prog.try_into()
+        .map_err(|source| EbpfError::Program { name, source })
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
@@ -194,13 +216,19 @@ impl Attachment {
     /// Orderly detach: unpin and close every link, then remove the pin directory.
     pub fn detach(self) -> Result<(), EbpfError> {
         for link in self.links {
-            let fd = link.unpin().map_err(|source| EbpfError::Io { path: self.pin_dir.clone(), source })?;
+            let fd = link.unpin().map_err(|source| EbpfError::Io {
+                path: self.pin_dir.clone(),
+                source,
+            })?;
             drop(fd);
         }
         match fs::remove_dir(&self.pin_dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(EbpfError::Io { path: self.pin_dir, source }),
+            Err(source) => Err(EbpfError::Io {
+                path: self.pin_dir,
+                source,
+            }),
         }
     }
 }
@@ -211,7 +239,12 @@ pub fn remove_pins(pin_dir: &Path) -> Result<usize, EbpfError> {
     let entries = match fs::read_dir(pin_dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(source) => return Err(EbpfError::Io { path: pin_dir.into(), source }),
+        Err(source) => {
+            return Err(EbpfError::Io {
+                path: pin_dir.into(),
+                source,
+            })
+        }
     };
     for entry in entries.flatten() {
         let path = entry.path();
@@ -267,15 +300,28 @@ impl Counters {
 /// The key the `sockops` program uses for a client address (IPv4-mapped → IPv4).
 pub fn sock_key(addr: SocketAddr) -> SockAddrKey {
     match addr.ip().to_canonical() {
-        IpAddr::V4(ip) => SockAddrKey { family: AF_INET, port: addr.port(), _pad: 0, addr: [u32::from_ne_bytes(ip.octets()), 0, 0, 0] },
-        IpAddr::V6(ip) => SockAddrKey { family: AF_INET6, port: addr.port(), _pad: 0, addr: words(ip) },
+        IpAddr::V4(ip) => SockAddrKey {
+            family: AF_INET,
+            port: addr.port(),
+            _pad: 0,
+            addr: [u32::from_ne_bytes(ip.octets()), 0, 0, 0],
+        },
+        IpAddr::V6(ip) => SockAddrKey {
+            family: AF_INET6,
+            port: addr.port(),
+            _pad: 0,
+            addr: words(ip),
+        },
     }
 }
 
 /// The address a kernel key names.
 pub fn key_addr(key: &SockAddrKey) -> SocketAddr {
     if key.family == AF_INET {
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::from(key.addr[0].to_ne_bytes())), key.port)
+        SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::from(key.addr[0].to_ne_bytes())),
+            key.port,
+        )
     } else {
         let mut b = [0u8; 16];
         for (i, w) in key.addr.iter().enumerate() {
@@ -301,25 +347,42 @@ pub fn proxy_config(v4: SocketAddr, v6: Option<SocketAddr>) -> ProxyConfig {
         Some(SocketAddr::V6(a)) => (words(*a.ip()), a.port()),
         _ => ([0; 4], 0),
     };
-    ProxyConfig { v4_addr, v4_port: v4.port(), v6_port, v6_addr }
+    ProxyConfig {
+        v4_addr,
+        v4_port: v4.port(),
+        v6_port,
+        v6_addr,
+    }
 }
 
 /// Makes sure a bpf filesystem is mounted at `/sys/fs/bpf` (mounts one if not), so that
 /// links can be pinned.
 pub fn ensure_bpffs() -> Result<(), EbpfError> {
     let bpffs = Path::new("/sys/fs/bpf");
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|source| EbpfError::Io { path: "/proc/self/mountinfo".into(), source })?;
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(|source| EbpfError::Io {
+        path: "/proc/self/mountinfo".into(),
+        source,
+    })?;
     let mounted = mountinfo.lines().any(|l| {
         let (pre, post) = l.split_once(" - ").unwrap_or((l, ""));
-        pre.split_whitespace().nth(4) == Some("/sys/fs/bpf") && post.split_whitespace().next() == Some("bpf")
+        pre.split_whitespace().nth(4) == Some("/sys/fs/bpf")
+            && post.split_whitespace().next() == Some("bpf")
     });
     if mounted {
         return Ok(());
     }
     tracing::info!("mounting a bpf filesystem at /sys/fs/bpf (none was mounted) to pin links");
-    nix::mount::mount(Some("bpf"), bpffs, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
-        .map_err(|e| EbpfError::Io { path: bpffs.into(), source: e.into() })
+    nix::mount::mount(
+        Some("bpf"),
+        bpffs,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| EbpfError::Io {
+        path: bpffs.into(),
+        source: e.into(),
+    })
 }
 
 /// Pin directory for an attachment name (e.g. `run-1234`, `attach-agents.slice`).
@@ -355,7 +418,10 @@ mod tests {
 
     #[test]
     fn config_layout() {
-        let c = proxy_config("127.0.0.1:15001".parse().unwrap(), Some("[::1]:15002".parse().unwrap()));
+        let c = proxy_config(
+            "127.0.0.1:15001".parse().unwrap(),
+            Some("[::1]:15002".parse().unwrap()),
+        );
         assert_eq!(c.v4_addr.to_ne_bytes(), [127, 0, 0, 1]);
         assert_eq!((c.v4_port, c.v6_port), (15001, 15002));
         assert_eq!(c.v6_addr[3].to_ne_bytes(), [0, 0, 0, 1]);

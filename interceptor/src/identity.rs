@@ -39,7 +39,9 @@ impl Identity {
         let (exe, cmdline) = if pid_reused || start_ns.is_none() {
             (None, Vec::new())
         } else {
-            let exe = fs::read_link(dir.join("exe")).ok().map(|p| p.display().to_string());
+            let exe = fs::read_link(dir.join("exe"))
+                .ok()
+                .map(|p| p.display().to_string());
             (exe, read_cmdline(&dir))
         };
         Self {
@@ -115,7 +117,8 @@ mod tests {
 
     #[test]
     fn parses_start_time_with_tricky_comm() {
-        let stat = "1234 (a) b (c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
+        let stat =
+            "1234 (a) b (c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
         assert_eq!(parse_start_ticks(stat), Some(98765));
     }
 
@@ -124,7 +127,13 @@ mod tests {
         let me = std::process::id();
         let id = Identity::from_record(&record(me, u64::MAX / 2), Path::new("/proc"), None);
         assert!(!id.pid_reused);
-        assert_eq!(id.exe.as_deref(), std::env::current_exe().ok().map(|p| p.display().to_string()).as_deref());
+        assert_eq!(
+            id.exe.as_deref(),
+            std::env::current_exe()
+                .ok()
+                .map(|p| p.display().to_string())
+                .as_deref()
+        );
         assert!(!id.cmdline.is_empty());
         assert_eq!(id.comm, "test");
     }

@@ -14,3 +14,6 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod run;
+pub mod sql;
+pub mod masking;
+pub mod protocols;

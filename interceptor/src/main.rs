@@ -32,14 +32,22 @@ fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat, filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
 }
 
-fn options(args: &DaemonArgs, instance: String, mode: &'static str, cgroup: Cgroup, state_dir: &std::path::Path) -> daemon::Options {
+fn options(
+    args: &DaemonArgs,
+    instance: String,
+    mode: &'static str,
+    cgroup: Cgroup,
+    state_dir: &std::path::Path,
+) -> daemon::Options {
     daemon::Options {
         instance,
         mode,
@@ -62,7 +70,11 @@ fn require_root(what: &str) -> anyhow::Result<()> {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Run { daemon: args, user, command } => {
+        Command::Run {
+            daemon: args,
+            user,
+            command,
+        } => {
             require_root("run").map_err(|e| {
                 eprintln!("interceptor: error: {e:#}");
                 e
@@ -84,7 +96,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 }
             }
         }
-        Command::Attach { cgroup, daemon: args } => {
+        Command::Attach {
+            cgroup,
+            daemon: args,
+        } => {
             require_root("attach")?;
             let cg = Cgroup::open(&cgroup)?;
             let instance = attach::instance_name(&cg.relative());
@@ -108,12 +123,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Reload => {
             let socks = control::sockets(&cli.state_dir);
             if socks.is_empty() {
-                bail!("no running interceptor found under {}", cli.state_dir.display());
+                bail!(
+                    "no running interceptor found under {}",
+                    cli.state_dir.display()
+                );
             }
             let mut failed = false;
             for s in socks {
                 match control::request(&s, "reload").await {
-                    Ok(control::Reply::Reloaded { summary }) => println!("{}: reloaded: {summary}", s.display()),
+                    Ok(control::Reply::Reloaded { summary }) => {
+                        println!("{}: reloaded: {summary}", s.display())
+                    }
                     Ok(other) => {
                         failed = true;
                         println!("{}: {other:?}", s.display())
@@ -126,11 +146,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(i32::from(failed))
         }
-        Command::Policy { command: PolicyCommand::Schema } => {
+        Command::Policy {
+            command: PolicyCommand::Schema,
+        } => {
             print!("{}", policy::json_schema());
             Ok(0)
         }
-        Command::Policy { command: PolicyCommand::Check { files } } => {
+        Command::Policy {
+            command: PolicyCommand::Check { files },
+        } => {
             let mut bad = 0;
             for f in &files {
                 match Policy::load_resolved(f) {
@@ -161,7 +185,9 @@ async fn status(state_dir: &std::path::Path, json: bool) -> anyhow::Result<i32> 
         match control::request(s, "status").await {
             Ok(control::Reply::Status(st)) => all.push(*st),
             Ok(other) => eprintln!("{}: unexpected reply {other:?}", s.display()),
-            Err(e) => eprintln!("{e} (stale socket of a daemon that died? `interceptor cleanup` removes leftovers)"),
+            Err(e) => eprintln!(
+                "{e} (stale socket of a daemon that died? `interceptor cleanup` removes leftovers)"
+            ),
         }
     }
     if json {
@@ -180,22 +206,35 @@ async fn status(state_dir: &std::path::Path, json: bool) -> anyhow::Result<i32> 
 fn cleanup() -> anyhow::Result<()> {
     let root = std::path::Path::new(ebpf::PIN_ROOT);
     let mut names: Vec<String> = std::fs::read_dir(root)
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     if let Ok(cg_root) = interceptor::cgroup::cgroup2_root() {
         if let Ok(rd) = std::fs::read_dir(cg_root.join("interceptor")) {
-            names.extend(rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+            names.extend(
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned()),
+            );
         }
     }
     names.sort();
     names.dedup();
     let mut removed = 0;
     for name in names {
-        let Some(pid) = name.strip_prefix("run-").and_then(|p| p.parse::<i32>().ok()) else { continue };
+        let Some(pid) = name
+            .strip_prefix("run-")
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
         if std::path::Path::new(&format!("/proc/{pid}")).exists() {
             continue; // still running
         }
-        let cg = Cgroup::create(&format!("interceptor/{name}")).context("opening leftover cgroup")?;
+        let cg =
+            Cgroup::create(&format!("interceptor/{name}")).context("opening leftover cgroup")?;
         cg.kill_all(Duration::from_secs(5))?;
         let pins = ebpf::remove_pins(&ebpf::pin_dir(&name))?;
         cg.remove()?;

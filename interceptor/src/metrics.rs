@@ -33,16 +33,66 @@ impl Metrics {
     /// (name, help, kind, value) for every counter.
     pub fn snapshot(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
         vec![
-            ("interceptor_connections_accepted_total", "Connections accepted by the proxy", "counter", self.accepted.load(Relaxed)),
-            ("interceptor_connections_allowed_total", "Connections allowed by policy", "counter", self.allowed.load(Relaxed)),
-            ("interceptor_connections_denied_total", "Connections denied by policy", "counter", self.denied.load(Relaxed)),
-            ("interceptor_connections_refused_no_record_total", "Connections refused: no kernel record (did not come through the redirect)", "counter", self.refused_no_record.load(Relaxed)),
-            ("interceptor_upstream_errors_total", "Allowed connections whose upstream connect failed", "counter", self.upstream_errors.load(Relaxed)),
-            ("interceptor_connections_active", "Connections open now", "gauge", self.active.load(Relaxed)),
-            ("interceptor_bytes_up_total", "Bytes from agents to upstreams", "counter", self.bytes_up.load(Relaxed)),
-            ("interceptor_bytes_down_total", "Bytes from upstreams to agents", "counter", self.bytes_down.load(Relaxed)),
-            ("interceptor_policy_reloads_total", "Successful policy reloads", "counter", self.policy_reloads.load(Relaxed)),
-            ("interceptor_policy_reload_failures_total", "Failed policy reloads (old policy kept)", "counter", self.policy_reload_failures.load(Relaxed)),
+            (
+                "interceptor_connections_accepted_total",
+                "Connections accepted by the proxy",
+                "counter",
+                self.accepted.load(Relaxed),
+            ),
+            (
+                "interceptor_connections_allowed_total",
+                "Connections allowed by policy",
+                "counter",
+                self.allowed.load(Relaxed),
+            ),
+            (
+                "interceptor_connections_denied_total",
+                "Connections denied by policy",
+                "counter",
+                self.denied.load(Relaxed),
+            ),
+            (
+                "interceptor_connections_refused_no_record_total",
+                "Connections refused: no kernel record (did not come through the redirect)",
+                "counter",
+                self.refused_no_record.load(Relaxed),
+            ),
+            (
+                "interceptor_upstream_errors_total",
+                "Allowed connections whose upstream connect failed",
+                "counter",
+                self.upstream_errors.load(Relaxed),
+            ),
+            (
+                "interceptor_connections_active",
+                "Connections open now",
+                "gauge",
+                self.active.load(Relaxed),
+            ),
+            (
+                "interceptor_bytes_up_total",
+                "Bytes from agents to upstreams",
+                "counter",
+                self.bytes_up.load(Relaxed),
+            ),
+            (
+                "interceptor_bytes_down_total",
+                "Bytes from upstreams to agents",
+                "counter",
+                self.bytes_down.load(Relaxed),
+            ),
+            (
+                "interceptor_policy_reloads_total",
+                "Successful policy reloads",
+                "counter",
+                self.policy_reloads.load(Relaxed),
+            ),
+            (
+                "interceptor_policy_reload_failures_total",
+                "Failed policy reloads (old policy kept)",
+                "counter",
+                self.policy_reload_failures.load(Relaxed),
+            ),
         ]
     }
 }
@@ -51,17 +101,26 @@ impl Metrics {
 pub fn render(m: &Metrics, kernel: &[(&'static str, u64)]) -> String {
     let mut out = String::new();
     for (name, help, kind, v) in m.snapshot() {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
     }
     let _ = writeln!(out, "# HELP interceptor_kernel_events_total Events counted by the eBPF programs\n# TYPE interceptor_kernel_events_total counter");
     for (name, v) in kernel {
-        let _ = writeln!(out, "interceptor_kernel_events_total{{event=\"{name}\"}} {v}");
+        let _ = writeln!(
+            out,
+            "interceptor_kernel_events_total{{event=\"{name}\"}} {v}"
+        );
     }
     out
 }
 
 /// Serves `GET /metrics` until the task is dropped.
-pub async fn serve(addr: SocketAddr, body: Arc<dyn Fn() -> String + Send + Sync>) -> std::io::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    body: Arc<dyn Fn() -> String + Send + Sync>,
+) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(%addr, "metrics endpoint listening");
     loop {
@@ -69,12 +128,18 @@ pub async fn serve(addr: SocketAddr, body: Arc<dyn Fn() -> String + Send + Sync>
         let body = body.clone();
         tokio::spawn(async move {
             let mut req = [0u8; 1024];
-            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut req)).await {
+            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut req))
+                .await
+            {
                 Ok(Ok(n)) => n,
                 _ => return,
             };
             let ok = req[..n].starts_with(b"GET /metrics");
-            let (status, text) = if ok { ("200 OK", body()) } else { ("404 Not Found", "try GET /metrics\n".to_string()) };
+            let (status, text) = if ok {
+                ("200 OK", body())
+            } else {
+                ("404 Not Found", "try GET /metrics\n".to_string())
+            };
             let resp = format!(
                 "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
                 text.len()

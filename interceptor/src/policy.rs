@@ -18,7 +18,9 @@ mod load;
 mod locate;
 mod model;
 mod net;
+mod pg;
 mod ports;
+mod sql_eval;
 
 #[cfg(test)]
 mod tests;
@@ -32,7 +34,12 @@ pub use model::{
     DEFAULT_DNS_REFRESH_SECS,
 };
 pub use net::{Cidr, HostName};
+pub use pg::{
+    PostgresResource, Resource, ResourceRef, SqlAction, SqlOperation, SqlRule, TlsMode,
+    DEFAULT_PG_PORT,
+};
 pub use ports::PortSet;
+pub use sql_eval::{evaluate_sql, SqlDecision, SqlRequest, SqlStatement};
 
 /// The JSON schema (draft 7) of the policy format (`PolicyDoc`),
 /// pretty-printed, with a trailing newline. `policies/policy.schema.json`

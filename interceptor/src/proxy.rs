@@ -75,7 +75,10 @@ pub struct Shared {
 
 impl Shared {
     pub fn policy(&self) -> Arc<Policy> {
-        self.policy.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn set_policy(&self, p: Policy) {
@@ -104,11 +107,19 @@ impl Shared {
 
     /// Path of the cgroup with this id, relative to the cgroup2 root (cached).
     pub fn cgroup_name(&self, id: u64) -> Option<String> {
-        if let Some(n) = self.cgroup_names.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+        if let Some(n) = self
+            .cgroup_names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
             return Some(n.clone());
         }
         let name = crate::cgroup::find_by_id(&self.cgroup_root, &self.cgroup_top, id)?;
-        self.cgroup_names.lock().unwrap_or_else(|e| e.into_inner()).insert(id, name.clone());
+        self.cgroup_names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, name.clone());
         Some(name)
     }
 }
@@ -116,7 +127,9 @@ impl Shared {
 /// Binds the proxy's listeners: IPv4 loopback always, IPv6 loopback when the host has it.
 pub async fn bind(port: u16) -> Result<(TcpListener, Option<TcpListener>), ProxyError> {
     let v4: SocketAddr = ([127, 0, 0, 1], port).into();
-    let l4 = TcpListener::bind(v4).await.map_err(|source| ProxyError::Bind { addr: v4, source })?;
+    let l4 = TcpListener::bind(v4)
+        .await
+        .map_err(|source| ProxyError::Bind { addr: v4, source })?;
     let v6: SocketAddr = (std::net::Ipv6Addr::LOCALHOST, port).into();
     let l6 = match TcpListener::bind(v6).await {
         Ok(l) => Some(l),
@@ -129,12 +142,19 @@ pub async fn bind(port: u16) -> Result<(TcpListener, Option<TcpListener>), Proxy
 }
 
 /// Accepts connections until the task is dropped; every connection runs in `sessions`.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, sessions: Arc<tokio::sync::Mutex<JoinSet<()>>>) {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    sessions: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let shared = shared.clone();
-                sessions.lock().await.spawn(session::handle(stream, peer, shared));
+                sessions
+                    .lock()
+                    .await
+                    .spawn(session::handle(stream, peer, shared));
             }
             Err(e) => {
                 // EMFILE and friends: keep serving others, back off briefly.

@@ -57,7 +57,8 @@ fn lookup_user(spec: &str) -> Result<Creds, RunError> {
         Err(_) => User::from_name(spec).ok().flatten(),
     }
     .ok_or_else(|| RunError::UnknownUser(spec.to_string()))?;
-    let cname = CString::new(user.name.clone()).map_err(|_| RunError::UnknownUser(spec.to_string()))?;
+    let cname =
+        CString::new(user.name.clone()).map_err(|_| RunError::UnknownUser(spec.to_string()))?;
     let groups = nix::unistd::getgrouplist(&cname, user.gid)
         .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
         .unwrap_or_else(|_| vec![user.gid.as_raw()]);
@@ -71,7 +72,11 @@ fn lookup_user(spec: &str) -> Result<Creds, RunError> {
 }
 
 /// Runs `command` under the interceptor and returns its exit code (128+N if killed by N).
-pub async fn run(mut opts: Options, user: Option<String>, command: Vec<String>) -> Result<i32, RunError> {
+pub async fn run(
+    mut opts: Options,
+    user: Option<String>,
+    command: Vec<String>,
+) -> Result<i32, RunError> {
     let creds = user.as_deref().map(lookup_user).transpose()?;
     let cgroup = opts.cgroup.clone();
     let daemon = match Daemon::start(opts.clone()).await {
@@ -94,12 +99,18 @@ pub async fn run(mut opts: Options, user: Option<String>, command: Vec<String>) 
     result
 }
 
-async fn supervise(cgroup: &Cgroup, creds: Option<Creds>, command: &[String]) -> Result<i32, RunError> {
+async fn supervise(
+    cgroup: &Cgroup,
+    creds: Option<Creds>,
+    command: &[String],
+) -> Result<i32, RunError> {
     let procs = CString::new(cgroup.procs_file().as_os_str().as_bytes()).expect("path without NUL");
     let mut cmd = tokio::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
     if let Some(c) = &creds {
-        cmd.env("USER", &c.name).env("LOGNAME", &c.name).env("HOME", &c.home);
+        cmd.env("USER", &c.name)
+            .env("LOGNAME", &c.name)
+            .env("HOME", &c.home);
     }
     let ids = creds.as_ref().map(|c| (c.uid, c.gid, c.groups.clone()));
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
@@ -124,7 +135,10 @@ async fn supervise(cgroup: &Cgroup, creds: Option<Creds>, command: &[String]) ->
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|source| RunError::Spawn { cmd: command[0].clone(), source })?;
+    let mut child = cmd.spawn().map_err(|source| RunError::Spawn {
+        cmd: command[0].clone(),
+        source,
+    })?;
     let pid = Pid::from_raw(child.id().map(|p| p as i32).unwrap_or(0));
     tracing::info!(pid = pid.as_raw(), cmd = ?command, cgroup = %cgroup.path().display(), "started");
 
@@ -168,7 +182,12 @@ async fn supervise(cgroup: &Cgroup, creds: Option<Creds>, command: &[String]) ->
             }
         }
     };
-    let status = status.map_err(|source| RunError::Spawn { cmd: command[0].clone(), source })?;
+    let status = status.map_err(|source| RunError::Spawn {
+        cmd: command[0].clone(),
+        source,
+    })?;
     use std::os::unix::process::ExitStatusExt;
-    Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }

@@ -22,7 +22,10 @@ fn allow_policy(rules: &[(&str, &str, u16)]) -> String {
 }
 
 fn connection_records(env: &Env) -> Vec<Value> {
-    env.audit().into_iter().filter(|r| r["type"] == "connection").collect()
+    env.audit()
+        .into_iter()
+        .filter(|r| r["type"] == "connection")
+        .collect()
 }
 
 #[test]
@@ -32,7 +35,10 @@ fn v4_connect_is_redirected_allowed_and_attributed() {
     }
     let echo = Echo::start("127.0.0.2");
     let env = Env::new();
-    let policy = env.policy("p.yaml", &allow_policy(&[("allow-echo", "127.0.0.2/32", echo.port())]));
+    let policy = env.policy(
+        "p.yaml",
+        &allow_policy(&[("allow-echo", "127.0.0.2/32", echo.port())]),
+    );
     let r = env.run_probe(&policy, "once", "4", "127.0.0.2", echo.port(), "hello");
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["reply"], "echo:hello");
@@ -47,11 +53,27 @@ fn v4_connect_is_redirected_allowed_and_attributed() {
     assert_eq!(rec["decision"], "allow");
     assert_eq!(rec["rule"], "allow-echo");
     assert_eq!(rec["destination"], format!("127.0.0.2:{}", echo.port()));
-    assert_eq!(rec["identity"]["pid"], r["pid"], "audit pid is the probe's pid");
-    assert_eq!(rec["identity"]["exe"], r["exe"], "audit exe is the probe's executable");
+    assert_eq!(
+        rec["identity"]["pid"], r["pid"],
+        "audit pid is the probe's pid"
+    );
+    assert_eq!(
+        rec["identity"]["exe"], r["exe"],
+        "audit exe is the probe's executable"
+    );
     assert_eq!(rec["identity"]["uid"], 0);
-    assert!(rec["identity"]["cmdline"].as_array().unwrap().iter().any(|a| a.as_str().unwrap().ends_with("probe.py")));
-    assert!(rec["identity"]["cgroup"].as_str().unwrap().starts_with("/interceptor/run-"), "{rec}");
+    assert!(rec["identity"]["cmdline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a.as_str().unwrap().ends_with("probe.py")));
+    assert!(
+        rec["identity"]["cgroup"]
+            .as_str()
+            .unwrap()
+            .starts_with("/interceptor/run-"),
+        "{rec}"
+    );
     assert_eq!(rec["bytes_up"], 6);
     assert_eq!(rec["bytes_down"], 11);
     assert!(rec["session"].as_str().is_some_and(|s| !s.is_empty()));
@@ -65,16 +87,30 @@ fn denied_destination_is_reset_and_never_reaches_upstream() {
     let allowed = Echo::start("127.0.0.2");
     let other = Echo::start("127.0.0.2");
     let env = Env::new();
-    let policy = env.policy("p.yaml", &allow_policy(&[("allow-echo", "127.0.0.2/32", allowed.port())]));
+    let policy = env.policy(
+        "p.yaml",
+        &allow_policy(&[("allow-echo", "127.0.0.2/32", allowed.port())]),
+    );
     let r = env.run_probe(&policy, "once", "4", "127.0.0.2", other.port(), "hello");
     assert_eq!(r["ok"], false, "{r}");
-    assert!(r["error"].as_str().unwrap().contains("Reset") || r["errno"] == 104, "reset expected: {r}");
-    assert_eq!(other.accepted(), 0, "a denied connect must not reach the destination");
+    assert!(
+        r["error"].as_str().unwrap().contains("Reset") || r["errno"] == 104,
+        "reset expected: {r}"
+    );
+    assert_eq!(
+        other.accepted(),
+        0,
+        "a denied connect must not reach the destination"
+    );
     let recs = connection_records(&env);
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0]["decision"], "deny");
     assert_eq!(recs[0]["rule"], Value::Null, "default deny has no rule");
-    assert!(recs[0]["reason"].as_str().unwrap().contains("default"), "{}", recs[0]);
+    assert!(
+        recs[0]["reason"].as_str().unwrap().contains("default"),
+        "{}",
+        recs[0]
+    );
 }
 
 #[test]
@@ -84,7 +120,10 @@ fn v6_connect_is_redirected() {
     }
     let echo = Echo::start("::1");
     let env = Env::new();
-    let policy = env.policy("p.yaml", &allow_policy(&[("allow-v6", "::1/128", echo.port())]));
+    let policy = env.policy(
+        "p.yaml",
+        &allow_policy(&[("allow-v6", "::1/128", echo.port())]),
+    );
     let r = env.run_probe(&policy, "once", "6", "::1", echo.port(), "six");
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["reply"], "echo:six");
@@ -101,8 +140,18 @@ fn v4_mapped_connect_is_redirected_and_matches_v4_rules() {
     }
     let echo = Echo::start("127.0.0.2");
     let env = Env::new();
-    let policy = env.policy("p.yaml", &allow_policy(&[("allow-echo", "127.0.0.2/32", echo.port())]));
-    let r = env.run_probe(&policy, "once", "mapped", "127.0.0.2", echo.port(), "mapped");
+    let policy = env.policy(
+        "p.yaml",
+        &allow_policy(&[("allow-echo", "127.0.0.2/32", echo.port())]),
+    );
+    let r = env.run_probe(
+        &policy,
+        "once",
+        "mapped",
+        "127.0.0.2",
+        echo.port(),
+        "mapped",
+    );
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["peer"], format!("[::ffff:127.0.0.2]:{}", echo.port()));
     let recs = connection_records(&env);
@@ -123,13 +172,19 @@ fn child_process_of_the_agent_is_covered() {
     }
     let echo = Echo::start("127.0.0.2");
     let env = Env::new();
-    let policy = env.policy("p.yaml", &allow_policy(&[("allow-echo", "127.0.0.2/32", echo.port())]));
+    let policy = env.policy(
+        "p.yaml",
+        &allow_policy(&[("allow-echo", "127.0.0.2/32", echo.port())]),
+    );
     let r = env.run_probe(&policy, "fork", "4", "127.0.0.2", echo.port(), "child");
     assert_eq!(r["ok"], true, "{r}");
     assert_ne!(r["pid"], r["parent_pid"]);
     let recs = connection_records(&env);
     assert_eq!(recs.len(), 1);
-    assert_eq!(recs[0]["identity"]["pid"], r["pid"], "attributed to the child, not the parent");
+    assert_eq!(
+        recs[0]["identity"]["pid"], r["pid"],
+        "attributed to the child, not the parent"
+    );
 }
 
 #[test]
@@ -142,13 +197,27 @@ fn run_forwards_exit_code_and_removes_everything() {
     let out = env.run(&policy, &["sh", "-c", "cat /proc/self/cgroup; exit 7"]);
     assert_eq!(out.status.code(), Some(7));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let cg = stdout.lines().find_map(|l| l.strip_prefix("0::")).expect("cgroup v2 line").trim().to_string();
+    let cg = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("cgroup v2 line")
+        .trim()
+        .to_string();
     assert!(cg.starts_with("/interceptor/run-"), "{cg}");
     let instance = cg.trim_start_matches("/interceptor/");
     let root = interceptor::cgroup::cgroup2_root().unwrap();
-    assert!(!root.join(cg.trim_start_matches('/')).exists(), "cgroup {cg} left behind");
-    assert!(!interceptor::ebpf::pin_dir(instance).exists(), "pins left behind");
-    assert!(interceptor::control::sockets(&env.state()).is_empty(), "control socket left behind");
+    assert!(
+        !root.join(cg.trim_start_matches('/')).exists(),
+        "cgroup {cg} left behind"
+    );
+    assert!(
+        !interceptor::ebpf::pin_dir(instance).exists(),
+        "pins left behind"
+    );
+    assert!(
+        interceptor::control::sockets(&env.state()).is_empty(),
+        "control socket left behind"
+    );
 
     // A command that does not exist: 127, like a shell.
     let out = env.run(&policy, &["/nonexistent/agent"]);
@@ -183,10 +252,20 @@ fn run_as_another_user() {
         .arg(&policy)
         .arg("--audit-log")
         .arg(env.audit_path())
-        .args(["--", "python3", copy.to_str().unwrap(), "once", "4", "127.0.0.2", &port, "who"])
+        .args([
+            "--",
+            "python3",
+            copy.to_str().unwrap(),
+            "once",
+            "4",
+            "127.0.0.2",
+            &port,
+            "who",
+        ])
         .output()
         .unwrap();
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let r: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(r["ok"], true, "{r}");
     let recs = connection_records(&env);
     assert_eq!(recs[0]["identity"]["uid"], 65534);
@@ -200,7 +279,10 @@ fn fail_closed_when_the_daemon_is_killed() {
     }
     let echo = Echo::start("127.0.0.2");
     let env = Env::new();
-    let policy = env.policy("p.yaml", &allow_policy(&[("allow-echo", "127.0.0.2/32", echo.port())]));
+    let policy = env.policy(
+        "p.yaml",
+        &allow_policy(&[("allow-echo", "127.0.0.2/32", echo.port())]),
+    );
     let go = env.dir.path().join("go");
     let out = env.dir.path().join("result.json");
     let port = echo.port().to_string();
@@ -213,21 +295,43 @@ fn fail_closed_when_the_daemon_is_killed() {
         .arg("--")
         .arg("python3")
         .arg(probe())
-        .args(["wait-then-once", go.to_str().unwrap(), out.to_str().unwrap(), "4", "127.0.0.2", &port, "after-crash"])
+        .args([
+            "wait-then-once",
+            go.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "4",
+            "127.0.0.2",
+            &port,
+            "after-crash",
+        ])
         .spawn()
         .unwrap();
     let ready = out.with_extension("json.ready");
-    wait_for("probe ready", Duration::from_secs(20), || ready.exists().then_some(()));
-    let probe_pid: i32 = std::fs::read_to_string(&ready).unwrap().trim().parse().unwrap();
+    wait_for("probe ready", Duration::from_secs(20), || {
+        ready.exists().then_some(())
+    });
+    let probe_pid: i32 = std::fs::read_to_string(&ready)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     // kill -9: no orderly shutdown, the pinned links stay.
     daemon.kill().unwrap();
     daemon.wait().unwrap();
     std::fs::write(&go, "").unwrap();
     let r: Value = wait_for("probe result", Duration::from_secs(20), || {
-        std::fs::read_to_string(&out).ok().and_then(|s| serde_json::from_str(&s).ok())
+        std::fs::read_to_string(&out)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
     });
-    assert_eq!(r["ok"], false, "a connect after the daemon died must fail: {r}");
-    assert!(r["errno"] == 111 || r["errno"] == 1, "ECONNREFUSED or EPERM expected: {r}");
+    assert_eq!(
+        r["ok"], false,
+        "a connect after the daemon died must fail: {r}"
+    );
+    assert!(
+        r["errno"] == 111 || r["errno"] == 1,
+        "ECONNREFUSED or EPERM expected: {r}"
+    );
     assert_eq!(echo.accepted(), 0, "nothing may go out directly");
 
     // `cleanup` removes what the crashed run left: the probe, its cgroup and the pins.
@@ -236,13 +340,21 @@ fn fail_closed_when_the_daemon_is_killed() {
     // Gone, or a zombie waiting for init to reap it (its parent, the daemon, is dead).
     wait_for("probe killed", Duration::from_secs(10), || {
         let stat = std::fs::read_to_string(format!("/proc/{probe_pid}/stat")).unwrap_or_default();
-        let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next().unwrap_or('?'));
+        let state = stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| rest.chars().next().unwrap_or('?'));
         matches!(state, None | Some('Z') | Some('X')).then_some(())
     });
     let name = format!("run-{}", daemon.id());
-    assert!(!interceptor::ebpf::pin_dir(&name).exists(), "pins left behind");
+    assert!(
+        !interceptor::ebpf::pin_dir(&name).exists(),
+        "pins left behind"
+    );
     let root = interceptor::cgroup::cgroup2_root().unwrap();
-    assert!(!root.join("interceptor").join(&name).exists(), "cgroup left behind");
+    assert!(
+        !root.join("interceptor").join(&name).exists(),
+        "cgroup left behind"
+    );
 }
 
 #[test]
@@ -260,12 +372,21 @@ fn connection_without_kernel_record_is_refused() {
     let _ = s.write_all(b"hi\n");
     let mut buf = [0u8; 16];
     let res = s.read(&mut buf);
-    assert!(matches!(res, Ok(0)) || res.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset), "{res:?}");
+    assert!(
+        matches!(res, Ok(0))
+            || res
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{res:?}"
+    );
     daemon.stop();
     let recs = env.audit();
     assert_eq!(recs.len(), 1, "{recs:?}");
     assert_eq!(recs[0]["decision"], "deny");
-    assert!(recs[0]["reason"].as_str().unwrap().contains("no kernel record"));
+    assert!(recs[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("no kernel record"));
     assert_eq!(recs[0]["identity"], Value::Null);
 }
 
@@ -281,12 +402,20 @@ fn connecting_to_the_proxy_listener_itself_is_denied() {
     let mut agent = Agent::start(&cg);
     let l = daemon.listeners[0];
     let r = agent.send(&format!("connect 4 {} {}", l.ip(), l.port()));
-    let r2 = if r["ok"] == true { agent.send("echo x") } else { r.clone() };
+    let r2 = if r["ok"] == true {
+        agent.send("echo x")
+    } else {
+        r.clone()
+    };
     assert_eq!(r2["ok"], false, "{r} {r2}");
     drop(agent);
     daemon.stop();
     let recs = env.audit();
-    assert!(recs.iter().any(|r| r["reason"].as_str().unwrap_or("").contains("own listener")), "{recs:?}");
+    assert!(
+        recs.iter()
+            .any(|r| r["reason"].as_str().unwrap_or("").contains("own listener")),
+        "{recs:?}"
+    );
 }
 
 #[test]
@@ -297,13 +426,22 @@ fn daemon_inside_the_cgroup_is_not_looped_back_thanks_to_the_mark() {
     let echo = Echo::start("127.0.0.2");
     let env = Env::new();
     let cg = TestCgroup::new("mark");
-    let policy = env.policy("p.yaml", &allow_policy(&[("allow-echo", "127.0.0.2/32", echo.port())]));
+    let policy = env.policy(
+        "p.yaml",
+        &allow_policy(&[("allow-echo", "127.0.0.2/32", echo.port())]),
+    );
     let daemon = Attached::start(&env, &cg, &policy);
     // Move the daemon itself into the cgroup it guards: only the SO_MARK check keeps its
     // upstream connects from being redirected back to itself.
-    interceptor::cgroup::Cgroup::open(&cg.path).unwrap().add_pid(daemon.pid().as_raw()).unwrap();
+    interceptor::cgroup::Cgroup::open(&cg.path)
+        .unwrap()
+        .add_pid(daemon.pid().as_raw())
+        .unwrap();
     let mut agent = Agent::start(&cg);
-    assert_eq!(agent.send(&format!("connect 4 127.0.0.2 {}", echo.port()))["ok"], true);
+    assert_eq!(
+        agent.send(&format!("connect 4 127.0.0.2 {}", echo.port()))["ok"],
+        true
+    );
     let r = agent.send("echo marked");
     assert_eq!(r["reply"], "echo:marked", "{r}");
     drop(agent);
@@ -325,19 +463,34 @@ fn reload_keeps_live_connections_and_applies_to_new_ones() {
     let echo = Echo::start("127.0.0.2");
     let env = Env::new();
     let cg = TestCgroup::new("reload");
-    let policy = env.policy("p.yaml", &allow_policy(&[("allow-echo", "127.0.0.2/32", echo.port())]));
+    let policy = env.policy(
+        "p.yaml",
+        &allow_policy(&[("allow-echo", "127.0.0.2/32", echo.port())]),
+    );
     let daemon = Attached::start(&env, &cg, &policy);
     let mut agent = Agent::start(&cg);
-    assert_eq!(agent.send(&format!("connect 4 127.0.0.2 {}", echo.port()))["ok"], true);
+    assert_eq!(
+        agent.send(&format!("connect 4 127.0.0.2 {}", echo.port()))["ok"],
+        true
+    );
     assert_eq!(agent.send("echo before")["reply"], "echo:before");
 
     // A broken policy on reload: the old one stays, the error is reported.
     std::fs::write(&policy, "version: 1\nrules: [ {\n").unwrap();
     let out = env.cmd().arg("reload").output().unwrap();
-    assert!(!out.status.success(), "reload of a broken policy must report failure");
+    assert!(
+        !out.status.success(),
+        "reload of a broken policy must report failure"
+    );
     let mut second = Agent::start(&cg);
-    assert_eq!(second.send(&format!("connect 4 127.0.0.2 {}", echo.port()))["ok"], true);
-    assert_eq!(second.send("echo still-allowed")["reply"], "echo:still-allowed");
+    assert_eq!(
+        second.send(&format!("connect 4 127.0.0.2 {}", echo.port()))["ok"],
+        true
+    );
+    assert_eq!(
+        second.send("echo still-allowed")["reply"],
+        "echo:still-allowed"
+    );
     drop(second);
 
     // A valid deny-all policy through SIGHUP.
@@ -346,7 +499,11 @@ fn reload_keeps_live_connections_and_applies_to_new_ones() {
     let mut third = Agent::start(&cg);
     wait_for("reload applied", Duration::from_secs(10), || {
         let r = third.send(&format!("connect 4 127.0.0.2 {}", echo.port()));
-        let r = if r["ok"] == true { third.send("echo new") } else { r };
+        let r = if r["ok"] == true {
+            third.send("echo new")
+        } else {
+            r
+        };
         (r["ok"] == false).then_some(())
     });
     // The connection opened before the reload still works.
@@ -369,11 +526,18 @@ fn attach_detaches_cleanly_on_sigterm() {
     let instance = daemon.instance.clone();
     let mut agent = Agent::start(&cg);
     let r = agent.send(&format!("connect 4 127.0.0.2 {}", echo.port()));
-    let r = if r["ok"] == true { agent.send("echo x") } else { r };
+    let r = if r["ok"] == true {
+        agent.send("echo x")
+    } else {
+        r
+    };
     assert_eq!(r["ok"], false, "denied while attached: {r}");
     assert_eq!(echo.accepted(), 0);
     daemon.stop();
-    assert!(!interceptor::ebpf::pin_dir(&instance).exists(), "pins left behind");
+    assert!(
+        !interceptor::ebpf::pin_dir(&instance).exists(),
+        "pins left behind"
+    );
     // Detached: the same cgroup now connects directly (ops asked for it with SIGTERM).
     let r = agent.send(&format!("connect 4 127.0.0.2 {}", echo.port()));
     assert_eq!(r["ok"], true, "{r}");
@@ -389,10 +553,16 @@ fn status_reports_attachment_and_live_connections() {
     let echo = Echo::start("127.0.0.2");
     let env = Env::new();
     let cg = TestCgroup::new("status");
-    let policy = env.policy("p.yaml", &allow_policy(&[("allow-echo", "127.0.0.2/32", echo.port())]));
+    let policy = env.policy(
+        "p.yaml",
+        &allow_policy(&[("allow-echo", "127.0.0.2/32", echo.port())]),
+    );
     let daemon = Attached::start(&env, &cg, &policy);
     let mut agent = Agent::start(&cg);
-    assert_eq!(agent.send(&format!("connect 4 127.0.0.2 {}", echo.port()))["ok"], true);
+    assert_eq!(
+        agent.send(&format!("connect 4 127.0.0.2 {}", echo.port()))["ok"],
+        true
+    );
     assert_eq!(agent.send("echo live")["reply"], "echo:live");
     let out = env.cmd().args(["status", "--json"]).output().unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -400,12 +570,18 @@ fn status_reports_attachment_and_live_connections() {
     assert_eq!(s["mode"], "attach");
     assert_eq!(s["cgroup"], cg.path.display().to_string());
     assert_eq!(s["live"].as_array().unwrap().len(), 1, "{s}");
-    assert_eq!(s["live"][0]["destination"], format!("127.0.0.2:{}", echo.port()));
+    assert_eq!(
+        s["live"][0]["destination"],
+        format!("127.0.0.2:{}", echo.port())
+    );
     assert_eq!(s["counters"]["allowed"], 1);
     assert!(s["kernel_counters"]["redirected_v4"].as_u64().unwrap() >= 1);
     let text = env.cmd().arg("status").output().unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("attach mode") && text.contains("127.0.0.2"), "{text}");
+    assert!(
+        text.contains("attach mode") && text.contains("127.0.0.2"),
+        "{text}"
+    );
     drop(agent);
     daemon.stop();
 }

@@ -39,6 +39,9 @@ enum Command {
     },
     /// Run the test suite in VMs across kernels.
     VmTest,
+    /// (internal) the measuring client of `bench connect`.
+    #[command(hide = true)]
+    BenchClient { addr: String, iterations: usize },
 }
 
 /// Errors are printed with their context chain but without a backtrace (RUST_BACKTRACE is
@@ -61,5 +64,6 @@ fn run(command: Command) -> Result<()> {
         Command::Demo => demo::run_demo(),
         Command::Bench { which } => bench::run_bench(&which),
         Command::VmTest => vm_test::run_vm_test(),
+        Command::BenchClient { addr, iterations } => bench::client(&addr, iterations),
     }
 }

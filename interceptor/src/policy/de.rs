@@ -146,23 +146,35 @@ where
     D: Deserializer<'de>,
     V: Deserialize<'de>,
 {
-    d.deserialize_map(NamedMapVisitor::<V>(PhantomData))
+    d.deserialize_map(NamedMapVisitor::<V>(IDENTITY_NAME, PhantomData))
+}
+
+/// Deserializes the `resources` mapping `name -> V` like `identity_map`.
+pub(crate) fn resource_map<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    d.deserialize_map(NamedMapVisitor::<V>("resource name", PhantomData))
 }
 
 const IDENTITY_NAME: &str = "identity name";
 
-struct NamedMapVisitor<V>(PhantomData<V>);
+struct NamedMapVisitor<V>(&'static str, PhantomData<V>);
 
 impl<'de, V: Deserialize<'de>> Visitor<'de> for NamedMapVisitor<V> {
     type Value = BTreeMap<String, V>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a mapping from identity name to selector")
+        write!(f, "a mapping from {} to its definition", self.0)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = BTreeMap::new();
-        while let Some(key) = map.next_key_seed(KeySeed { seen: &out })? {
+        while let Some(key) = map.next_key_seed(KeySeed {
+            seen: &out,
+            what: self.0,
+        })? {
             let value = map.next_value::<V>()?;
             out.insert(key, value);
         }
@@ -172,6 +184,7 @@ impl<'de, V: Deserialize<'de>> Visitor<'de> for NamedMapVisitor<V> {
 
 struct KeySeed<'s, V> {
     seen: &'s BTreeMap<String, V>,
+    what: &'static str,
 }
 
 impl<'de, V> DeserializeSeed<'de> for KeySeed<'_, V> {
@@ -186,14 +199,20 @@ impl<'de, V> Visitor<'de> for KeySeed<'_, V> {
     type Value = String;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "an {IDENTITY_NAME}")
+        let article = if self.what.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
+        write!(f, "{article} {}", self.what)
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
-        check_name(IDENTITY_NAME, v).map_err(E::custom)?;
+        let what = self.what;
+        check_name(what, v).map_err(E::custom)?;
         if self.seen.contains_key(v) {
             return Err(E::custom(format!(
-                "duplicate {IDENTITY_NAME} {v:?}; identity names must be unique"
+                "duplicate {what} {v:?}; {what}s must be unique"
             )));
         }
         Ok(v.to_owned())

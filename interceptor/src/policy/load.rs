@@ -5,7 +5,12 @@ use std::net::{IpAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
 use super::de::checked;
+use super::glob::Pattern;
+use super::pg::{PostgresResource, SqlAction, SqlOperation};
 use super::error::PolicyError;
 use super::eval::Verdict;
 use super::locate::Locator;
@@ -26,6 +31,24 @@ pub struct Policy {
     pub(super) hosts: Vec<HostEntry>,
     pub(super) default: Verdict,
     dns_refresh: Duration,
+    /// PostgreSQL resources by name (sorted by name).
+    pub(super) pg_resources: Vec<(String, PostgresResource)>,
+    pub(super) sql_rules: Vec<CompiledSqlRule>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct CompiledSqlRule {
+    pub(super) name: String,
+    pub(super) action: SqlAction,
+    /// Indexes into `Policy::identities` (any of); `None` = any process.
+    pub(super) identities: Option<Vec<usize>>,
+    /// Resource names (any of); `None` = every resource.
+    pub(super) resources: Option<Vec<String>>,
+    pub(super) operations: Option<BTreeSet<SqlOperation>>,
+    pub(super) tables: Option<Vec<Pattern>>,
+    pub(super) functions: Option<Vec<Pattern>>,
+    pub(super) row_limit: Option<u64>,
+    pub(super) reason: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -284,6 +307,7 @@ impl Policy {
                 to,
             });
         }
+        let (pg_resources, sql_rules) = compile_sql(&doc, &index, &identities, locator.as_ref(), origin)?;
         let dns_refresh = Duration::from_secs(
             doc.dns_refresh_secs
                 .map_or(DEFAULT_DNS_REFRESH_SECS, |n| n.get()),
@@ -296,8 +320,119 @@ impl Policy {
             rules,
             hosts,
             dns_refresh,
+            pg_resources,
+            sql_rules,
         })
     }
+
+    /// The PostgreSQL resource at this destination, if any: (name, resource).
+    pub fn postgres_resource(&self, dst: SocketAddr) -> Option<(&str, &PostgresResource)> {
+        let ip = dst.ip().to_canonical();
+        self.pg_resources
+            .iter()
+            .find(|(_, r)| r.address.to_canonical() == ip && r.port == dst.port())
+            .map(|(n, r)| (n.as_str(), r))
+    }
+
+    /// Every PostgreSQL resource: (name, resource), sorted by name.
+    pub fn postgres_resources(&self) -> impl Iterator<Item = (&str, &PostgresResource)> {
+        self.pg_resources.iter().map(|(n, r)| (n.as_str(), r))
+    }
+
+    /// SQL rule names in evaluation order.
+    pub fn sql_rule_names(&self) -> Vec<&str> {
+        self.sql_rules.iter().map(|r| r.name.as_str()).collect()
+    }
+}
+
+type SqlParts = (Vec<(String, PostgresResource)>, Vec<CompiledSqlRule>);
+
+fn compile_sql(
+    doc: &PolicyDoc,
+    index: &HashMap<&str, usize>,
+    identities: &[(String, Identity)],
+    locator: Option<&Locator>,
+    origin: &str,
+) -> Result<SqlParts, PolicyError> {
+    let mut pg_resources: Vec<(String, PostgresResource)> = Vec::new();
+    for (name, r) in &doc.resources {
+        let r = &r.postgres;
+        if let Some((other, _)) = pg_resources
+            .iter()
+            .find(|(_, o)| o.address.to_canonical() == r.address.to_canonical() && o.port == r.port)
+        {
+            return Err(PolicyError::invalid(
+                origin,
+                locator.and_then(|l| l.in_item("resources", name, "address", &r.address.to_string())),
+                format!(
+                    "resources.{name}: {}:{} is already resource {other:?}; one destination can be only one resource",
+                    r.address, r.port
+                ),
+            ));
+        }
+        pg_resources.push((name.clone(), r.clone()));
+    }
+    let mut rules = Vec::with_capacity(doc.sql_rules.len());
+    for (ri, rule) in doc.sql_rules.iter().enumerate() {
+        let rname = rule.name.as_str();
+        let ids = match &rule.identity {
+            None => None,
+            Some(refs) => {
+                let mut ids = Vec::new();
+                for name in &refs.0 {
+                    match index.get(name.as_str()) {
+                        Some(&i) => ids.push(i),
+                        None => {
+                            return Err(PolicyError::invalid(
+                                origin,
+                                locator.and_then(|l| l.in_item("sql_rules", rname, "identity", name)),
+                                format!(
+                                    "sql_rules[{ri}].identity: unknown identity {name:?} in SQL rule {rname:?} ({})",
+                                    known(identities)
+                                ),
+                            ))
+                        }
+                    }
+                }
+                Some(ids)
+            }
+        };
+        let resources = match &rule.resource {
+            None => None,
+            Some(refs) => {
+                for name in refs.names() {
+                    if !doc.resources.contains_key(name) {
+                        let defined: Vec<&str> = doc.resources.keys().map(String::as_str).collect();
+                        return Err(PolicyError::invalid(
+                            origin,
+                            locator.and_then(|l| l.in_item("sql_rules", rname, "resource", name)),
+                            format!(
+                                "sql_rules[{ri}].resource: unknown resource {name:?} in SQL rule {rname:?} ({})",
+                                if defined.is_empty() {
+                                    "no resources are defined; add it under `resources:`".to_owned()
+                                } else {
+                                    format!("defined resources: {}", defined.join(", "))
+                                }
+                            ),
+                        ));
+                    }
+                }
+                Some(refs.names().into_iter().map(str::to_owned).collect())
+            }
+        };
+        rules.push(CompiledSqlRule {
+            name: rname.to_owned(),
+            action: rule.action,
+            identities: ids,
+            resources,
+            operations: rule.operations.as_ref().map(|o| o.iter().copied().collect()),
+            tables: rule.tables.clone(),
+            functions: rule.functions.clone(),
+            row_limit: rule.row_limit.map(|n| n.get()),
+            reason: rule.reason.clone(),
+        });
+    }
+    Ok((pg_resources, rules))
 }
 
 /// serde reports a duplicate field at the start of its mapping; point at the

@@ -80,9 +80,14 @@ impl<'a> Locator<'a> {
 
     /// 0-based index of the first line after the top-level `rules:` key.
     fn rules_start(&self) -> usize {
+        self.section_start("rules")
+    }
+
+    /// 0-based index of the first line after the top-level `section:` key.
+    fn section_start(&self, section: &str) -> usize {
         self.lines
             .iter()
-            .position(|l| l.starts_with("rules") && after_key(l, "rules").is_some())
+            .position(|l| l.starts_with(section) && after_key(l, section).is_some())
             .map_or(0, |i| i + 1)
     }
 
@@ -95,7 +100,12 @@ impl<'a> Locator<'a> {
     /// (0-based line, byte offset of the `name` key, byte offset of the value)
     /// of rule `name`'s `name:` entry.
     fn rule_line(&self, name: &str) -> Option<(usize, usize, usize)> {
-        (self.rules_start()..self.lines.len()).find_map(|i| {
+        self.item_line(self.rules_start(), name)
+    }
+
+    /// Like `rule_line`, for the list item named `name` after line `from`.
+    fn item_line(&self, from: usize, name: &str) -> Option<(usize, usize, usize)> {
+        (from..self.lines.len()).find_map(|i| {
             let l = self.lines[i];
             let start = after_key(l, "name")?;
             let value_at = start + word_positions(&l[start..], name).next()?;
@@ -177,6 +187,14 @@ impl<'a> Locator<'a> {
         let (start, end) = self.mapping_extent(line, key_col);
         self.search(start, end, key, value)
             .or_else(|| self.rule(rule))
+    }
+
+    /// `in_rule` for an item of another top-level list, e.g. `sql_rules`.
+    pub(crate) fn in_item(&self, section: &str, item: &str, key: &str, value: &str) -> Option<Pos> {
+        let (line, key_col, value_at) = self.item_line(self.section_start(section), item)?;
+        let (start, end) = self.mapping_extent(line, key_col);
+        self.search(start, end, key, value)
+            .or(Some((line + 1, col(self.lines[line], value_at))))
     }
 
     /// Finds a `key:` in lines [from, to) whose value holds `value` as a

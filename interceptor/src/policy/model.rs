@@ -56,11 +56,27 @@ pub struct PolicyDoc {
     /// What happens to a connection no rule matches (default: deny).
     #[serde(default)]
     pub default: Action,
+    /// Protected resources (PostgreSQL databases), by name. Connections to a resource's
+    /// address and port are spoken to in its protocol; they still need an `allow` rule.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "super::de::resource_map"
+    )]
+    pub resources: BTreeMap<String, super::pg::Resource>,
+    /// Rules for the statements sent to resources, evaluated in order; the first match
+    /// wins; a statement no rule matches is denied.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "checked_list"
+    )]
+    pub sql_rules: Vec<super::pg::SqlRule>,
 }
 
 impl Checked for PolicyDoc {
     const EXPECTING: &'static str =
-        "a policy mapping with `version: 1` and optionally `identities`, `rules`, `default`";
+        "a policy mapping with `version: 1` and optionally `identities`, `rules`, `default`, `resources`, `sql_rules`";
 }
 
 /// Selects calling processes. Every field given must match; a field left

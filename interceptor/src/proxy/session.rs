@@ -49,14 +49,20 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     // 1. Who connected where: the kernel's record, claimed by the client address.
     let Some(kernel) = shared.clients.take(peer) else {
         shared.metrics.refused_no_record.fetch_add(1, Relaxed);
-        rec.reason = "no kernel record for this connection: it did not come through the redirect; refused".into();
+        rec.reason =
+            "no kernel record for this connection: it did not come through the redirect; refused"
+                .into();
         tracing::warn!(%session, client = %peer, "{}", rec.reason);
         reset(&client);
         finish(&shared, rec, started);
         return;
     };
     let dst = key_addr(&kernel.orig);
-    let identity = Identity::from_record(&kernel, Path::new("/proc"), shared.cgroup_name(kernel.cgroup_id));
+    let identity = Identity::from_record(
+        &kernel,
+        Path::new("/proc"),
+        shared.cgroup_name(kernel.cgroup_id),
+    );
     rec.destination = Some(dst.to_string());
 
     // 2. The decision (pure), or the built-in loop guard.
@@ -86,6 +92,16 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         return;
     }
 
+    // 3a. (issue 3) A PostgreSQL resource of the policy: the proxy speaks the protocol on
+    //     both sides (protocols::postgres opens its own upstream connections through
+    //     `connect_upstream`, pooled) instead of splicing bytes.
+    let policy = shared.policy();
+    if let Some((name, res)) = policy.postgres_resource(dst) {
+        let (name, res) = (name.to_owned(), res.clone());
+        serve_postgres(client, &shared, rec, identity, n, dst, name, res, policy, started).await;
+        return;
+    }
+
     // 3. Allowed: connect upstream (marked, so no hook ever redirects it) and relay.
     let upstream = match connect_upstream(dst, shared.connect_timeout).await {
         Ok(s) => s,
@@ -105,19 +121,23 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     tracing::debug!(%session, pid = identity.pid, %dst, rule = ?decision.rule, "allowed");
     let up = Arc::new(AtomicU64::new(0));
     let down = Arc::new(AtomicU64::new(0));
-    shared.live.lock().unwrap_or_else(|e| e.into_inner()).insert(
-        n,
-        LiveConn {
-            session: session.clone(),
-            pid: identity.pid,
-            comm: identity.comm.clone(),
-            destination: dst,
-            rule: decision.rule.clone(),
-            started,
-            bytes_up: up.clone(),
-            bytes_down: down.clone(),
-        },
-    );
+    shared
+        .live
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(
+            n,
+            LiveConn {
+                session: session.clone(),
+                pid: identity.pid,
+                comm: identity.comm.clone(),
+                destination: dst,
+                rule: decision.rule.clone(),
+                started,
+                bytes_up: up.clone(),
+                bytes_down: down.clone(),
+            },
+        );
     rec.identity = Some(identity);
     let mut stop = shared.shutdown.subscribe();
     let relay = splice::relay(&client, &upstream, &up, &down);
@@ -130,7 +150,11 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             relay.await
         }
     };
-    shared.live.lock().unwrap_or_else(|e| e.into_inner()).remove(&n);
+    shared
+        .live
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&n);
     shared.metrics.active.fetch_sub(1, Relaxed);
     rec.bytes_up = up.load(Relaxed);
     rec.bytes_down = down.load(Relaxed);
@@ -168,13 +192,79 @@ fn is_own_listener(dst: SocketAddr, listeners: &[SocketAddr]) -> bool {
 
 /// Closes with RST instead of FIN, so the client sees "connection reset".
 fn reset(s: &TcpStream) {
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    if let Err(e) = nix::sys::socket::setsockopt(&s.as_fd(), nix::sys::socket::sockopt::Linger, &linger) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    if let Err(e) =
+        nix::sys::socket::setsockopt(&s.as_fd(), nix::sys::socket::sockopt::Linger, &linger)
+    {
         tracing::debug!(error = %e, "SO_LINGER failed; the client will see a normal close");
     }
 }
 
-async fn connect_upstream(dst: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+/// (issue 3) Runs a PostgreSQL session (`protocols::postgres::serve`) and writes the
+/// connection record, like the splice path does.
+#[allow(clippy::too_many_arguments)]
+async fn serve_postgres(
+    client: TcpStream,
+    shared: &Arc<Shared>,
+    mut rec: ConnectionRecord,
+    identity: Identity,
+    n: u64,
+    dst: SocketAddr,
+    resource: String,
+    res: crate::policy::PostgresResource,
+    policy: Arc<crate::policy::Policy>,
+    started: Instant,
+) {
+    use crate::protocols::postgres;
+    shared.metrics.allowed.fetch_add(1, Relaxed);
+    shared.metrics.active.fetch_add(1, Relaxed);
+    let up = Arc::new(AtomicU64::new(0));
+    let down = Arc::new(AtomicU64::new(0));
+    shared.live.lock().unwrap_or_else(|e| e.into_inner()).insert(
+        n,
+        LiveConn {
+            session: rec.session.clone(),
+            pid: identity.pid,
+            comm: identity.comm.clone(),
+            destination: dst,
+            rule: rec.rule.clone(),
+            started,
+            bytes_up: up.clone(),
+            bytes_down: down.clone(),
+        },
+    );
+    let ctx = postgres::Ctx {
+        session: rec.session.clone(),
+        instance: shared.instance.clone(),
+        identity: identity.clone(),
+        policy,
+        resource,
+        res,
+        audit: shared.audit.clone(),
+        connect_timeout: shared.connect_timeout,
+        bytes_up: up.clone(),
+        bytes_down: down.clone(),
+        stop: shared.shutdown.subscribe(),
+    };
+    rec.identity = Some(identity);
+    let outcome = postgres::serve(client, ctx).await;
+    shared.live.lock().unwrap_or_else(|e| e.into_inner()).remove(&n);
+    shared.metrics.active.fetch_sub(1, Relaxed);
+    rec.bytes_up = up.load(Relaxed);
+    rec.bytes_down = down.load(Relaxed);
+    shared.metrics.bytes_up.fetch_add(rec.bytes_up, Relaxed);
+    shared.metrics.bytes_down.fetch_add(rec.bytes_down, Relaxed);
+    rec.error = outcome.error;
+    finish(shared, rec, started);
+}
+
+/// Connects to an upstream with `SO_MARK = PROXY_MARK` so the kernel hooks never redirect
+/// it. Every proxy-originated upstream socket must come from here (also used by
+/// `protocols::postgres`).
+pub(crate) async fn connect_upstream(dst: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
     let sock = match dst.ip() {
         IpAddr::V4(_) => TcpSocket::new_v4()?,
         IpAddr::V6(_) => TcpSocket::new_v6()?,
@@ -182,7 +272,12 @@ async fn connect_upstream(dst: SocketAddr, timeout: Duration) -> std::io::Result
     nix::sys::socket::setsockopt(&sock.as_fd(), nix::sys::socket::sockopt::Mark, &PROXY_MARK)?;
     let s = tokio::time::timeout(timeout, sock.connect(dst))
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no answer within {timeout:?}")))??;
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {timeout:?}"),
+            )
+        })??;
     s.set_nodelay(true)?;
     Ok(s)
 }
@@ -193,11 +288,17 @@ mod tests {
 
     #[test]
     fn loop_guard() {
-        let l: Vec<SocketAddr> = vec!["127.0.0.1:15001".parse().unwrap(), "[::1]:15001".parse().unwrap()];
+        let l: Vec<SocketAddr> = vec![
+            "127.0.0.1:15001".parse().unwrap(),
+            "[::1]:15001".parse().unwrap(),
+        ];
         assert!(is_own_listener("127.0.0.1:15001".parse().unwrap(), &l));
         assert!(is_own_listener("127.0.0.9:15001".parse().unwrap(), &l));
         assert!(is_own_listener("0.0.0.0:15001".parse().unwrap(), &l));
-        assert!(is_own_listener("[::ffff:127.0.0.1]:15001".parse().unwrap(), &l));
+        assert!(is_own_listener(
+            "[::ffff:127.0.0.1]:15001".parse().unwrap(),
+            &l
+        ));
         assert!(!is_own_listener("127.0.0.2:15002".parse().unwrap(), &l));
         assert!(!is_own_listener("192.0.2.1:15001".parse().unwrap(), &l));
     }

@@ -23,7 +23,12 @@ pub enum End {
 
 /// Relays `a` ⇄ `b` until both directions end. Byte counts go to `a_to_b` / `b_to_a` as
 /// they move (so live status sees them).
-pub async fn relay(a: &TcpStream, b: &TcpStream, a_to_b: &AtomicU64, b_to_a: &AtomicU64) -> (End, End) {
+pub async fn relay(
+    a: &TcpStream,
+    b: &TcpStream,
+    a_to_b: &AtomicU64,
+    b_to_a: &AtomicU64,
+) -> (End, End) {
     tokio::join!(pump_or_abort(a, b, a_to_b), pump_or_abort(b, a, b_to_a))
 }
 
@@ -130,7 +135,10 @@ mod tests {
             back
         });
         let (e1, e2) = relay(&proxy_in, &proxy_out, &up, &down).await;
-        assert!(matches!(e1, End::Eof) && matches!(e2, End::Eof), "{e1:?} {e2:?}");
+        assert!(
+            matches!(e1, End::Eof) && matches!(e2, End::Eof),
+            "{e1:?} {e2:?}"
+        );
         server_task.await.unwrap();
         assert_eq!(client_task.await.unwrap(), b"bye");
         assert_eq!(up.load(Relaxed), 1_000_000);

@@ -49,7 +49,8 @@ pub struct Echo {
 
 impl Echo {
     pub fn start(ip: &str) -> Echo {
-        let listener = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind echo server on {ip}: {e}"));
+        let listener =
+            TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind echo server on {ip}: {e}"));
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
         let peers = Arc::new(Mutex::new(Vec::new()));
@@ -71,7 +72,11 @@ impl Echo {
                 });
             }
         });
-        Echo { addr, peers, accepted }
+        Echo {
+            addr,
+            peers,
+            accepted,
+        }
     }
 
     pub fn accepted(&self) -> usize {
@@ -90,7 +95,9 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
-        Env { dir: tempfile::tempdir().unwrap() }
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub fn state(&self) -> PathBuf {
@@ -109,7 +116,10 @@ impl Env {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(bin());
-        c.arg("--state-dir").arg(self.state()).arg("--log").arg("interceptor=debug");
+        c.arg("--state-dir")
+            .arg(self.state())
+            .arg("--log")
+            .arg("interceptor=debug");
         c
     }
 
@@ -126,18 +136,45 @@ impl Env {
             .args(args)
             .output()
             .unwrap();
-        eprintln!("--- interceptor run stderr ---\n{}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "--- interceptor run stderr ---\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out
     }
 
     /// `interceptor run` of the probe with `once`/`fork` and its JSON result.
-    pub fn run_probe(&self, policy: &Path, mode: &str, family: &str, host: &str, port: u16, text: &str) -> Value {
+    pub fn run_probe(
+        &self,
+        policy: &Path,
+        mode: &str,
+        family: &str,
+        host: &str,
+        port: u16,
+        text: &str,
+    ) -> Value {
         let port = port.to_string();
         let probe = probe();
-        let out = self.run(policy, &["python3", probe.to_str().unwrap(), mode, family, host, &port, text]);
-        assert!(out.status.success(), "interceptor run failed: {:?}", out.status);
+        let out = self.run(
+            policy,
+            &[
+                "python3",
+                probe.to_str().unwrap(),
+                mode,
+                family,
+                host,
+                &port,
+                text,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "interceptor run failed: {:?}",
+            out.status
+        );
         let stdout = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("probe output {stdout:?}: {e}"))
+        serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("probe output {stdout:?}: {e}"))
     }
 
     pub fn audit(&self) -> Vec<Value> {
@@ -175,14 +212,17 @@ pub struct TestCgroup {
 impl TestCgroup {
     pub fn new(name: &str) -> TestCgroup {
         let root = interceptor::cgroup::cgroup2_root().expect("cgroup2 mounted");
-        let path = root.join("interceptor-test").join(format!("{name}-{}", std::process::id()));
+        let path = root
+            .join("interceptor-test")
+            .join(format!("{name}-{}", std::process::id()));
         std::fs::create_dir_all(&path).unwrap();
         TestCgroup { path }
     }
 
     /// A command that enters this cgroup before exec.
     pub fn command(&self, program: &str) -> Command {
-        let procs = std::ffi::CString::new(self.path.join("cgroup.procs").as_os_str().as_bytes()).unwrap();
+        let procs =
+            std::ffi::CString::new(self.path.join("cgroup.procs").as_os_str().as_bytes()).unwrap();
         let mut c = Command::new(program);
         // SAFETY: only async-signal-safe syscalls between fork and exec.
         unsafe {
@@ -229,14 +269,27 @@ impl Attached {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let status = wait_for("attach daemon control socket", Duration::from_secs(20), || {
-            let out = env.cmd().args(["status", "--json"]).output().ok()?;
-            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-            v.as_array().and_then(|a| a.first().cloned())
-        });
-        let listeners = status["listeners"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().parse().unwrap()).collect();
+        let status = wait_for(
+            "attach daemon control socket",
+            Duration::from_secs(20),
+            || {
+                let out = env.cmd().args(["status", "--json"]).output().ok()?;
+                let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+                v.as_array().and_then(|a| a.first().cloned())
+            },
+        );
+        let listeners = status["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap().parse().unwrap())
+            .collect();
         let instance = status["instance"].as_str().unwrap().to_string();
-        Attached { child, listeners, instance }
+        Attached {
+            child,
+            listeners,
+            instance,
+        }
     }
 
     pub fn pid(&self) -> nix::unistd::Pid {
@@ -287,7 +340,11 @@ impl Agent {
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
         assert!(line.contains("ready"), "probe did not start: {line:?}");
-        Agent { child, stdin, stdout }
+        Agent {
+            child,
+            stdin,
+            stdout,
+        }
     }
 
     pub fn send(&mut self, cmd: &str) -> Value {

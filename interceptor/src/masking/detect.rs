@@ -1,0 +1,260 @@
+//! Value detectors: one cheap pre-pass over the bytes decides which scanners can possibly match, then each enabled scanner reports its occurrences.
+//!
+//! Scanners work on bytes and only ever start or end a match on an ASCII
+//! byte, so replacing matches never splits a UTF-8 character. Each scanner
+//! lives in its own file under `detect/`.
+
+mod card;
+pub(crate) mod email;
+mod iban;
+mod ip;
+mod jwt;
+mod phone;
+mod secrets;
+mod ssn;
+
+use super::model::DetectorKind;
+
+/// One occurrence: `s[start..end]` is of `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hit {
+    pub start: usize,
+    pub end: usize,
+    pub kind: DetectorKind,
+}
+
+/// A set of concrete detector kinds (bit `DetectorKind::index()`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct KindSet(pub u16);
+
+impl KindSet {
+    pub fn with(self, k: DetectorKind) -> KindSet {
+        KindSet(self.0 | 1 << k.index())
+    }
+    pub fn has(self, k: DetectorKind) -> bool {
+        self.0 & (1 << k.index()) != 0
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+const DIGIT: u8 = 1;
+const UPPER: u8 = 2;
+const LOWER: u8 = 4;
+const AT: u8 = 8;
+const COLON: u8 = 16;
+const DASH: u8 = 32;
+const DOT: u8 = 64;
+const PLUS: u8 = 128;
+
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_digit() {
+            DIGIT
+        } else if c.is_ascii_uppercase() {
+            UPPER
+        } else if c.is_ascii_lowercase() {
+            LOWER
+        } else {
+            match c {
+                b'@' => AT,
+                b':' => COLON,
+                b'-' => DASH,
+                b'.' => DOT,
+                b'+' => PLUS,
+                _ => 0,
+            }
+        };
+        b += 1;
+    }
+    t
+};
+
+/// The scanners that may match `s`, from one pass over its bytes.
+fn candidates(s: &[u8], enabled: KindSet) -> KindSet {
+    let mut flags = 0u8;
+    let mut digits = 0usize;
+    let mut colons = 0usize;
+    for &b in s {
+        let c = CLASS[b as usize];
+        flags |= c;
+        digits += (c & DIGIT) as usize;
+        colons += (c & COLON) as usize;
+    }
+    let colons = colons / COLON as usize;
+    let has = |f: u8| flags & f != 0;
+    let len = s.len();
+    let mut k = 0u16;
+    let mut set = |kind: DetectorKind, possible: bool| {
+        if possible && enabled.has(kind) {
+            k |= 1 << kind.index();
+        }
+    };
+    set(DetectorKind::Email, has(AT) && has(DOT) && len >= 6);
+    set(DetectorKind::Phone, digits >= 8);
+    set(DetectorKind::CreditCard, digits >= 13);
+    set(DetectorKind::UsSsn, digits >= 9 && has(DASH));
+    set(DetectorKind::Iban, digits >= 2 && has(UPPER) && len >= 15);
+    set(DetectorKind::Ipv4, digits >= 4 && has(DOT));
+    set(DetectorKind::Ipv6, colons >= 2);
+    set(
+        DetectorKind::Jwt,
+        len >= 20 && has(DOT) && has(UPPER) && has(LOWER),
+    );
+    set(DetectorKind::ApiKey, len >= 15 && has(UPPER | LOWER));
+    set(DetectorKind::PrivateKey, has(DASH) && len >= 40);
+    KindSet(k)
+}
+
+/// Finds the occurrences of the `enabled` kinds in `s` and leaves in `hits`
+/// a sorted list of non-overlapping ones (on overlap, the earlier start
+/// wins, then the longer match). `hits` is not allocated when nothing is
+/// found.
+pub(crate) fn find_all(s: &[u8], enabled: KindSet, hits: &mut Vec<Hit>) {
+    hits.clear();
+    let run = candidates(s, enabled);
+    if run.is_empty() {
+        return;
+    }
+    let scanners: [(DetectorKind, fn(&[u8], &mut Vec<Hit>)); 10] = [
+        (DetectorKind::PrivateKey, secrets::find_private_keys),
+        (DetectorKind::Jwt, jwt::find),
+        (DetectorKind::ApiKey, secrets::find_api_keys),
+        (DetectorKind::Email, email::find),
+        (DetectorKind::Iban, iban::find),
+        (DetectorKind::CreditCard, card::find),
+        (DetectorKind::UsSsn, ssn::find),
+        (DetectorKind::Phone, phone::find),
+        (DetectorKind::Ipv6, ip::find_v6),
+        (DetectorKind::Ipv4, ip::find_v4),
+    ];
+    let mut scanned = 0;
+    for (kind, scan) in scanners {
+        if run.has(kind) {
+            scan(s, hits);
+            scanned += 1;
+        }
+    }
+    if scanned > 1 && hits.len() > 1 {
+        hits.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
+        let mut last_end = 0;
+        hits.retain(|h| {
+            let keep = h.start >= last_end;
+            if keep {
+                last_end = h.end;
+            }
+            keep
+        });
+    }
+}
+
+/// Letters, digits and `_`.
+#[inline]
+pub(super) fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// A number may start at `i`: not glued to a word, nor continuing a word
+/// or number through `.` or `-` (as in `1.2`, `12-34`, `ID-1234`).
+#[inline]
+pub(super) fn num_left_ok(s: &[u8], i: usize) -> bool {
+    if i == 0 {
+        return true;
+    }
+    let p = s[i - 1];
+    !(is_word(p) || (matches!(p, b'.' | b'-') && i >= 2 && is_word(s[i - 2])))
+}
+
+/// A number may end at `end`: not glued to a word, nor continued through
+/// `.` or `-` by another digit.
+#[inline]
+pub(super) fn num_right_ok(s: &[u8], end: usize) -> bool {
+    match s.get(end) {
+        None => true,
+        Some(&b) => {
+            !(is_word(b)
+                || (matches!(b, b'.' | b'-')
+                    && s.get(end + 1).is_some_and(u8::is_ascii_digit)))
+        }
+    }
+}
+
+/// Number of ASCII digits at `s[i..]` (at most `max`).
+#[inline]
+pub(super) fn digits_at(s: &[u8], i: usize, max: usize) -> usize {
+    s.get(i..)
+        .unwrap_or_default()
+        .iter()
+        .take(max)
+        .take_while(|b| b.is_ascii_digit())
+        .count()
+}
+
+#[cfg(test)]
+pub(crate) fn kinds_found(text: &str) -> Vec<(DetectorKind, String)> {
+    let mut hits = Vec::new();
+    find_all(text.as_bytes(), KindSet(0x3ff), &mut hits);
+    hits.iter()
+        .map(|h| (h.kind, text[h.start..h.end].to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DetectorKind::*;
+
+    #[test]
+    fn nothing_in_plain_values() {
+        for v in [
+            "",
+            "Alice Johnson",
+            "123456789",
+            "2024-03-15 10:23:45.123+00",
+            "1700000000000",
+            "42.50",
+            "Order #123456789 shipped",
+            "version 1.2.3.4.5",
+            "12:30:45",
+            "Main St. 221B, Springfield",
+        ] {
+            assert_eq!(kinds_found(v), vec![], "{v:?}");
+        }
+    }
+
+    #[test]
+    fn several_kinds_in_one_value() {
+        let found =
+            kinds_found("mail alice@example.com, call 555-123-4567, card 4111 1111 1111 1111.");
+        assert_eq!(
+            found,
+            vec![
+                (Email, "alice@example.com".into()),
+                (Phone, "555-123-4567".into()),
+                (CreditCard, "4111 1111 1111 1111".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn overlaps_keep_earliest_longest() {
+        // The IPv4 tail of an IPv6 address is not reported separately.
+        assert_eq!(
+            kinds_found("from ::ffff:192.168.1.1 ok"),
+            vec![(Ipv6, "::ffff:192.168.1.1".into())]
+        );
+    }
+
+    #[test]
+    fn disabled_kinds_are_not_scanned() {
+        let mut hits = Vec::new();
+        let only_phone = KindSet::default().with(Phone);
+        find_all(b"alice@example.com 555-123-4567", only_phone, &mut hits);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].kind, Phone);
+    }
+}

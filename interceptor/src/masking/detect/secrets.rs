@@ -1,0 +1,248 @@
+//! Secrets: API keys with well-known prefixes (AWS, GitHub, Slack, Stripe, OpenAI, Google) and PEM private key blocks.
+
+use super::{DetectorKind, Hit};
+
+#[inline]
+fn alnum(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+}
+
+#[inline]
+fn upper_alnum(b: u8) -> bool {
+    b.is_ascii_uppercase() || b.is_ascii_digit()
+}
+
+#[inline]
+fn alnum_us(b: u8) -> bool {
+    alnum(b) || b == b'_'
+}
+
+#[inline]
+fn alnum_dash(b: u8) -> bool {
+    alnum(b) || b == b'-'
+}
+
+#[inline]
+fn b64url(b: u8) -> bool {
+    alnum(b) || b == b'-' || b == b'_'
+}
+
+/// Body rule after a prefix: allowed characters, minimum and maximum
+/// length, and whether the body must mix digits, upper and lower case.
+struct Body {
+    chars: fn(u8) -> bool,
+    min: usize,
+    max: usize,
+    mixed: bool,
+}
+
+const PREFIXES: &[(&[u8], Body)] = &[
+    (b"AKIA", Body { chars: upper_alnum, min: 16, max: 16, mixed: false }),
+    (b"ASIA", Body { chars: upper_alnum, min: 16, max: 16, mixed: false }),
+    (b"AIza", Body { chars: b64url, min: 35, max: 35, mixed: false }),
+    (b"ghp_", Body { chars: alnum, min: 20, max: 255, mixed: false }),
+    (b"gho_", Body { chars: alnum, min: 20, max: 255, mixed: false }),
+    (b"ghs_", Body { chars: alnum, min: 20, max: 255, mixed: false }),
+    (b"ghu_", Body { chars: alnum, min: 20, max: 255, mixed: false }),
+    (b"ghr_", Body { chars: alnum, min: 20, max: 255, mixed: false }),
+    (b"github_pat_", Body { chars: alnum_us, min: 20, max: 255, mixed: false }),
+    (b"xoxa-", Body { chars: alnum_dash, min: 10, max: 255, mixed: false }),
+    (b"xoxb-", Body { chars: alnum_dash, min: 10, max: 255, mixed: false }),
+    (b"xoxp-", Body { chars: alnum_dash, min: 10, max: 255, mixed: false }),
+    (b"xoxr-", Body { chars: alnum_dash, min: 10, max: 255, mixed: false }),
+    (b"xoxs-", Body { chars: alnum_dash, min: 10, max: 255, mixed: false }),
+    (b"sk_live_", Body { chars: alnum, min: 16, max: 255, mixed: false }),
+    (b"rk_live_", Body { chars: alnum, min: 16, max: 255, mixed: false }),
+    (b"sk-", Body { chars: b64url, min: 20, max: 255, mixed: true }),
+];
+
+pub(super) fn find_api_keys(s: &[u8], hits: &mut Vec<Hit>) {
+    let mut i = 0;
+    while i + 15 <= s.len() {
+        let b = s[i];
+        let maybe = matches!(b, b'A' | b'g' | b'x' | b's' | b'r')
+            && (i == 0 || !b64url(s[i - 1]));
+        match maybe.then(|| key_at(s, i)).flatten() {
+            Some(end) => {
+                hits.push(Hit {
+                    start: i,
+                    end,
+                    kind: DetectorKind::ApiKey,
+                });
+                i = end;
+            }
+            None => i += 1,
+        }
+    }
+}
+
+fn key_at(s: &[u8], i: usize) -> Option<usize> {
+    let rest = &s[i..];
+    for (prefix, body) in PREFIXES {
+        if !rest.starts_with(prefix) {
+            continue;
+        }
+        let b = &rest[prefix.len()..];
+        let n = b.iter().take_while(|&&c| (body.chars)(c)).count();
+        if n < body.min || n > body.max {
+            return None;
+        }
+        // Not glued to more token characters.
+        if b.get(n).is_some_and(|&c| b64url(c)) {
+            return None;
+        }
+        let body_bytes = &b[..n];
+        if body.mixed
+            && !(body_bytes.iter().any(u8::is_ascii_digit)
+                && body_bytes.iter().any(u8::is_ascii_uppercase)
+                && body_bytes.iter().any(u8::is_ascii_lowercase))
+        {
+            return None;
+        }
+        return Some(i + prefix.len() + n);
+    }
+    None
+}
+
+const BEGIN: &[u8] = b"-----BEGIN ";
+const DASHES: &[u8] = b"-----";
+
+pub(super) fn find_private_keys(s: &[u8], hits: &mut Vec<Hit>) {
+    let mut i = 0;
+    while let Some(off) = find(&s[i..], BEGIN) {
+        let start = i + off;
+        let label_start = start + BEGIN.len();
+        // The label runs to the closing dashes on the same line.
+        let line_end = s[label_start..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(s.len(), |p| label_start + p);
+        let Some(close) = find(&s[label_start..line_end], DASHES) else {
+            i = label_start;
+            continue;
+        };
+        let label = &s[label_start..label_start + close];
+        if !label.ends_with(b"PRIVATE KEY") {
+            i = label_start;
+            continue;
+        }
+        // Through the matching END line; a block without one is masked to
+        // the end of the value.
+        let body_from = label_start + close + DASHES.len();
+        let end = find_end(&s[body_from..], label).map_or(s.len(), |e| body_from + e);
+        hits.push(Hit {
+            start,
+            end,
+            kind: DetectorKind::PrivateKey,
+        });
+        i = end;
+        if i >= s.len() {
+            break;
+        }
+    }
+}
+
+/// The end of `-----END <label>-----` in `s`.
+fn find_end(s: &[u8], label: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(off) = find(&s[i..], b"-----END ") {
+        let p = i + off + b"-----END ".len();
+        let rest = &s[p..];
+        if rest.starts_with(label) && rest[label.len()..].starts_with(DASHES) {
+            return Some(p + label.len() + DASHES.len());
+        }
+        i = p;
+    }
+    None
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let first = needle[0];
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        let off = hay[i..=hay.len() - needle.len()]
+            .iter()
+            .position(|&b| b == first)?;
+        let p = i + off;
+        if &hay[p..p + needle.len()] == needle {
+            return Some(p);
+        }
+        i = p + 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::masking::detect::kinds_found;
+    use crate::masking::model::DetectorKind::{self, ApiKey, PrivateKey};
+
+    fn found(kind: DetectorKind, t: &str) -> Vec<String> {
+        kinds_found(t)
+            .into_iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    #[test]
+    fn api_key_positives() {
+        for k in [
+            "AKIAIOSFODNN7EXAMPLE",
+            "ASIAY34FZKBOKMUTVV7A",
+            "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+            "gho_16C7e42F292c6912E7710c838347Ae178B4a",
+            "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGH",
+            "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+            "xoxp-1234567890-abcdef",
+            "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+            "rk_live_51H8abcdefGHIJKLmnopQRST",
+            "sk-proj-Ab3dEf6hIj9kLmNoPqRsTuVwXyZ012345",
+            "sk-T3BlbkFJabcdefghijklmnop1234567890QRST",
+            "AIzaSyA-1234567890abcdefghijklmnopqrstu",
+        ] {
+            assert_eq!(found(ApiKey, k), [k], "{k:?}");
+            assert_eq!(found(ApiKey, &format!("key=\"{k}\";")), [k], "{k:?}");
+        }
+    }
+
+    #[test]
+    fn api_key_negatives() {
+        for t in [
+            "AKIAIOSFODNN7EXAMPL",
+            "AKIAIOSFODNN7EXAMPLE1",
+            "AKIAiosfodnn7example",
+            "XAKIAIOSFODNN7EXAMPLE",
+            "ghp_short",
+            "sk-learn-is-a-python-library",
+            "sk-learn scikit",
+            "sk_test_4eC39HqLyjWDarjtT1zdp7dc",
+            "risk_live_4eC39HqLyjWDarjtT1zdp7dc",
+            "AIzaSyA-123",
+            "xoxz-1234567890-abc",
+        ] {
+            assert_eq!(found(ApiKey, t), Vec::<String>::new(), "{t:?}");
+        }
+    }
+
+    const PEM: &str = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAx\nAbCd==\n-----END RSA PRIVATE KEY-----";
+
+    #[test]
+    fn private_keys() {
+        assert_eq!(found(PrivateKey, PEM), [PEM]);
+        let text = format!("key:\n{PEM}\nthanks");
+        assert_eq!(found(PrivateKey, &text), [PEM]);
+        let openssh = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----";
+        assert_eq!(found(PrivateKey, openssh), [openssh]);
+        // Truncated: masked to the end.
+        let cut = "x -----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC";
+        assert_eq!(found(PrivateKey, cut), [&cut[2..]]);
+        // Public keys and certificates are not private keys.
+        for t in [
+            "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA\n-----END PUBLIC KEY-----",
+            "-----BEGIN CERTIFICATE-----\nMIIDdzCCAl+gAwIBAgIEAgAAuTANBgkqhkiG9w0BAQUF\n-----END CERTIFICATE-----",
+        ] {
+            assert_eq!(found(PrivateKey, t), Vec::<String>::new());
+        }
+    }
+}

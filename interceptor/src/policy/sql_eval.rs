@@ -1,0 +1,169 @@
+//! The pure SQL evaluator: `evaluate_sql(policy, request) -> SqlDecision`, first match wins,
+//! default deny.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use super::eval::{Subject, Verdict};
+use super::glob::Pattern;
+use super::load::{CompiledSqlRule, Policy};
+use super::pg::{SqlAction, SqlOperation};
+
+/// What one statement does, as the classifier saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlStatement<'a> {
+    /// Statement kind, e.g. "SELECT", "DELETE" (used in reasons).
+    pub kind: &'a str,
+    pub operations: BTreeSet<SqlOperation>,
+    /// Every table touched (read or written): "schema.table" or "table".
+    pub tables: Vec<&'a str>,
+    /// Functions called (lower-case bare names).
+    pub functions: Vec<&'a str>,
+}
+
+/// The statements of one request (a Query message may hold several).
+#[derive(Debug, Clone, Copy)]
+pub struct SqlRequest<'a> {
+    pub subject: Subject<'a>,
+    /// Name of the resource (`resources:` key).
+    pub resource: &'a str,
+    pub statements: &'a [SqlStatement<'a>],
+}
+
+/// The outcome for one request: denied if any statement is denied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SqlDecision {
+    pub verdict: Verdict,
+    /// The rule that decided (the denying rule, or for an allow the first statement's
+    /// rule); `None` when no rule matched (default deny).
+    pub rule: Option<String>,
+    pub reason: String,
+    /// Smallest row limit of the allowing rules (`None`: unlimited).
+    pub row_limit: Option<u64>,
+    /// Index of the denied statement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statement: Option<usize>,
+}
+
+/// Decides a request. Pure: no I/O, no clock. An empty request (no statements) is allowed
+/// without a rule (PostgreSQL answers it with EmptyQueryResponse).
+pub fn evaluate_sql(policy: &Policy, req: &SqlRequest) -> SqlDecision {
+    let mut rule = None;
+    let mut row_limit: Option<u64> = None;
+    for (i, st) in req.statements.iter().enumerate() {
+        let d = evaluate_statement(policy, req, st);
+        if d.verdict == Verdict::Deny {
+            return SqlDecision { statement: Some(i), ..d };
+        }
+        if rule.is_none() {
+            rule = d.rule;
+        }
+        row_limit = match (row_limit, d.row_limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    let reason = match &rule {
+        Some(r) => format!("allowed by rule {r}"),
+        None => "empty statement".to_owned(),
+    };
+    SqlDecision { verdict: Verdict::Allow, rule, reason, row_limit, statement: None }
+}
+
+fn evaluate_statement(policy: &Policy, req: &SqlRequest, st: &SqlStatement) -> SqlDecision {
+    let applicable = |r: &&CompiledSqlRule| {
+        r.identities.as_ref().is_none_or(|ids| ids.iter().any(|&i| policy.identities[i].1.matches(&req.subject)))
+            && r.resources.as_ref().is_none_or(|rs| rs.iter().any(|n| n == req.resource))
+    };
+    let mut nearest: Option<(&CompiledSqlRule, String)> = None;
+    for r in policy.sql_rules.iter().filter(applicable) {
+        match r.action {
+            SqlAction::Deny => {
+                if deny_matches(r, st) {
+                    let reason = r.reason.clone().unwrap_or_else(|| format!("{} matches deny rule {}", describe(st), r.name));
+                    return SqlDecision { verdict: Verdict::Deny, rule: Some(r.name.clone()), reason, row_limit: None, statement: None };
+                }
+            }
+            SqlAction::Allow => match allow_mismatch(r, st) {
+                None => {
+                    let resource_limit = policy
+                        .pg_resources
+                        .iter()
+                        .find(|(n, _)| n == req.resource)
+                        .and_then(|(_, res)| res.row_limit.map(|n| n.get()));
+                    let row_limit = r.row_limit.or(resource_limit);
+                    let returns_rows = st.operations.contains(&SqlOperation::Read);
+                    return SqlDecision {
+                        verdict: Verdict::Allow,
+                        rule: Some(r.name.clone()),
+                        reason: format!("allowed by rule {}", r.name),
+                        row_limit: row_limit.filter(|_| returns_rows),
+                        statement: None,
+                    };
+                }
+                Some(why) => {
+                    if nearest.is_none() {
+                        nearest = Some((r, why));
+                    }
+                }
+            },
+        }
+    }
+    let reason = match nearest {
+        Some((r, why)) => format!("not allowed by rule {}: {why}", r.name),
+        None => format!("no SQL rule allows {} for this identity on resource {}", describe(st), req.resource),
+    };
+    SqlDecision { verdict: Verdict::Deny, rule: None, reason, row_limit: None, statement: None }
+}
+
+/// e.g. "DELETE on public.orders".
+pub fn describe(st: &SqlStatement) -> String {
+    if st.tables.is_empty() {
+        st.kind.to_owned()
+    } else {
+        format!("{} on {}", st.kind, st.tables.join(", "))
+    }
+}
+
+fn table_matches(p: &Pattern, table: &str) -> bool {
+    let qualified = if table.contains('.') { table.to_owned() } else { format!("public.{table}") };
+    if p.as_str().contains('.') {
+        p.is_match(&qualified)
+    } else {
+        let bare = qualified.rsplit_once('.').map_or(table, |(_, t)| t);
+        p.is_match(bare)
+    }
+}
+
+fn deny_matches(r: &CompiledSqlRule, st: &SqlStatement) -> bool {
+    r.operations.as_ref().is_none_or(|ops| st.operations.iter().any(|o| ops.contains(o)))
+        && r.tables.as_ref().is_none_or(|ps| st.tables.iter().any(|t| ps.iter().any(|p| table_matches(p, t))))
+        && r.functions.as_ref().is_none_or(|ps| st.functions.iter().any(|f| ps.iter().any(|p| p.is_match(f))))
+}
+
+/// Why an allow rule does not cover the statement, or `None` when it does.
+fn allow_mismatch(r: &CompiledSqlRule, st: &SqlStatement) -> Option<String> {
+    if let Some(ops) = &r.operations {
+        let extra: Vec<&str> = st.operations.iter().filter(|o| !ops.contains(o)).map(|o| o.as_str()).collect();
+        if !extra.is_empty() {
+            let allowed: Vec<&str> = ops.iter().map(|o| o.as_str()).collect();
+            return Some(format!(
+                "{} operations are not allowed (it allows {})",
+                extra.join(" and "),
+                allowed.join(", ")
+            ));
+        }
+    }
+    if let Some(ps) = &r.tables {
+        if let Some(t) = st.tables.iter().find(|t| !ps.iter().any(|p| table_matches(p, t))) {
+            return Some(format!("table {t} is not in its tables"));
+        }
+    }
+    if let Some(ps) = &r.functions {
+        if let Some(f) = st.functions.iter().find(|f| !ps.iter().any(|p| p.is_match(f))) {
+            return Some(format!("function {f} is not in its functions"));
+        }
+    }
+    None
+}

@@ -1,0 +1,4 @@
+//! Application protocols the proxy speaks on both sides (instead of splicing bytes), for
+//! destinations the policy declares as resources of that protocol.
+
+pub mod postgres;

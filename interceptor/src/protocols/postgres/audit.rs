@@ -1,0 +1,89 @@
+//! Audit records of PostgreSQL sessions (written with `AuditLog::record_any`). They never
+//! hold result values: only statement text, classification, counts and decisions.
+
+use serde::Serialize;
+
+use crate::policy::Verdict;
+
+/// Who, compactly (the connection record has the full identity).
+#[derive(Debug, Clone, Serialize)]
+pub struct Who {
+    pub pid: u32,
+    pub uid: u32,
+    pub comm: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionStart {
+    pub time: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub session: String,
+    pub instance: String,
+    pub identity: Who,
+    pub resource: String,
+    /// What the agent asked for (ignored: the resource's database and user are used).
+    pub client_user: Option<String>,
+    pub client_database: Option<String>,
+    pub database: String,
+    pub user: String,
+    /// A pooled upstream connection was reused (no new login).
+    pub reused: bool,
+    pub tls: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatementRecord {
+    pub time: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub session: String,
+    pub instance: String,
+    pub identity: Who,
+    pub resource: String,
+    /// "simple" (Query) or "extended" (Parse/Execute).
+    pub protocol: &'static str,
+    /// The statement's text as the agent sent it.
+    pub statement: String,
+    /// The classifier's summary, e.g. `DeleteStmt write -> [orders]`.
+    pub classification: String,
+    pub decision: Verdict,
+    pub rule: Option<String>,
+    pub reason: String,
+    pub rows: u64,
+    /// Rows not sent because of the row limit.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rows_withheld: u64,
+    pub fields_masked: u64,
+    pub duration_ms: f64,
+    /// SQLSTATE of an upstream error (its message may quote data, so it is not recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sqlstate: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionEnd {
+    pub time: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub session: String,
+    pub instance: String,
+    pub resource: String,
+    pub statements: u64,
+    pub denied: u64,
+    /// The upstream connection went back to the pool.
+    pub pooled: bool,
+    pub duration_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -1,0 +1,194 @@
+//! Result masking: a `ColumnPlan` per RowDescription (table OIDs named through a cached
+//! catalog lookup on a side connection) and DataRow rewriting with correct lengths.
+//!
+//! Binary-format values: detectors only scan text-format values of text-like types; a column
+//! rule on a binary-format column sends NULL (the masked text cannot be encoded in the
+//! column's binary format). A column rule on a text-format non-text column (e.g. an integer
+//! id) sends the masked text.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+
+use super::backend::{self, Field};
+use super::error::Result;
+use super::upstream::Upstream;
+use crate::masking::{ColumnPlan, ColumnRef, Masker};
+
+/// One table's name and column names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableInfo {
+    /// "schema.table".
+    pub qualified: String,
+    pub columns: HashMap<i16, String>,
+}
+
+/// Table OID → name, per resource, filled on demand.
+#[derive(Default)]
+pub struct Catalog {
+    tables: Mutex<HashMap<u32, Arc<TableInfo>>>,
+}
+
+const CATALOG_MAX: usize = 10_000;
+
+impl Catalog {
+    pub fn get(&self, oid: u32) -> Option<Arc<TableInfo>> {
+        self.tables.lock().unwrap_or_else(|e| e.into_inner()).get(&oid).cloned()
+    }
+
+    /// Looks up the OIDs not cached yet on `conn` (an idle connection).
+    pub async fn fill(&self, oids: &[u32], conn: &mut Upstream) -> Result<()> {
+        let missing: Vec<String> = {
+            let t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+            oids.iter().filter(|o| **o != 0 && !t.contains_key(o)).map(|o| o.to_string()).collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "SELECT c.oid::int8, n.nspname, c.relname, a.attnum, a.attname FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+             WHERE c.oid IN ({})",
+            missing.join(",")
+        );
+        let rows = conn.side_query(&sql).await?;
+        let mut found: HashMap<u32, TableInfo> = HashMap::new();
+        for r in rows {
+            let (Some(Some(oid)), Some(Some(ns)), Some(Some(rel)), Some(Some(num)), Some(Some(att))) =
+                (r.first(), r.get(1), r.get(2), r.get(3), r.get(4))
+            else {
+                continue;
+            };
+            let (Ok(oid), Ok(num)) = (oid.parse::<u32>(), num.parse::<i16>()) else { continue };
+            found
+                .entry(oid)
+                .or_insert_with(|| TableInfo { qualified: format!("{ns}.{rel}"), columns: HashMap::new() })
+                .columns
+                .insert(num, att.clone());
+        }
+        let mut t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        if t.len() + found.len() > CATALOG_MAX {
+            t.clear();
+        }
+        for (oid, info) in found {
+            t.insert(oid, Arc::new(info));
+        }
+        Ok(())
+    }
+}
+
+/// Types whose text-format values detectors may scan.
+pub fn text_like_type(oid: u32) -> bool {
+    matches!(oid, 18 | 19 | 25 | 114 | 142 | 705 | 1042 | 1043 | 3802 | 1009 | 1015 | 199 | 3807)
+}
+
+/// A plan for one result set. `formats` are the effective formats (0 text, 1 binary).
+#[derive(Debug)]
+pub struct ResultMask {
+    pub plan: ColumnPlan,
+    pub binary: Vec<bool>,
+}
+
+pub fn plan(masker: &Masker, fields: &[Field], formats: &[i16], catalog: &Catalog) -> ResultMask {
+    let binary: Vec<bool> = (0..fields.len())
+        .map(|i| match formats {
+            [] => fields[i].format == 1,
+            [one] => *one == 1,
+            many => many.get(i).copied().unwrap_or(0) == 1,
+        })
+        .collect();
+    let infos: Vec<Option<Arc<TableInfo>>> = fields.iter().map(|f| catalog.get(f.table_oid)).collect();
+    let cols: Vec<ColumnRef> = fields
+        .iter()
+        .zip(&infos)
+        .zip(&binary)
+        .map(|((f, info), &bin)| ColumnRef {
+            table: info.as_ref().map(|i| i.qualified.as_str()),
+            name: info.as_ref().and_then(|i| i.columns.get(&f.column)).map_or(f.name.as_str(), String::as_str),
+            text_like: !bin && text_like_type(f.type_oid),
+        })
+        .collect();
+    ResultMask { plan: masker.plan(&cols), binary }
+}
+
+/// Rewrites one DataRow into `out`; returns the number of fields masked. Unchanged rows are
+/// copied as they came.
+pub fn rewrite_row(masker: &Masker, m: &ResultMask, body: &[u8], out: &mut BytesMut) -> Result<u64> {
+    if m.plan.is_noop() {
+        super::codec::Frame::new(backend::DATA_ROW, bytes::Bytes::copy_from_slice(body)).encode(out);
+        return Ok(0);
+    }
+    let values = backend::data_row(body)?;
+    let mut masked: Vec<Option<Option<Vec<u8>>>> = Vec::with_capacity(values.len());
+    let mut count = 0;
+    for (i, v) in values.iter().enumerate() {
+        let new = v.and_then(|v| masker.mask_value(&m.plan, i, v)).map(|mv| {
+            count += 1;
+            if m.binary.get(i).copied().unwrap_or(false) && mv.requires_text {
+                None
+            } else {
+                Some(mv.bytes)
+            }
+        });
+        masked.push(new);
+    }
+    let merged = values.iter().zip(&masked).map(|(orig, new)| match new {
+        None => *orig,
+        Some(None) => None,
+        Some(Some(b)) => Some(b.as_slice()),
+    });
+    backend::encode_data_row(merged, out);
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::masking::MaskingDoc;
+
+    fn field(name: &str, table_oid: u32, column: i16, type_oid: u32) -> Field {
+        Field { name: name.into(), table_oid, column, type_oid, type_len: -1, type_mod: -1, format: 0 }
+    }
+
+    #[test]
+    fn data_rows_are_rewritten_with_new_lengths() {
+        let doc: MaskingDoc = serde_yaml::from_str(
+            "columns:\n  - match: users.ssn\n    strategy: redact\ndetectors:\n  - kind: email\n    strategy: partial\n",
+        )
+        .unwrap();
+        let masker = Masker::new(&doc, vec![7; 32]).unwrap();
+        let catalog = Catalog::default();
+        catalog.tables.lock().unwrap().insert(
+            16384,
+            Arc::new(TableInfo {
+                qualified: "public.users".into(),
+                columns: [(1, "id".to_string()), (2, "ssn".to_string()), (3, "email".to_string())].into(),
+            }),
+        );
+        // The agent aliased the columns: the catalog still names them.
+        let fields = vec![field("id", 16384, 1, 23), field("s", 16384, 2, 25), field("e", 16384, 3, 25)];
+        let m = plan(&masker, &fields, &[], &catalog);
+        let mut row = BytesMut::new();
+        let vals: Vec<Option<&[u8]>> = vec![Some(b"123456789"), Some(b"078-05-1120"), Some(b"alice@example.com")];
+        backend::encode_data_row(vals.into_iter(), &mut row);
+        let mut out = BytesMut::new();
+        let n = rewrite_row(&masker, &m, &row[5..], &mut out).unwrap();
+        assert_eq!(n, 2);
+        let got = backend::data_row(&out[5..]).unwrap();
+        assert_eq!(got[0], Some(&b"123456789"[..]), "a plain 9-digit id is not an SSN");
+        assert_eq!(got[1], Some(&b"[REDACTED]"[..]));
+        let email = std::str::from_utf8(got[2].unwrap()).unwrap();
+        assert!(!email.contains("alice"), "{email}");
+        assert!(email.ends_with("@example.com"), "{email}");
+        let len = u32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize;
+        assert_eq!(len + 1, out.len(), "length rewritten");
+
+        // Binary format: a column rule sends NULL.
+        let m = plan(&masker, &fields, &[1], &catalog);
+        let mut out = BytesMut::new();
+        rewrite_row(&masker, &m, &row[5..], &mut out).unwrap();
+        assert_eq!(backend::data_row(&out[5..]).unwrap()[1], None);
+    }
+}

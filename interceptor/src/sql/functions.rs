@@ -1,0 +1,108 @@
+//! Built-in functions whose call changes what a statement does (side effects, server files,
+//! other sessions, outbound connections, dynamic SQL).
+//!
+//! | function (any schema, case-insensitive)                                   | adds         | why |
+//! |---------------------------------------------------------------------------|--------------|-----|
+//! | `pg_terminate_backend`, `pg_cancel_backend`, `pg_signal_backend`, `pg_log_backend_memory_contexts` | `Privileged` | acts on other sessions |
+//! | `pg_reload_conf`, `pg_rotate_logfile`, `pg_promote`, `pg_switch_wal`, `pg_create_restore_point`, `pg_backup_start`/`_stop`, `pg_start_backup`/`pg_stop_backup`, `pg_wal_replay_pause`/`_resume`, `pg_stat_reset*`, `pg_stat_statements_reset`, `pg_import_system_collations` | `Privileged` | server administration |
+//! | `pg_read_file`, `pg_read_binary_file`, `pg_stat_file`, `pg_ls_*`, `pg_file_*`, `pg_logdir_ls`, `lo_import`, `lo_export` | `Privileged` | server file system |
+//! | `dblink*`                                                                 | `Privileged` | outbound connections, remote SQL |
+//! | `pg_*replication_slot*`, `pg_logical_slot_*`, `pg_replication_origin_*`, `pg_logical_emit_message`, `pg_sync_replication_slots` | `Privileged` | replication: streams every change |
+//! | `query_to_xml*`, `query_to_xmlschema`, `cursor_to_xml*`, `table_to_xml*`, `schema_to_xml*`, `database_to_xml*` | `Privileged` | run SQL or read tables named in strings, invisible to table extraction |
+//! | `set_config`                                                              | `Session` (`Privileged` when the setting is `role`, `session_authorization`, `session_replication_role` or not a literal: the walker checks the argument) | equivalent to `SET` |
+//! | `nextval`, `setval`, `pg_notify`, `lo_create`, `lo_creat`, `lo_unlink`, `lo_put`, `lo_from_bytea`, `lowrite`, `lo_truncate`, `lo_truncate64` | `Write` | change state |
+//! | `pg_advisory_lock*`, `pg_advisory_xact_lock*`, `pg_try_advisory_*`, `pg_advisory_unlock*` | `Utility` | locks |
+//!
+//! `pg_sleep`, `pg_sleep_for` and `pg_sleep_until` are not escalated (they only waste time);
+//! like every other function they are listed in `Statement::functions`, so a policy can deny
+//! them by name. User-defined functions are listed, never escalated.
+
+use super::Operation;
+
+/// Exact names (after lowercasing and dropping any schema) and the operation they add.
+const EXACT: &[(&str, Operation)] = &[
+    ("pg_terminate_backend", Operation::Privileged),
+    ("pg_cancel_backend", Operation::Privileged),
+    ("pg_signal_backend", Operation::Privileged),
+    ("pg_log_backend_memory_contexts", Operation::Privileged),
+    ("pg_reload_conf", Operation::Privileged),
+    ("pg_rotate_logfile", Operation::Privileged),
+    ("pg_promote", Operation::Privileged),
+    ("pg_switch_wal", Operation::Privileged),
+    ("pg_switch_xlog", Operation::Privileged),
+    ("pg_create_restore_point", Operation::Privileged),
+    ("pg_backup_start", Operation::Privileged),
+    ("pg_backup_stop", Operation::Privileged),
+    ("pg_start_backup", Operation::Privileged),
+    ("pg_stop_backup", Operation::Privileged),
+    ("pg_wal_replay_pause", Operation::Privileged),
+    ("pg_wal_replay_resume", Operation::Privileged),
+    ("pg_stat_statements_reset", Operation::Privileged),
+    ("pg_import_system_collations", Operation::Privileged),
+    ("pg_read_file", Operation::Privileged),
+    ("pg_read_binary_file", Operation::Privileged),
+    ("pg_stat_file", Operation::Privileged),
+    ("pg_logdir_ls", Operation::Privileged),
+    ("lo_import", Operation::Privileged),
+    ("lo_export", Operation::Privileged),
+    ("pg_logical_emit_message", Operation::Privileged),
+    ("pg_sync_replication_slots", Operation::Privileged),
+    ("query_to_xmlschema", Operation::Privileged),
+    ("set_config", Operation::Session),
+    ("nextval", Operation::Write),
+    ("setval", Operation::Write),
+    ("pg_notify", Operation::Write),
+    ("lo_create", Operation::Write),
+    ("lo_creat", Operation::Write),
+    ("lo_unlink", Operation::Write),
+    ("lo_put", Operation::Write),
+    ("lo_from_bytea", Operation::Write),
+    ("lowrite", Operation::Write),
+    ("lo_truncate", Operation::Write),
+    ("lo_truncate64", Operation::Write),
+];
+
+/// Name prefixes and the operation they add.
+const PREFIXES: &[(&str, Operation)] = &[
+    ("dblink", Operation::Privileged),
+    ("pg_ls_", Operation::Privileged),
+    ("pg_file_", Operation::Privileged),
+    ("pg_stat_reset", Operation::Privileged),
+    ("pg_logical_slot_", Operation::Privileged),
+    ("pg_replication_origin_", Operation::Privileged),
+    ("query_to_xml", Operation::Privileged),
+    ("cursor_to_xml", Operation::Privileged),
+    ("table_to_xml", Operation::Privileged),
+    ("schema_to_xml", Operation::Privileged),
+    ("database_to_xml", Operation::Privileged),
+    ("pg_advisory_", Operation::Utility),
+    ("pg_try_advisory_", Operation::Utility),
+];
+
+/// The operation a call of `name` adds to its statement, if the function is on the
+/// side-effecting list (see the table in this module's documentation). `name` may be
+/// schema-qualified (`pg_catalog.pg_read_file`) and in any case; any schema is matched, so a
+/// look-alike in another schema is treated like the built-in (fail closed).
+pub fn is_side_effecting_function(name: &str) -> Option<Operation> {
+    let base = name.rsplit('.').next().unwrap_or(name).to_ascii_lowercase();
+    let base = base.trim_matches('"');
+    if let Some((_, op)) = EXACT.iter().find(|(n, _)| *n == base) {
+        return Some(*op);
+    }
+    if base.contains("replication_slot") && base.starts_with("pg_") {
+        return Some(Operation::Privileged);
+    }
+    PREFIXES
+        .iter()
+        .find(|(p, _)| base.starts_with(p))
+        .map(|(_, op)| *op)
+}
+
+/// Settings whose change through `SET`, `RESET` or `set_config` is privileged: they change who
+/// the session acts as, or switch off triggers and foreign keys.
+pub(crate) fn is_privileged_setting(name: &str) -> bool {
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "role" | "session_authorization" | "session_replication_role"
+    )
+}
