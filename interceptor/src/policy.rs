@@ -24,6 +24,8 @@ mod sql_eval;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_sql;
 
 pub use error::PolicyError;
 pub use eval::{evaluate, ConnRequest, Decision, Subject, Verdict, OWN_LISTENER_REASON};

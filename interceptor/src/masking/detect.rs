@@ -46,7 +46,8 @@ const AT: u8 = 8;
 const COLON: u8 = 16;
 const DASH: u8 = 32;
 const DOT: u8 = 64;
-const PLUS: u8 = 128;
+/// Letters, digits, `-` and `_` (API keys, base64url).
+const TOKEN: u8 = 128;
 
 static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
@@ -54,18 +55,18 @@ static CLASS: [u8; 256] = {
     while b < 256 {
         let c = b as u8;
         t[b] = if c.is_ascii_digit() {
-            DIGIT
+            DIGIT | TOKEN
         } else if c.is_ascii_uppercase() {
-            UPPER
+            UPPER | TOKEN
         } else if c.is_ascii_lowercase() {
-            LOWER
+            LOWER | TOKEN
         } else {
             match c {
                 b'@' => AT,
                 b':' => COLON,
-                b'-' => DASH,
+                b'-' => DASH | TOKEN,
+                b'_' => TOKEN,
                 b'.' => DOT,
-                b'+' => PLUS,
                 _ => 0,
             }
         };
@@ -75,17 +76,20 @@ static CLASS: [u8; 256] = {
 };
 
 /// The scanners that may match `s`, from one pass over its bytes.
-fn candidates(s: &[u8], enabled: KindSet) -> KindSet {
+pub(crate) fn candidates(s: &[u8], enabled: KindSet) -> KindSet {
     let mut flags = 0u8;
     let mut digits = 0usize;
     let mut colons = 0usize;
+    let mut token = 0usize;
+    let mut longest_token = 0usize;
     for &b in s {
         let c = CLASS[b as usize];
         flags |= c;
-        digits += (c & DIGIT) as usize;
-        colons += (c & COLON) as usize;
+        digits += usize::from(c & DIGIT);
+        colons += usize::from(c == COLON);
+        token = (token + 1) * usize::from(c >> 7);
+        longest_token = longest_token.max(token);
     }
-    let colons = colons / COLON as usize;
     let has = |f: u8| flags & f != 0;
     let len = s.len();
     let mut k = 0u16;
@@ -98,17 +102,73 @@ fn candidates(s: &[u8], enabled: KindSet) -> KindSet {
     set(DetectorKind::Phone, digits >= 8);
     set(DetectorKind::CreditCard, digits >= 13);
     set(DetectorKind::UsSsn, digits >= 9 && has(DASH));
-    set(DetectorKind::Iban, digits >= 2 && has(UPPER) && len >= 15);
+    set(DetectorKind::Iban, digits >= 4 && has(UPPER) && len >= 15);
     set(DetectorKind::Ipv4, digits >= 4 && has(DOT));
     set(DetectorKind::Ipv6, colons >= 2);
     set(
         DetectorKind::Jwt,
-        len >= 20 && has(DOT) && has(UPPER) && has(LOWER),
+        longest_token >= 10 && len >= 20 && has(DOT) && has(UPPER) && has(LOWER),
     );
-    set(DetectorKind::ApiKey, len >= 15 && has(UPPER | LOWER));
+    set(DetectorKind::ApiKey, longest_token >= 15);
     set(DetectorKind::PrivateKey, has(DASH) && len >= 40);
     KindSet(k)
 }
+
+/// Kinds whose scanners start from digit runs.
+const NUMERIC: KindSet = KindSet(
+    1 << DetectorKind::Phone.index()
+        | 1 << DetectorKind::CreditCard.index()
+        | 1 << DetectorKind::UsSsn.index()
+        | 1 << DetectorKind::Iban.index()
+        | 1 << DetectorKind::Ipv4.index(),
+);
+
+/// Start offsets of the runs of ASCII digits of a value, kept on the stack
+/// unless there are many.
+struct DigitRuns {
+    inline: [usize; 32],
+    n: usize,
+    spill: Vec<usize>,
+}
+
+impl DigitRuns {
+    fn of(s: &[u8]) -> DigitRuns {
+        let mut r = DigitRuns {
+            inline: [0; 32],
+            n: 0,
+            spill: Vec::new(),
+        };
+        let mut prev_digit = false;
+        for (i, &b) in s.iter().enumerate() {
+            let d = b.is_ascii_digit();
+            if d && !prev_digit {
+                if r.n < r.inline.len() {
+                    r.inline[r.n] = i;
+                    r.n += 1;
+                } else {
+                    if r.spill.is_empty() {
+                        r.spill.extend_from_slice(&r.inline);
+                    }
+                    r.spill.push(i);
+                }
+            }
+            prev_digit = d;
+        }
+        r
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        if self.spill.is_empty() {
+            &self.inline[..self.n]
+        } else {
+            &self.spill
+        }
+    }
+}
+
+/// A scanner: the value, the starts of its digit runs (empty unless a
+/// numeric kind is scanned), and where to push occurrences.
+type Scanner = fn(&[u8], &[usize], &mut Vec<Hit>);
 
 /// Finds the occurrences of the `enabled` kinds in `s` and leaves in `hits`
 /// a sorted list of non-overlapping ones (on overlap, the earlier start
@@ -120,7 +180,17 @@ pub(crate) fn find_all(s: &[u8], enabled: KindSet, hits: &mut Vec<Hit>) {
     if run.is_empty() {
         return;
     }
-    let scanners: [(DetectorKind, fn(&[u8], &mut Vec<Hit>)); 10] = [
+    let runs = if run.0 & NUMERIC.0 != 0 {
+        DigitRuns::of(s)
+    } else {
+        DigitRuns {
+            inline: [0; 32],
+            n: 0,
+            spill: Vec::new(),
+        }
+    };
+    let runs = runs.as_slice();
+    let scanners: [(DetectorKind, Scanner); 10] = [
         (DetectorKind::PrivateKey, secrets::find_private_keys),
         (DetectorKind::Jwt, jwt::find),
         (DetectorKind::ApiKey, secrets::find_api_keys),
@@ -135,7 +205,7 @@ pub(crate) fn find_all(s: &[u8], enabled: KindSet, hits: &mut Vec<Hit>) {
     let mut scanned = 0;
     for (kind, scan) in scanners {
         if run.has(kind) {
-            scan(s, hits);
+            scan(s, runs, hits);
             scanned += 1;
         }
     }

@@ -9,13 +9,13 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use super::de::checked;
-use super::glob::Pattern;
-use super::pg::{PostgresResource, SqlAction, SqlOperation};
 use super::error::PolicyError;
 use super::eval::Verdict;
+use super::glob::Pattern;
 use super::locate::Locator;
 use super::model::{Identity, PolicyDoc, DEFAULT_DNS_REFRESH_SECS};
 use super::net::{Cidr, HostName};
+use super::pg::{PostgresResource, SqlAction, SqlOperation};
 use super::ports::PortSet;
 
 /// A compiled policy, ready for `evaluate`. Cheap to clone, so a refresher
@@ -307,7 +307,8 @@ impl Policy {
                 to,
             });
         }
-        let (pg_resources, sql_rules) = compile_sql(&doc, &index, &identities, locator.as_ref(), origin)?;
+        let (pg_resources, sql_rules) =
+            compile_sql(&doc, &index, &identities, locator.as_ref(), origin)?;
         let dns_refresh = Duration::from_secs(
             doc.dns_refresh_secs
                 .map_or(DEFAULT_DNS_REFRESH_SECS, |n| n.get()),
@@ -425,7 +426,10 @@ fn compile_sql(
             action: rule.action,
             identities: ids,
             resources,
-            operations: rule.operations.as_ref().map(|o| o.iter().copied().collect()),
+            operations: rule
+                .operations
+                .as_ref()
+                .map(|o| o.iter().copied().collect()),
             tables: rule.tables.clone(),
             functions: rule.functions.clone(),
             row_limit: rule.row_limit.map(|n| n.get()),

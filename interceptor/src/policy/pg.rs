@@ -104,7 +104,10 @@ impl PostgresResource {
             return Err("`database` and `user` must not be empty".into());
         }
         if self.ca_file.is_some() && self.tls != TlsMode::VerifyFull {
-            return Err(format!("`ca_file` is only used with `tls: verify-full`, not `tls: {}`", self.tls));
+            return Err(format!(
+                "`ca_file` is only used with `tls: verify-full`, not `tls: {}`",
+                self.tls
+            ));
         }
         Ok(())
     }
@@ -137,7 +140,9 @@ impl fmt::Display for TlsMode {
 }
 
 /// What a statement does, as classified by the SQL parser.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SqlOperation {
     /// Reads rows (SELECT, COPY TO, …).
@@ -215,12 +220,20 @@ impl Checked for SqlRule {
 
     fn check(&self) -> Result<(), String> {
         for (what, empty) in [
-            ("operations", self.operations.as_ref().is_some_and(Vec::is_empty)),
+            (
+                "operations",
+                self.operations.as_ref().is_some_and(Vec::is_empty),
+            ),
             ("tables", self.tables.as_ref().is_some_and(Vec::is_empty)),
-            ("functions", self.functions.as_ref().is_some_and(Vec::is_empty)),
+            (
+                "functions",
+                self.functions.as_ref().is_some_and(Vec::is_empty),
+            ),
         ] {
             if empty {
-                return Err(format!("empty `{what}` list matches nothing; omit it to match any"));
+                return Err(format!(
+                    "empty `{what}` list matches nothing; omit it to match any"
+                ));
             }
         }
         if self.action == SqlAction::Deny && self.row_limit.is_some() {
@@ -275,7 +288,10 @@ impl JsonSchema for SqlAction {
     fn json_schema(_gen: &mut SchemaGenerator) -> Schema {
         SchemaObject {
             metadata: Some(Box::new(Metadata {
-                description: Some("allow: run the statement; deny: answer with an error (SQLSTATE 42501).".to_owned()),
+                description: Some(
+                    "allow: run the statement; deny: answer with an error (SQLSTATE 42501)."
+                        .to_owned(),
+                ),
                 ..Default::default()
             })),
             instance_type: Some(InstanceType::String.into()),
@@ -315,14 +331,19 @@ impl<'de> Deserialize<'de> for ResourceRef {
                 check_name("resource name", v).map_err(E::custom)?;
                 Ok(ResourceRef::One(v.to_owned()))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ResourceRef, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ResourceRef, A::Error> {
                 let mut out = Vec::new();
                 while let Some(s) = seq.next_element::<String>()? {
                     check_name("resource name", &s).map_err(serde::de::Error::custom)?;
                     out.push(s);
                 }
                 if out.is_empty() {
-                    return Err(serde::de::Error::custom("empty resource list (omit `resource` to match every resource)"));
+                    return Err(serde::de::Error::custom(
+                        "empty resource list (omit `resource` to match every resource)",
+                    ));
                 }
                 Ok(ResourceRef::Many(out))
             }

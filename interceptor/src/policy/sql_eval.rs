@@ -54,7 +54,10 @@ pub fn evaluate_sql(policy: &Policy, req: &SqlRequest) -> SqlDecision {
     for (i, st) in req.statements.iter().enumerate() {
         let d = evaluate_statement(policy, req, st);
         if d.verdict == Verdict::Deny {
-            return SqlDecision { statement: Some(i), ..d };
+            return SqlDecision {
+                statement: Some(i),
+                ..d
+            };
         }
         if rule.is_none() {
             rule = d.rule;
@@ -68,21 +71,40 @@ pub fn evaluate_sql(policy: &Policy, req: &SqlRequest) -> SqlDecision {
         Some(r) => format!("allowed by rule {r}"),
         None => "empty statement".to_owned(),
     };
-    SqlDecision { verdict: Verdict::Allow, rule, reason, row_limit, statement: None }
+    SqlDecision {
+        verdict: Verdict::Allow,
+        rule,
+        reason,
+        row_limit,
+        statement: None,
+    }
 }
 
 fn evaluate_statement(policy: &Policy, req: &SqlRequest, st: &SqlStatement) -> SqlDecision {
     let applicable = |r: &&CompiledSqlRule| {
-        r.identities.as_ref().is_none_or(|ids| ids.iter().any(|&i| policy.identities[i].1.matches(&req.subject)))
-            && r.resources.as_ref().is_none_or(|rs| rs.iter().any(|n| n == req.resource))
+        r.identities.as_ref().is_none_or(|ids| {
+            ids.iter()
+                .any(|&i| policy.identities[i].1.matches(&req.subject))
+        }) && r
+            .resources
+            .as_ref()
+            .is_none_or(|rs| rs.iter().any(|n| n == req.resource))
     };
     let mut nearest: Option<(&CompiledSqlRule, String)> = None;
     for r in policy.sql_rules.iter().filter(applicable) {
         match r.action {
             SqlAction::Deny => {
                 if deny_matches(r, st) {
-                    let reason = r.reason.clone().unwrap_or_else(|| format!("{} matches deny rule {}", describe(st), r.name));
-                    return SqlDecision { verdict: Verdict::Deny, rule: Some(r.name.clone()), reason, row_limit: None, statement: None };
+                    let reason = r.reason.clone().unwrap_or_else(|| {
+                        format!("{} matches deny rule {}", describe(st), r.name)
+                    });
+                    return SqlDecision {
+                        verdict: Verdict::Deny,
+                        rule: Some(r.name.clone()),
+                        reason,
+                        row_limit: None,
+                        statement: None,
+                    };
                 }
             }
             SqlAction::Allow => match allow_mismatch(r, st) {
@@ -112,9 +134,19 @@ fn evaluate_statement(policy: &Policy, req: &SqlRequest, st: &SqlStatement) -> S
     }
     let reason = match nearest {
         Some((r, why)) => format!("not allowed by rule {}: {why}", r.name),
-        None => format!("no SQL rule allows {} for this identity on resource {}", describe(st), req.resource),
+        None => format!(
+            "no SQL rule allows {} for this identity on resource {}",
+            describe(st),
+            req.resource
+        ),
     };
-    SqlDecision { verdict: Verdict::Deny, rule: None, reason, row_limit: None, statement: None }
+    SqlDecision {
+        verdict: Verdict::Deny,
+        rule: None,
+        reason,
+        row_limit: None,
+        statement: None,
+    }
 }
 
 /// e.g. "DELETE on public.orders".
@@ -127,7 +159,11 @@ pub fn describe(st: &SqlStatement) -> String {
 }
 
 fn table_matches(p: &Pattern, table: &str) -> bool {
-    let qualified = if table.contains('.') { table.to_owned() } else { format!("public.{table}") };
+    let qualified = if table.contains('.') {
+        table.to_owned()
+    } else {
+        format!("public.{table}")
+    };
     if p.as_str().contains('.') {
         p.is_match(&qualified)
     } else {
@@ -137,15 +173,30 @@ fn table_matches(p: &Pattern, table: &str) -> bool {
 }
 
 fn deny_matches(r: &CompiledSqlRule, st: &SqlStatement) -> bool {
-    r.operations.as_ref().is_none_or(|ops| st.operations.iter().any(|o| ops.contains(o)))
-        && r.tables.as_ref().is_none_or(|ps| st.tables.iter().any(|t| ps.iter().any(|p| table_matches(p, t))))
-        && r.functions.as_ref().is_none_or(|ps| st.functions.iter().any(|f| ps.iter().any(|p| p.is_match(f))))
+    r.operations
+        .as_ref()
+        .is_none_or(|ops| st.operations.iter().any(|o| ops.contains(o)))
+        && r.tables.as_ref().is_none_or(|ps| {
+            st.tables
+                .iter()
+                .any(|t| ps.iter().any(|p| table_matches(p, t)))
+        })
+        && r.functions.as_ref().is_none_or(|ps| {
+            st.functions
+                .iter()
+                .any(|f| ps.iter().any(|p| p.is_match(f)))
+        })
 }
 
 /// Why an allow rule does not cover the statement, or `None` when it does.
 fn allow_mismatch(r: &CompiledSqlRule, st: &SqlStatement) -> Option<String> {
     if let Some(ops) = &r.operations {
-        let extra: Vec<&str> = st.operations.iter().filter(|o| !ops.contains(o)).map(|o| o.as_str()).collect();
+        let extra: Vec<&str> = st
+            .operations
+            .iter()
+            .filter(|o| !ops.contains(o))
+            .map(|o| o.as_str())
+            .collect();
         if !extra.is_empty() {
             let allowed: Vec<&str> = ops.iter().map(|o| o.as_str()).collect();
             return Some(format!(
@@ -156,12 +207,20 @@ fn allow_mismatch(r: &CompiledSqlRule, st: &SqlStatement) -> Option<String> {
         }
     }
     if let Some(ps) = &r.tables {
-        if let Some(t) = st.tables.iter().find(|t| !ps.iter().any(|p| table_matches(p, t))) {
+        if let Some(t) = st
+            .tables
+            .iter()
+            .find(|t| !ps.iter().any(|p| table_matches(p, t)))
+        {
             return Some(format!("table {t} is not in its tables"));
         }
     }
     if let Some(ps) = &r.functions {
-        if let Some(f) = st.functions.iter().find(|f| !ps.iter().any(|p| p.is_match(f))) {
+        if let Some(f) = st
+            .functions
+            .iter()
+            .find(|f| !ps.iter().any(|p| p.is_match(f)))
+        {
             return Some(format!("function {f} is not in its functions"));
         }
     }

@@ -743,7 +743,10 @@ fn examples_load() {
     }
     seen.sort_by(|a, b| a.0.cmp(&b.0));
     let names: Vec<&str> = seen.iter().map(|s| s.0.as_str()).collect();
-    assert_eq!(names, ["demo.yaml", "deny-all.yaml", "egress.yaml"]);
+    assert_eq!(
+        names,
+        ["demo.yaml", "deny-all.yaml", "egress.yaml", "postgres.yaml"]
+    );
 
     let demo = &seen[0].1;
     assert_eq!(

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub use error::PgError;
 pub use session::{serve, Ctx, Outcome};
 
-use crate::masking::{MaskingDoc, Masker};
+use crate::masking::{Masker, MaskingDoc};
 
 /// State shared by every PostgreSQL session of the process: upstream pool, cancel keys,
 /// classification cache, per-resource catalogs and maskers.
@@ -63,7 +63,12 @@ pub fn global() -> &'static Global {
 
 impl Global {
     pub fn catalog(&self, pool_key: &str) -> Arc<mask::Catalog> {
-        self.catalogs.lock().unwrap_or_else(|e| e.into_inner()).entry(pool_key.to_owned()).or_default().clone()
+        self.catalogs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(pool_key.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// The masker of a resource, compiled once per distinct `masking:` section.

@@ -289,7 +289,10 @@ fn relation_object(objtype: i32, object: &pg_query::Node, columns: bool, facts: 
     if !is_relation && !is_column {
         return;
     }
-    let Tree::List(mut parts) = to_tree(object).field("items").cloned().unwrap_or(Tree::Null)
+    let Tree::List(mut parts) = to_tree(object)
+        .field("items")
+        .cloned()
+        .unwrap_or(Tree::Null)
     else {
         return;
     };
@@ -309,9 +312,13 @@ fn weakens_security(cmd: &pg_query::Node) -> bool {
     let Some(N::AlterTableCmd(c)) = cmd.node.as_ref() else {
         return false;
     };
-    [T::AtChangeOwner, T::AtDisableRowSecurity, T::AtNoForceRowSecurity]
-        .iter()
-        .any(|t| *t as i32 == c.subtype)
+    [
+        T::AtChangeOwner,
+        T::AtDisableRowSecurity,
+        T::AtNoForceRowSecurity,
+    ]
+    .iter()
+    .any(|t| *t as i32 == c.subtype)
 }
 
 fn names(list: &[pg_query::Node]) -> String {

@@ -189,7 +189,12 @@ impl Collect {
     fn finish_struct(self) -> Tree {
         // Collapse the generic wrapper `Node { node: X }` into X.
         if self.name == "Node" && self.fields.len() == 1 && self.fields[0].0 == "node" {
-            return self.fields.into_iter().next().map(|(_, v)| v).unwrap_or(Tree::Null);
+            return self
+                .fields
+                .into_iter()
+                .next()
+                .map(|(_, v)| v)
+                .unwrap_or(Tree::Null);
         }
         Tree::Msg(self.name, self.fields)
     }
@@ -239,7 +244,10 @@ impl ser::SerializeTupleVariant for Collect {
         Ok(())
     }
     fn end(self) -> Result<Tree, Never> {
-        Ok(Tree::Msg(self.name, vec![("items", Tree::List(self.items))]))
+        Ok(Tree::Msg(
+            self.name,
+            vec![("items", Tree::List(self.items))],
+        ))
     }
 }
 

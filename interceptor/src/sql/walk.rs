@@ -158,9 +158,11 @@ impl<'f> Walker<'f> {
             self.facts.written.insert(name);
             return;
         }
-        let qualified = ["schemaname", "catalogname"]
-            .iter()
-            .any(|k| rv.field(k).and_then(Tree::as_str).is_some_and(|s| !s.is_empty()));
+        let qualified = ["schemaname", "catalogname"].iter().any(|k| {
+            rv.field(k)
+                .and_then(Tree::as_str)
+                .is_some_and(|s| !s.is_empty())
+        });
         if from_query && !qualified && self.ctes.contains(&name) {
             return;
         }
@@ -216,7 +218,8 @@ pub(crate) fn relation_name(rv: &Tree) -> Option<String> {
 /// `SUBSTRING(… FROM …)`) are shown without the `pg_catalog.` the parser adds.
 fn func_name(call: &Tree) -> String {
     let name = dotted(call.field("funcname"));
-    let sql_syntax = matches!(call.field("funcformat"), Some(Tree::Int(n)) if *n == COERCE_SQL_SYNTAX);
+    let sql_syntax =
+        matches!(call.field("funcformat"), Some(Tree::Int(n)) if *n == COERCE_SQL_SYNTAX);
     match name.strip_prefix("pg_catalog.") {
         Some(rest) if sql_syntax => rest.to_owned(),
         _ => name,

@@ -4,11 +4,10 @@ use super::{num_left_ok, num_right_ok, DetectorKind, Hit};
 
 const MAX_GROUPS: usize = 24;
 
-pub(super) fn find(s: &[u8], hits: &mut Vec<Hit>) {
-    let mut i = 0;
-    while i < s.len() {
-        if !(s[i].is_ascii_digit() && num_left_ok(s, i)) {
-            i += 1;
+pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Vec<Hit>) {
+    let mut next = 0;
+    for &i in runs {
+        if i < next || !num_left_ok(s, i) {
             continue;
         }
         // Digit groups joined by one separator (the same one throughout).
@@ -32,17 +31,14 @@ pub(super) fn find(s: &[u8], hits: &mut Vec<Hit>) {
                 _ => break,
             }
         }
-        let run_end = groups[n - 1].1;
-        match best_in_run(s, &groups[..n], sep) {
-            Some((start, end)) => {
-                hits.push(Hit {
-                    start,
-                    end,
-                    kind: DetectorKind::CreditCard,
-                });
-                i = end;
-            }
-            None => i = run_end,
+        next = groups[n - 1].1;
+        if let Some((start, end)) = best_in_run(s, &groups[..n], sep) {
+            hits.push(Hit {
+                start,
+                end,
+                kind: DetectorKind::CreditCard,
+            });
+            next = end;
         }
     }
 }

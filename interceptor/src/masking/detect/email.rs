@@ -13,7 +13,7 @@ fn domain_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')
 }
 
-pub(super) fn find(s: &[u8], hits: &mut Vec<Hit>) {
+pub(super) fn find(s: &[u8], _runs: &[usize], hits: &mut Vec<Hit>) {
     let mut from = 0;
     let mut i = 0;
     while let Some(off) = s[i..].iter().position(|&b| b == b'@') {

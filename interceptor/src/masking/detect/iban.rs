@@ -92,24 +92,25 @@ fn iban_char(b: u8) -> bool {
     b.is_ascii_uppercase() || b.is_ascii_digit()
 }
 
-pub(super) fn find(s: &[u8], hits: &mut Vec<Hit>) {
-    let mut i = 0;
-    while i + 15 <= s.len() {
+pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Vec<Hit>) {
+    // The check digits are a digit run right after the two-letter country code.
+    let mut next = 0;
+    for &r in runs {
+        if r < 2 || r - 2 < next || r + 13 > s.len() {
+            continue;
+        }
+        let i = r - 2;
         let starts = s[i].is_ascii_uppercase()
             && s[i + 1].is_ascii_uppercase()
-            && s[i + 2].is_ascii_digit()
-            && s[i + 3].is_ascii_digit()
+            && s[r + 1].is_ascii_digit()
             && (i == 0 || !is_word(s[i - 1]));
-        match starts.then(|| at(s, i)).flatten() {
-            Some(end) => {
-                hits.push(Hit {
-                    start: i,
-                    end,
-                    kind: DetectorKind::Iban,
-                });
-                i = end;
-            }
-            None => i += 1,
+        if let Some(end) = starts.then(|| at(s, i)).flatten() {
+            hits.push(Hit {
+                start: i,
+                end,
+                kind: DetectorKind::Iban,
+            });
+            next = end;
         }
     }
 }

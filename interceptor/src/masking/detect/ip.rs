@@ -4,23 +4,20 @@ use std::net::Ipv6Addr;
 
 use super::{is_word, DetectorKind, Hit};
 
-pub(super) fn find_v4(s: &[u8], hits: &mut Vec<Hit>) {
-    let mut i = 0;
-    while i + 7 <= s.len() {
+pub(super) fn find_v4(s: &[u8], runs: &[usize], hits: &mut Vec<Hit>) {
+    let mut next = 0;
+    for &i in runs {
         let left_ok = i == 0 || !(is_word(s[i - 1]) || s[i - 1] == b'.');
-        match (s[i].is_ascii_digit() && left_ok)
-            .then(|| v4_at(s, i))
-            .flatten()
-        {
-            Some(end) => {
-                hits.push(Hit {
-                    start: i,
-                    end,
-                    kind: DetectorKind::Ipv4,
-                });
-                i = end;
-            }
-            None => i += 1,
+        if i < next || !left_ok {
+            continue;
+        }
+        if let Some(end) = v4_at(s, i) {
+            hits.push(Hit {
+                start: i,
+                end,
+                kind: DetectorKind::Ipv4,
+            });
+            next = end;
         }
     }
 }
@@ -62,7 +59,7 @@ fn v6_char(b: u8) -> bool {
     b.is_ascii_hexdigit() || b == b':' || b == b'.'
 }
 
-pub(super) fn find_v6(s: &[u8], hits: &mut Vec<Hit>) {
+pub(super) fn find_v6(s: &[u8], _runs: &[usize], hits: &mut Vec<Hit>) {
     let mut i = 0;
     while i < s.len() {
         if !v6_char(s[i]) {

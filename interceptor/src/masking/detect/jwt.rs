@@ -7,7 +7,7 @@ fn b64url(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
 
-pub(super) fn find(s: &[u8], hits: &mut Vec<Hit>) {
+pub(super) fn find(s: &[u8], _runs: &[usize], hits: &mut Vec<Hit>) {
     let mut i = 0;
     while i + 3 <= s.len() {
         let Some(off) = s[i..].windows(3).position(|w| w == b"eyJ") else {

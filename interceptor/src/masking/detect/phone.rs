@@ -2,29 +2,26 @@
 
 use super::{is_word, num_left_ok, num_right_ok, DetectorKind, Hit};
 
-pub(super) fn find(s: &[u8], hits: &mut Vec<Hit>) {
-    let mut i = 0;
-    while i < s.len() {
-        let b = s[i];
-        let found = if b == b'+' {
-            e164(s, i)
-        } else if b == b'(' {
-            (i == 0 || !is_word(s[i - 1])).then(|| nanp(s, i)).flatten()
-        } else if b.is_ascii_digit() && num_left_ok(s, i) {
-            nanp(s, i)
-        } else {
-            None
-        };
-        match found {
-            Some(end) => {
-                hits.push(Hit {
-                    start: i,
-                    end,
-                    kind: DetectorKind::Phone,
-                });
-                i = end;
-            }
-            None => i += 1,
+pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Vec<Hit>) {
+    let mut next = 0;
+    for &r in runs {
+        if r < next {
+            continue;
+        }
+        let prev = if r > 0 { s[r - 1] } else { b' ' };
+        let found = match prev {
+            b'+' => e164(s, r - 1).map(|end| (r - 1, end)),
+            b'(' if r == 1 || !is_word(s[r - 2]) => nanp(s, r - 1).map(|end| (r - 1, end)),
+            _ => None,
+        }
+        .or_else(|| num_left_ok(s, r).then(|| nanp(s, r)).flatten().map(|end| (r, end)));
+        if let Some((start, end)) = found {
+            hits.push(Hit {
+                start,
+                end,
+                kind: DetectorKind::Phone,
+            });
+            next = end;
         }
     }
 }

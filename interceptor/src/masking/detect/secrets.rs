@@ -56,7 +56,7 @@ const PREFIXES: &[(&[u8], Body)] = &[
     (b"sk-", Body { chars: b64url, min: 20, max: 255, mixed: true }),
 ];
 
-pub(super) fn find_api_keys(s: &[u8], hits: &mut Vec<Hit>) {
+pub(super) fn find_api_keys(s: &[u8], _runs: &[usize], hits: &mut Vec<Hit>) {
     let mut i = 0;
     while i + 15 <= s.len() {
         let b = s[i];
@@ -107,7 +107,7 @@ fn key_at(s: &[u8], i: usize) -> Option<usize> {
 const BEGIN: &[u8] = b"-----BEGIN ";
 const DASHES: &[u8] = b"-----";
 
-pub(super) fn find_private_keys(s: &[u8], hits: &mut Vec<Hit>) {
+pub(super) fn find_private_keys(s: &[u8], _runs: &[usize], hits: &mut Vec<Hit>) {
     let mut i = 0;
     while let Some(off) = find(&s[i..], BEGIN) {
         let start = i + off;

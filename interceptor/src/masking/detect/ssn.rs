@@ -2,18 +2,16 @@
 
 use super::{digits_at, num_left_ok, num_right_ok, DetectorKind, Hit};
 
-pub(super) fn find(s: &[u8], hits: &mut Vec<Hit>) {
-    let mut i = 0;
-    while i + 11 <= s.len() {
-        if s[i].is_ascii_digit() && num_left_ok(s, i) && at(s, i) {
+pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Vec<Hit>) {
+    let mut next = 0;
+    for &i in runs {
+        if i >= next && i + 11 <= s.len() && num_left_ok(s, i) && at(s, i) {
             hits.push(Hit {
                 start: i,
                 end: i + 11,
                 kind: DetectorKind::UsSsn,
             });
-            i += 11;
-        } else {
-            i += 1;
+            next = i + 11;
         }
     }
 }

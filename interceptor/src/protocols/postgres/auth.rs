@@ -32,9 +32,17 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let params = [("user", user), ("database", database), ("application_name", "interceptor"), ("client_encoding", "UTF8")];
+    let params = [
+        ("user", user),
+        ("database", database),
+        ("application_name", "interceptor"),
+        ("client_encoding", "UTF8"),
+    ];
     writer.write_all(&startup_message(&params)).await?;
-    let auth_err = |message: String| PgError::UpstreamAuth { resource: resource.to_owned(), message };
+    let auth_err = |message: String| PgError::UpstreamAuth {
+        resource: resource.to_owned(),
+        message,
+    };
     let need_pw = || {
         password.ok_or_else(|| auth_err("the server asks for a password but the resource has no `password_file` or `password_env`".into()))
     };
@@ -91,7 +99,12 @@ where
             BACKEND_KEY => (out.pid, out.key) = backend::parse_backend_key(&f.body)?,
             READY => return Ok(out),
             NOTICE => {}
-            t => return Err(auth_err(format!("unexpected message {:?} during login", t as char))),
+            t => {
+                return Err(auth_err(format!(
+                    "unexpected message {:?} during login",
+                    t as char
+                )))
+            }
         }
         if !buf.is_empty() {
             writer.write_all(&buf).await?;

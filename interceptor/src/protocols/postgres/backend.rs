@@ -74,12 +74,19 @@ pub fn data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let len = b.i32()?;
-        out.push(if len < 0 { None } else { Some(b.bytes(len as usize)?) });
+        out.push(if len < 0 {
+            None
+        } else {
+            Some(b.bytes(len as usize)?)
+        });
     }
     Ok(out)
 }
 
-pub fn encode_data_row<'a>(values: impl ExactSizeIterator<Item = Option<&'a [u8]>>, out: &mut BytesMut) {
+pub fn encode_data_row<'a>(
+    values: impl ExactSizeIterator<Item = Option<&'a [u8]>>,
+    out: &mut BytesMut,
+) {
     let start = out.len();
     out.put_u8(DATA_ROW);
     out.put_u32(0);
@@ -111,13 +118,29 @@ pub fn fields(body: &[u8]) -> Result<Vec<(u8, String)>> {
 }
 
 pub fn field(fields: &[(u8, String)], code: u8) -> Option<&str> {
-    fields.iter().find(|(c, _)| *c == code).map(|(_, v)| v.as_str())
+    fields
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, v)| v.as_str())
 }
 
 /// An ErrorResponse (or, with `tag = NOTICE`, a NoticeResponse).
-pub fn error(severity: &str, code: &str, message: &str, detail: Option<&str>, hint: Option<&str>) -> Frame {
+pub fn error(
+    severity: &str,
+    code: &str,
+    message: &str,
+    detail: Option<&str>,
+    hint: Option<&str>,
+) -> Frame {
     let mut b = BytesMut::new();
-    for (t, v) in [(b'S', Some(severity)), (b'V', Some(severity)), (b'C', Some(code)), (b'M', Some(message)), (b'D', detail), (b'H', hint)] {
+    for (t, v) in [
+        (b'S', Some(severity)),
+        (b'V', Some(severity)),
+        (b'C', Some(code)),
+        (b'M', Some(message)),
+        (b'D', detail),
+        (b'H', hint),
+    ] {
         if let Some(v) = v {
             b.put_u8(t);
             put_cstr(&mut b, v);
@@ -181,17 +204,29 @@ mod tests {
     #[test]
     fn data_row_round_trip() {
         let mut out = BytesMut::new();
-        let vals: Vec<Option<&[u8]>> = vec![Some(b"1"), None, Some(b""), Some(b"alice@example.com")];
+        let vals: Vec<Option<&[u8]>> =
+            vec![Some(b"1"), None, Some(b""), Some(b"alice@example.com")];
         encode_data_row(vals.iter().copied(), &mut out);
         let len = u32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize;
         assert_eq!(len + 1, out.len());
         assert_eq!(data_row(&out[5..]).unwrap(), vals);
-        assert!(data_row(&[0, 1, 0, 0, 0, 9, b'x']).is_err(), "value longer than the message");
+        assert!(
+            data_row(&[0, 1, 0, 0, 0, 9, b'x']).is_err(),
+            "value longer than the message"
+        );
     }
 
     #[test]
     fn row_description_round_trip() {
-        let fields = vec![Field { name: "email".into(), table_oid: 16384, column: 2, type_oid: 25, type_len: -1, type_mod: -1, format: 0 }];
+        let fields = vec![Field {
+            name: "email".into(),
+            table_oid: 16384,
+            column: 2,
+            type_oid: 25,
+            type_len: -1,
+            type_mod: -1,
+            format: 0,
+        }];
         let f = encode_row_description(&fields);
         assert_eq!(row_description(&f.body).unwrap(), fields);
     }

@@ -28,7 +28,9 @@ fn random_i32() -> i32 {
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
     if n != 4 {
         // Fall back to the clock: keys are still unique per session via the map.
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         return t.subsec_nanos() as i32 ^ (t.as_secs() as i32).rotate_left(13);
     }
     i32::from_be_bytes(b)
@@ -49,11 +51,18 @@ impl CancelMap {
     }
 
     pub fn remove(&self, pid: i32, key: i32) {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(&(pid, key));
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(pid, key));
     }
 
     pub fn get(&self, pid: i32, key: i32) -> Option<Target> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&(pid, key)).copied()
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(pid, key))
+            .copied()
     }
 }
 
@@ -75,10 +84,18 @@ mod tests {
     #[test]
     fn minted_keys_map_to_targets() {
         let m = CancelMap::default();
-        let t = Target { addr: "127.0.0.2:5432".parse().unwrap(), pid: 4242, key: 99 };
+        let t = Target {
+            addr: "127.0.0.2:5432".parse().unwrap(),
+            pid: 4242,
+            key: 99,
+        };
         let (pid, key) = m.mint(t);
         assert!(pid > 0);
-        assert_ne!((pid, key), (4242, 99), "the agent never sees the upstream key");
+        assert_ne!(
+            (pid, key),
+            (4242, 99),
+            "the agent never sees the upstream key"
+        );
         assert_eq!(m.get(pid, key), Some(t));
         m.remove(pid, key);
         assert_eq!(m.get(pid, key), None);

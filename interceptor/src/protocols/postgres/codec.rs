@@ -22,7 +22,10 @@ pub struct Frame {
 
 impl Frame {
     pub fn new(tag: u8, body: impl Into<Bytes>) -> Frame {
-        Frame { tag, body: body.into() }
+        Frame {
+            tag,
+            body: body.into(),
+        }
     }
 
     pub fn encode(&self, out: &mut BytesMut) {
@@ -50,7 +53,12 @@ pub struct FrameReader<R> {
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R, max: usize, side: &'static str) -> Self {
-        FrameReader { inner, buf: BytesMut::with_capacity(16 * 1024), max, side }
+        FrameReader {
+            inner,
+            buf: BytesMut::with_capacity(16 * 1024),
+            max,
+            side,
+        }
     }
 
     /// A reader that starts with bytes already read from `inner`.
@@ -73,7 +81,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let tag = self.buf[0];
         let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
         if len < 4 {
-            return Err(PgError::malformed("frame", format!("{} sent a message {:?} with length {len} (< 4)", self.side, tag as char)));
+            return Err(PgError::malformed(
+                "frame",
+                format!(
+                    "{} sent a message {:?} with length {len} (< 4)",
+                    self.side, tag as char
+                ),
+            ));
         }
         if len > self.max {
             return Err(PgError::TooLarge { len, max: self.max });
@@ -102,7 +116,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 return Ok(Some(f));
             }
             if !self.fill().await? {
-                return if self.buf.is_empty() { Ok(None) } else { Err(PgError::Closed(self.side)) };
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(PgError::Closed(self.side))
+                };
             }
         }
     }
@@ -116,9 +134,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub async fn next_startup(&mut self) -> Result<Option<Bytes>> {
         loop {
             if self.buf.len() >= 4 {
-                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
+                    as usize;
                 if !(8..=MAX_STARTUP).contains(&len) {
-                    return Err(PgError::malformed("startup", format!("length {len} is outside 8..={MAX_STARTUP}")));
+                    return Err(PgError::malformed(
+                        "startup",
+                        format!("length {len} is outside 8..={MAX_STARTUP}"),
+                    ));
                 }
                 if self.buf.len() >= len {
                     self.buf.advance(4);
@@ -126,7 +148,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 }
             }
             if !self.fill().await? {
-                return if self.buf.is_empty() { Ok(None) } else { Err(PgError::Closed(self.side)) };
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(PgError::Closed(self.side))
+                };
             }
         }
     }
@@ -178,8 +204,13 @@ impl<'a> Body<'a> {
 
     /// A NUL-terminated string (UTF-8 checked).
     pub fn cstr(&mut self) -> Result<&'a str> {
-        let end = self.buf.iter().position(|&b| b == 0).ok_or_else(|| PgError::malformed(self.what, "string without terminating NUL"))?;
-        let s = std::str::from_utf8(&self.buf[..end]).map_err(|_| PgError::malformed(self.what, "string is not valid UTF-8"))?;
+        let end = self
+            .buf
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| PgError::malformed(self.what, "string without terminating NUL"))?;
+        let s = std::str::from_utf8(&self.buf[..end])
+            .map_err(|_| PgError::malformed(self.what, "string is not valid UTF-8"))?;
         self.buf = &self.buf[end + 1..];
         Ok(s)
     }
@@ -214,21 +245,36 @@ mod tests {
             a.write_all(&w).await.unwrap();
         });
         let mut r = FrameReader::new(b, 1024, "client");
-        assert_eq!(r.next().await.unwrap().unwrap(), Frame::new(b'Q', &b"SELECT 1\0"[..]));
-        assert_eq!(r.next().await.unwrap().unwrap(), Frame::new(b'S', Bytes::new()));
+        assert_eq!(
+            r.next().await.unwrap().unwrap(),
+            Frame::new(b'Q', &b"SELECT 1\0"[..])
+        );
+        assert_eq!(
+            r.next().await.unwrap().unwrap(),
+            Frame::new(b'S', Bytes::new())
+        );
         assert!(r.next().await.unwrap().is_none());
     }
 
     #[tokio::test]
     async fn oversized_and_malformed_frames_are_refused() {
         let mut r = FrameReader::new(&b"Q\x00\x10\x00\x00"[..], 1024, "client");
-        assert!(matches!(r.next().await, Err(PgError::TooLarge { len: 0x100000, max: 1024 })));
+        assert!(matches!(
+            r.next().await,
+            Err(PgError::TooLarge {
+                len: 0x100000,
+                max: 1024
+            })
+        ));
         let mut r = FrameReader::new(&b"Q\x00\x00\x00\x02"[..], 1024, "client");
         assert!(matches!(r.next().await, Err(PgError::Malformed { .. })));
         let mut r = FrameReader::new(&b"Q\x00\x00\x00\x09ab"[..], 1024, "client");
         assert!(matches!(r.next().await, Err(PgError::Closed("client"))));
         let mut r = FrameReader::new(&b"\x00\x00\xff\xff"[..], 1024, "client");
-        assert!(matches!(r.next_startup().await, Err(PgError::Malformed { .. })));
+        assert!(matches!(
+            r.next_startup().await,
+            Err(PgError::Malformed { .. })
+        ));
     }
 
     #[test]

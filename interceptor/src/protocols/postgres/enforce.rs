@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::policy::{evaluate_sql, Policy, SqlDecision, SqlOperation, SqlRequest, SqlStatement, Subject, Verdict};
+use crate::policy::{
+    evaluate_sql, Policy, SqlDecision, SqlOperation, SqlRequest, SqlStatement, Subject, Verdict,
+};
 use crate::sql::{Classification, Operation, SqlError, Statement};
 
 use super::backend;
@@ -33,11 +35,14 @@ impl Checked {
             .decision
             .statement
             .and_then(|i| self.statements.get(i))
-            .map(|s| describe(s))
+            .map(describe)
             .unwrap_or_else(|| "statement".to_owned());
         match &self.decision.rule {
             Some(r) if !self.decision.reason.contains(r.as_str()) => {
-                format!("interceptor: {what} denied by rule {r}: {}", self.decision.reason)
+                format!(
+                    "interceptor: {what} denied by rule {r}: {}",
+                    self.decision.reason
+                )
             }
             _ => format!("interceptor: {what} denied: {}", self.decision.reason),
         }
@@ -101,7 +106,13 @@ fn op(o: Operation) -> SqlOperation {
 }
 
 fn deny(reason: String, statement: Option<usize>) -> SqlDecision {
-    SqlDecision { verdict: Verdict::Deny, rule: None, reason, row_limit: None, statement }
+    SqlDecision {
+        verdict: Verdict::Deny,
+        rule: None,
+        reason,
+        row_limit: None,
+        statement,
+    }
 }
 
 /// Everything a session needs to decide its statements.
@@ -116,18 +127,32 @@ pub struct Enforcer<'a> {
 impl Enforcer<'_> {
     /// Decides a classified query string. `prepared` holds the SQL-level prepared
     /// statements of the session (`PREPARE name AS …`), by name.
-    pub fn check(&self, classified: &Arc<Result<Classification, SqlError>>, prepared: &HashMap<String, Statement>) -> Checked {
+    pub fn check(
+        &self,
+        classified: &Arc<Result<Classification, SqlError>>,
+        prepared: &HashMap<String, Statement>,
+    ) -> Checked {
         let cls = match classified.as_ref() {
             Ok(c) => c,
             Err(SqlError::Empty) => {
                 return Checked {
                     statements: Vec::new(),
-                    decision: SqlDecision { verdict: Verdict::Allow, rule: None, reason: "empty query".into(), row_limit: None, statement: None },
+                    decision: SqlDecision {
+                        verdict: Verdict::Allow,
+                        rule: None,
+                        reason: "empty query".into(),
+                        row_limit: None,
+                        statement: None,
+                    },
                     summary: String::new(),
                 }
             }
             Err(e) => {
-                return Checked { statements: Vec::new(), decision: deny(format!("{e}"), None), summary: "unclassified".into() };
+                return Checked {
+                    statements: Vec::new(),
+                    decision: deny(format!("{e}"), None),
+                    summary: "unclassified".into(),
+                };
             }
         };
         let mut statements = Vec::with_capacity(cls.statements.len());
@@ -145,14 +170,23 @@ impl Enforcer<'_> {
                     None => {
                         statements.push(s);
                         let reason = format!("EXECUTE of prepared statement {name:?}, which this session did not PREPARE through the interceptor");
-                        return Checked { summary: cls.summary(), statements, decision: deny(reason, Some(i)) };
+                        return Checked {
+                            summary: cls.summary(),
+                            statements,
+                            decision: deny(reason, Some(i)),
+                        };
                     }
                 }
             }
             if self.masking && s.kind == "CopyStmt" && s.operations.contains(&Operation::Read) {
                 statements.push(s);
-                let reason = "COPY … TO returns rows without masking on this resource; use SELECT".to_owned();
-                return Checked { summary: cls.summary(), statements, decision: deny(reason, Some(i)) };
+                let reason = "COPY … TO returns rows without masking on this resource; use SELECT"
+                    .to_owned();
+                return Checked {
+                    summary: cls.summary(),
+                    statements,
+                    decision: deny(reason, Some(i)),
+                };
             }
             statements.push(s);
         }
@@ -163,11 +197,27 @@ impl Enforcer<'_> {
             .map(|(s, k)| SqlStatement {
                 kind: k,
                 operations: s.operations.iter().map(|&o| op(o)).collect(),
-                tables: s.tables_read.iter().chain(s.tables_written.iter()).map(String::as_str).collect(),
+                tables: s
+                    .tables_read
+                    .iter()
+                    .chain(s.tables_written.iter())
+                    .map(String::as_str)
+                    .collect(),
                 functions: s.functions.iter().map(String::as_str).collect(),
             })
             .collect();
-        let decision = evaluate_sql(self.policy, &SqlRequest { subject: self.subject, resource: self.resource, statements: &facts });
-        Checked { summary: cls.summary(), statements, decision }
+        let decision = evaluate_sql(
+            self.policy,
+            &SqlRequest {
+                subject: self.subject,
+                resource: self.resource,
+                statements: &facts,
+            },
+        );
+        Checked {
+            summary: cls.summary(),
+            statements,
+            decision,
+        }
     }
 }

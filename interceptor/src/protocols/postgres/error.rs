@@ -26,7 +26,10 @@ pub enum PgError {
 
 impl PgError {
     pub(crate) fn malformed(what: &'static str, detail: impl Into<String>) -> Self {
-        PgError::Malformed { what, detail: detail.into() }
+        PgError::Malformed {
+            what,
+            detail: detail.into(),
+        }
     }
 }
 

@@ -17,9 +17,15 @@ pub const PROTOCOL_3: i32 = 196608;
 pub enum Startup {
     Ssl,
     GssEnc,
-    Cancel { pid: i32, key: i32 },
+    Cancel {
+        pid: i32,
+        key: i32,
+    },
     /// Protocol version and parameters (user, database, application_name, options, …).
-    Startup { version: i32, params: Vec<(String, String)> },
+    Startup {
+        version: i32,
+        params: Vec<(String, String)>,
+    },
 }
 
 impl Startup {
@@ -29,7 +35,10 @@ impl Startup {
         Ok(match code {
             SSL_REQUEST => Startup::Ssl,
             GSSENC_REQUEST => Startup::GssEnc,
-            CANCEL_REQUEST => Startup::Cancel { pid: b.i32()?, key: b.i32()? },
+            CANCEL_REQUEST => Startup::Cancel {
+                pid: b.i32()?,
+                key: b.i32()?,
+            },
             v if v >> 16 == 3 => {
                 let mut params = Vec::new();
                 loop {
@@ -41,12 +50,21 @@ impl Startup {
                 }
                 Startup::Startup { version: v, params }
             }
-            v => return Err(PgError::Unsupported(format!("protocol version {}.{} (only 3.x is spoken)", v >> 16, v & 0xffff))),
+            v => {
+                return Err(PgError::Unsupported(format!(
+                    "protocol version {}.{} (only 3.x is spoken)",
+                    v >> 16,
+                    v & 0xffff
+                )))
+            }
         })
     }
 
     pub fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-        params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -78,19 +96,37 @@ pub fn cancel_request(pid: i32, key: i32) -> [u8; 16] {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frontend<'a> {
     Query(&'a str),
-    Parse { name: &'a str, query: &'a str },
-    Bind { portal: &'a str, statement: &'a str, result_formats: Vec<i16> },
+    Parse {
+        name: &'a str,
+        query: &'a str,
+    },
+    Bind {
+        portal: &'a str,
+        statement: &'a str,
+        result_formats: Vec<i16>,
+    },
     /// `kind` is `b'S'` (statement) or `b'P'` (portal).
-    Describe { kind: u8, name: &'a str },
-    Execute { portal: &'a str, max_rows: i32 },
-    Close { kind: u8, name: &'a str },
+    Describe {
+        kind: u8,
+        name: &'a str,
+    },
+    Execute {
+        portal: &'a str,
+        max_rows: i32,
+    },
+    Close {
+        kind: u8,
+        name: &'a str,
+    },
     Sync,
     Flush,
     Terminate,
     CopyData,
     CopyDone,
     CopyFail,
-    FunctionCall { oid: u32 },
+    FunctionCall {
+        oid: u32,
+    },
     /// Password/SASL responses (only meaningful during authentication).
     Password,
     Unknown(u8),
@@ -103,7 +139,10 @@ impl<'a> Frontend<'a> {
             b'Q' => Frontend::Query(Body::new(body, "Query").cstr()?),
             b'P' => {
                 let mut b = Body::new(body, "Parse");
-                Frontend::Parse { name: b.cstr()?, query: b.cstr()? }
+                Frontend::Parse {
+                    name: b.cstr()?,
+                    query: b.cstr()?,
+                }
             }
             b'B' => {
                 let mut b = Body::new(body, "Bind");
@@ -125,19 +164,32 @@ impl<'a> Frontend<'a> {
                 for _ in 0..nres {
                     result_formats.push(b.i16()?);
                 }
-                Frontend::Bind { portal, statement, result_formats }
+                Frontend::Bind {
+                    portal,
+                    statement,
+                    result_formats,
+                }
             }
             b'D' => {
                 let mut b = Body::new(body, "Describe");
-                Frontend::Describe { kind: kind(b.u8()?, "Describe")?, name: b.cstr()? }
+                Frontend::Describe {
+                    kind: kind(b.u8()?, "Describe")?,
+                    name: b.cstr()?,
+                }
             }
             b'E' => {
                 let mut b = Body::new(body, "Execute");
-                Frontend::Execute { portal: b.cstr()?, max_rows: b.i32()? }
+                Frontend::Execute {
+                    portal: b.cstr()?,
+                    max_rows: b.i32()?,
+                }
             }
             b'C' => {
                 let mut b = Body::new(body, "Close");
-                Frontend::Close { kind: kind(b.u8()?, "Close")?, name: b.cstr()? }
+                Frontend::Close {
+                    kind: kind(b.u8()?, "Close")?,
+                    name: b.cstr()?,
+                }
             }
             b'S' => Frontend::Sync,
             b'H' => Frontend::Flush,
@@ -145,7 +197,9 @@ impl<'a> Frontend<'a> {
             b'd' => Frontend::CopyData,
             b'c' => Frontend::CopyDone,
             b'f' => Frontend::CopyFail,
-            b'F' => Frontend::FunctionCall { oid: Body::new(body, "FunctionCall").u32()? },
+            b'F' => Frontend::FunctionCall {
+                oid: Body::new(body, "FunctionCall").u32()?,
+            },
             b'p' => Frontend::Password,
             t => Frontend::Unknown(t),
         })
@@ -155,7 +209,10 @@ impl<'a> Frontend<'a> {
 fn kind(k: u8, what: &'static str) -> Result<u8> {
     match k {
         b'S' | b'P' => Ok(k),
-        other => Err(PgError::malformed(what, format!("target kind {:?} is neither 'S' nor 'P'", other as char))),
+        other => Err(PgError::malformed(
+            what,
+            format!("target kind {:?} is neither 'S' nor 'P'", other as char),
+        )),
     }
 }
 
@@ -188,14 +245,32 @@ mod tests {
         let m = startup_message(&[("user", "agent"), ("database", "app")]);
         assert_eq!(
             Startup::parse(&m[4..]).unwrap(),
-            Startup::Startup { version: PROTOCOL_3, params: vec![("user".into(), "agent".into()), ("database".into(), "app".into())] }
+            Startup::Startup {
+                version: PROTOCOL_3,
+                params: vec![
+                    ("user".into(), "agent".into()),
+                    ("database".into(), "app".into())
+                ]
+            }
         );
         let c = cancel_request(42, -7);
-        assert_eq!(Startup::parse(&c[4..]).unwrap(), Startup::Cancel { pid: 42, key: -7 });
-        assert_eq!(Startup::parse(&SSL_REQUEST.to_be_bytes()).unwrap(), Startup::Ssl);
-        assert_eq!(Startup::parse(&GSSENC_REQUEST.to_be_bytes()).unwrap(), Startup::GssEnc);
+        assert_eq!(
+            Startup::parse(&c[4..]).unwrap(),
+            Startup::Cancel { pid: 42, key: -7 }
+        );
+        assert_eq!(
+            Startup::parse(&SSL_REQUEST.to_be_bytes()).unwrap(),
+            Startup::Ssl
+        );
+        assert_eq!(
+            Startup::parse(&GSSENC_REQUEST.to_be_bytes()).unwrap(),
+            Startup::GssEnc
+        );
         assert!(Startup::parse(&0x0002_0000i32.to_be_bytes()).is_err());
-        assert!(Startup::parse(&[0, 3, 0, 0, b'u', b's']).is_err(), "unterminated parameter");
+        assert!(
+            Startup::parse(&[0, 3, 0, 0, b'u', b's']).is_err(),
+            "unterminated parameter"
+        );
     }
 
     #[test]
@@ -203,7 +278,13 @@ mod tests {
         let q = query("SELECT 1");
         assert_eq!(Frontend::parse(&q).unwrap(), Frontend::Query("SELECT 1"));
         let p = parse("s1", "SELECT $1");
-        assert_eq!(Frontend::parse(&p).unwrap(), Frontend::Parse { name: "s1", query: "SELECT $1" });
+        assert_eq!(
+            Frontend::parse(&p).unwrap(),
+            Frontend::Parse {
+                name: "s1",
+                query: "SELECT $1"
+            }
+        );
         let mut buf = BytesMut::new();
         postgres_protocol::message::frontend::bind(
             "p1",
@@ -220,11 +301,24 @@ mod tests {
         .map_err(|_| ())
         .unwrap();
         let f = Frame::new(buf[0], buf.split_off(5).freeze());
-        assert_eq!(Frontend::parse(&f).unwrap(), Frontend::Bind { portal: "p1", statement: "s1", result_formats: vec![0, 1] });
+        assert_eq!(
+            Frontend::parse(&f).unwrap(),
+            Frontend::Bind {
+                portal: "p1",
+                statement: "s1",
+                result_formats: vec![0, 1]
+            }
+        );
         let mut buf = BytesMut::new();
         postgres_protocol::message::frontend::execute("p1", 10, &mut buf).unwrap();
         let f = Frame::new(buf[0], buf.split_off(5).freeze());
-        assert_eq!(Frontend::parse(&f).unwrap(), Frontend::Execute { portal: "p1", max_rows: 10 });
+        assert_eq!(
+            Frontend::parse(&f).unwrap(),
+            Frontend::Execute {
+                portal: "p1",
+                max_rows: 10
+            }
+        );
         let bad = Frame::new(b'D', &b"Xname\0"[..]);
         assert!(Frontend::parse(&bad).is_err());
         let bad = Frame::new(b'Q', &b"no nul"[..]);

@@ -34,14 +34,21 @@ const CATALOG_MAX: usize = 10_000;
 
 impl Catalog {
     pub fn get(&self, oid: u32) -> Option<Arc<TableInfo>> {
-        self.tables.lock().unwrap_or_else(|e| e.into_inner()).get(&oid).cloned()
+        self.tables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&oid)
+            .cloned()
     }
 
     /// Looks up the OIDs not cached yet on `conn` (an idle connection).
     pub async fn fill(&self, oids: &[u32], conn: &mut Upstream) -> Result<()> {
         let missing: Vec<String> = {
             let t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-            oids.iter().filter(|o| **o != 0 && !t.contains_key(o)).map(|o| o.to_string()).collect()
+            oids.iter()
+                .filter(|o| **o != 0 && !t.contains_key(o))
+                .map(|o| o.to_string())
+                .collect()
         };
         if missing.is_empty() {
             return Ok(());
@@ -56,15 +63,25 @@ impl Catalog {
         let rows = conn.side_query(&sql).await?;
         let mut found: HashMap<u32, TableInfo> = HashMap::new();
         for r in rows {
-            let (Some(Some(oid)), Some(Some(ns)), Some(Some(rel)), Some(Some(num)), Some(Some(att))) =
-                (r.first(), r.get(1), r.get(2), r.get(3), r.get(4))
+            let (
+                Some(Some(oid)),
+                Some(Some(ns)),
+                Some(Some(rel)),
+                Some(Some(num)),
+                Some(Some(att)),
+            ) = (r.first(), r.get(1), r.get(2), r.get(3), r.get(4))
             else {
                 continue;
             };
-            let (Ok(oid), Ok(num)) = (oid.parse::<u32>(), num.parse::<i16>()) else { continue };
+            let (Ok(oid), Ok(num)) = (oid.parse::<u32>(), num.parse::<i16>()) else {
+                continue;
+            };
             found
                 .entry(oid)
-                .or_insert_with(|| TableInfo { qualified: format!("{ns}.{rel}"), columns: HashMap::new() })
+                .or_insert_with(|| TableInfo {
+                    qualified: format!("{ns}.{rel}"),
+                    columns: HashMap::new(),
+                })
                 .columns
                 .insert(num, att.clone());
         }
@@ -81,7 +98,10 @@ impl Catalog {
 
 /// Types whose text-format values detectors may scan.
 pub fn text_like_type(oid: u32) -> bool {
-    matches!(oid, 18 | 19 | 25 | 114 | 142 | 705 | 1042 | 1043 | 3802 | 1009 | 1015 | 199 | 3807)
+    matches!(
+        oid,
+        18 | 19 | 25 | 114 | 142 | 705 | 1042 | 1043 | 3802 | 1009 | 1015 | 199 | 3807
+    )
 }
 
 /// A plan for one result set. `formats` are the effective formats (0 text, 1 binary).
@@ -99,25 +119,38 @@ pub fn plan(masker: &Masker, fields: &[Field], formats: &[i16], catalog: &Catalo
             many => many.get(i).copied().unwrap_or(0) == 1,
         })
         .collect();
-    let infos: Vec<Option<Arc<TableInfo>>> = fields.iter().map(|f| catalog.get(f.table_oid)).collect();
+    let infos: Vec<Option<Arc<TableInfo>>> =
+        fields.iter().map(|f| catalog.get(f.table_oid)).collect();
     let cols: Vec<ColumnRef> = fields
         .iter()
         .zip(&infos)
         .zip(&binary)
         .map(|((f, info), &bin)| ColumnRef {
             table: info.as_ref().map(|i| i.qualified.as_str()),
-            name: info.as_ref().and_then(|i| i.columns.get(&f.column)).map_or(f.name.as_str(), String::as_str),
+            name: info
+                .as_ref()
+                .and_then(|i| i.columns.get(&f.column))
+                .map_or(f.name.as_str(), String::as_str),
             text_like: !bin && text_like_type(f.type_oid),
         })
         .collect();
-    ResultMask { plan: masker.plan(&cols), binary }
+    ResultMask {
+        plan: masker.plan(&cols),
+        binary,
+    }
 }
 
 /// Rewrites one DataRow into `out`; returns the number of fields masked. Unchanged rows are
 /// copied as they came.
-pub fn rewrite_row(masker: &Masker, m: &ResultMask, body: &[u8], out: &mut BytesMut) -> Result<u64> {
+pub fn rewrite_row(
+    masker: &Masker,
+    m: &ResultMask,
+    body: &[u8],
+    out: &mut BytesMut,
+) -> Result<u64> {
     if m.plan.is_noop() {
-        super::codec::Frame::new(backend::DATA_ROW, bytes::Bytes::copy_from_slice(body)).encode(out);
+        super::codec::Frame::new(backend::DATA_ROW, bytes::Bytes::copy_from_slice(body))
+            .encode(out);
         return Ok(0);
     }
     let values = backend::data_row(body)?;
@@ -149,7 +182,15 @@ mod tests {
     use crate::masking::MaskingDoc;
 
     fn field(name: &str, table_oid: u32, column: i16, type_oid: u32) -> Field {
-        Field { name: name.into(), table_oid, column, type_oid, type_len: -1, type_mod: -1, format: 0 }
+        Field {
+            name: name.into(),
+            table_oid,
+            column,
+            type_oid,
+            type_len: -1,
+            type_mod: -1,
+            format: 0,
+        }
     }
 
     #[test]
@@ -164,20 +205,37 @@ mod tests {
             16384,
             Arc::new(TableInfo {
                 qualified: "public.users".into(),
-                columns: [(1, "id".to_string()), (2, "ssn".to_string()), (3, "email".to_string())].into(),
+                columns: [
+                    (1, "id".to_string()),
+                    (2, "ssn".to_string()),
+                    (3, "email".to_string()),
+                ]
+                .into(),
             }),
         );
         // The agent aliased the columns: the catalog still names them.
-        let fields = vec![field("id", 16384, 1, 23), field("s", 16384, 2, 25), field("e", 16384, 3, 25)];
+        let fields = vec![
+            field("id", 16384, 1, 23),
+            field("s", 16384, 2, 25),
+            field("e", 16384, 3, 25),
+        ];
         let m = plan(&masker, &fields, &[], &catalog);
         let mut row = BytesMut::new();
-        let vals: Vec<Option<&[u8]>> = vec![Some(b"123456789"), Some(b"078-05-1120"), Some(b"alice@example.com")];
+        let vals: Vec<Option<&[u8]>> = vec![
+            Some(b"123456789"),
+            Some(b"078-05-1120"),
+            Some(b"alice@example.com"),
+        ];
         backend::encode_data_row(vals.into_iter(), &mut row);
         let mut out = BytesMut::new();
         let n = rewrite_row(&masker, &m, &row[5..], &mut out).unwrap();
         assert_eq!(n, 2);
         let got = backend::data_row(&out[5..]).unwrap();
-        assert_eq!(got[0], Some(&b"123456789"[..]), "a plain 9-digit id is not an SSN");
+        assert_eq!(
+            got[0],
+            Some(&b"123456789"[..]),
+            "a plain 9-digit id is not an SSN"
+        );
         assert_eq!(got[1], Some(&b"[REDACTED]"[..]));
         let email = std::str::from_utf8(got[2].unwrap()).unwrap();
         assert!(!email.contains("alice"), "{email}");

@@ -136,7 +136,13 @@ impl Common<'_> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn audit_stmt(&self, protocol: &'static str, s: &StmtCtx, u: Option<&Unit>, sqlstate: Option<String>) {
+    fn audit_stmt(
+        &self,
+        protocol: &'static str,
+        s: &StmtCtx,
+        u: Option<&Unit>,
+        sqlstate: Option<String>,
+    ) {
         self.statements.fetch_add(1, Relaxed);
         if s.decision.verdict == Verdict::Deny {
             self.denied.fetch_add(1, Relaxed);
@@ -171,7 +177,9 @@ fn fatal(code: &str, message: &str) -> BytesMut {
 pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
     let started = Instant::now();
     let (cr, mut cw) = client.into_split();
-    let max = ctx.res.max_message_bytes.map_or(DEFAULT_MAX_FRAME, |n| n.get().min(usize::MAX as u64) as usize);
+    let max = ctx.res.max_message_bytes.map_or(DEFAULT_MAX_FRAME, |n| {
+        n.get().min(usize::MAX as u64) as usize
+    });
     let mut creader = FrameReader::new(cr, max, "client");
     let who = Who {
         pid: ctx.identity.pid,
@@ -187,21 +195,31 @@ pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
             Ok(Some(b)) => b,
             Ok(None) => return Outcome::default(),
             Err(e) => {
-                let _ = cw.write_all(&fatal("08P01", &format!("interceptor: {e}"))).await;
-                return Outcome { error: Some(e.to_string()) };
+                let _ = cw
+                    .write_all(&fatal("08P01", &format!("interceptor: {e}")))
+                    .await;
+                return Outcome {
+                    error: Some(e.to_string()),
+                };
             }
         };
         match Startup::parse(&body) {
             Ok(Startup::Ssl) | Ok(Startup::GssEnc) => {
                 if let Err(e) = cw.write_all(b"N").await {
-                    return Outcome { error: Some(e.to_string()) };
+                    return Outcome {
+                        error: Some(e.to_string()),
+                    };
                 }
             }
             Ok(Startup::Cancel { pid, key }) => return cancel_request(&ctx, pid, key).await,
             Ok(Startup::Startup { params, .. }) => break params,
             Err(e) => {
-                let _ = cw.write_all(&fatal("08P01", &format!("interceptor: {e}"))).await;
-                return Outcome { error: Some(e.to_string()) };
+                let _ = cw
+                    .write_all(&fatal("08P01", &format!("interceptor: {e}")))
+                    .await;
+                return Outcome {
+                    error: Some(e.to_string()),
+                };
             }
         }
     };
@@ -229,7 +247,10 @@ pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
         Some(doc) => match global().masker(&ctx.resource, doc) {
             Ok(m) => Some(m),
             Err(e) => {
-                let msg = format!("interceptor: masking of resource {} is misconfigured: {e}", ctx.resource);
+                let msg = format!(
+                    "interceptor: masking of resource {} is misconfigured: {e}",
+                    ctx.resource
+                );
                 let _ = cw.write_all(&fatal("XX000", &msg)).await;
                 start.error = Some(msg.clone());
                 ctx.audit.record_any(&start);
@@ -253,13 +274,19 @@ pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
                 let _ = cw.write_all(&fatal(code, &msg)).await;
                 start.error = Some(e.to_string());
                 ctx.audit.record_any(&start);
-                return Outcome { error: Some(e.to_string()) };
+                return Outcome {
+                    error: Some(e.to_string()),
+                };
             }
         },
     };
     start.tls = up.tls;
     ctx.audit.record_any(&start);
-    let target = cancel::Target { addr: up.addr, pid: up.session.pid, key: up.session.key };
+    let target = cancel::Target {
+        addr: up.addr,
+        pid: up.session.pid,
+        key: up.session.key,
+    };
     let (cpid, ckey) = global().cancels.mint(target);
     let mut hello = BytesMut::new();
     backend::auth_ok().encode(&mut hello);
@@ -276,7 +303,11 @@ pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
     let common = Common {
         ctx: &ctx,
         who,
-        state: Mutex::new(State { tx: b'I', scs, ..State::default() }),
+        state: Mutex::new(State {
+            tx: b'I',
+            scs,
+            ..State::default()
+        }),
         statements: AtomicU64::new(0),
         denied: AtomicU64::new(0),
         masker,
@@ -300,8 +331,13 @@ pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
             Err(e) => {
                 let (code, msg) = match &e {
                     PgError::TooLarge { .. } => ("54000", format!("interceptor: {e}")),
-                    PgError::Malformed { .. } | PgError::Unsupported(_) => ("08P01", format!("interceptor: {e}")),
-                    PgError::Closed("daemon shutdown") => ("57P01", "interceptor: the interceptor is shutting down".to_owned()),
+                    PgError::Malformed { .. } | PgError::Unsupported(_) => {
+                        ("08P01", format!("interceptor: {e}"))
+                    }
+                    PgError::Closed("daemon shutdown") => (
+                        "57P01",
+                        "interceptor: the interceptor is shutting down".to_owned(),
+                    ),
                     _ => ("08006", format!("interceptor: {e}")),
                 };
                 if !matches!(e, PgError::Closed("client") | PgError::Io(_)) {
@@ -345,14 +381,18 @@ async fn cancel_request(ctx: &Ctx, pid: i32, key: i32) -> Outcome {
     match global().cancels.get(pid, key) {
         None => {
             tracing::info!(session = %ctx.session, "cancel request with an unknown key ignored");
-            Outcome { error: Some("cancel request with an unknown key".into()) }
+            Outcome {
+                error: Some("cancel request with an unknown key".into()),
+            }
         }
         Some(t) => match cancel::send(t, ctx.connect_timeout).await {
             Ok(()) => {
                 tracing::debug!(session = %ctx.session, upstream = %t.addr, "cancel request forwarded");
                 Outcome::default()
             }
-            Err(e) => Outcome { error: Some(format!("forwarding the cancel request to {}: {e}", t.addr)) },
+            Err(e) => Outcome {
+                error: Some(format!("forwarding the cancel request to {}: {e}", t.addr)),
+            },
         },
     }
 }
@@ -371,7 +411,12 @@ where
         exe: c.ctx.identity.exe.as_deref(),
         comm: &c.ctx.identity.comm,
     };
-    let enforcer = Enforcer { policy: &policy, subject, resource: &c.ctx.resource, masking: c.masker.is_some() };
+    let enforcer = Enforcer {
+        policy: &policy,
+        subject,
+        resource: &c.ctx.resource,
+        masking: c.masker.is_some(),
+    };
     let mut sql_prepared: HashMap<String, Statement> = HashMap::new();
     let mut statements: HashMap<String, (Vec<StmtCtx>, Option<u64>)> = HashMap::new();
     let mut portals: HashMap<String, (String, Vec<i16>)> = HashMap::new();
@@ -402,22 +447,34 @@ where
             match msg {
                 Frontend::Query(sql) => {
                     let scs = c.st().scs;
-                    let cls = global().classifier.classify_with(sql, ParseOptions { standard_conforming_strings: scs });
+                    let cls = global().classifier.classify_with(
+                        sql,
+                        ParseOptions {
+                            standard_conforming_strings: scs,
+                        },
+                    );
                     let checked = enforcer.check(&cls, &sql_prepared);
                     let stmts = stmt_ctxs(sql, &checked);
                     if checked.allowed() {
                         remember_prepared(&checked.statements, &mut sql_prepared);
                         let mut st = c.st();
-                        st.pending.push_back(Pending::Exec(Box::new(Unit::new(true, stmts, checked.decision.row_limit))));
+                        st.pending.push_back(Pending::Exec(Box::new(Unit::new(
+                            true,
+                            stmts,
+                            checked.decision.row_limit,
+                        ))));
                         st.outstanding += 1;
                         drop(st);
                         f.encode(&mut out);
                     } else {
-                        let denied = stmts.get(checked.decision.statement.unwrap_or(0)).cloned().unwrap_or_else(|| StmtCtx {
-                            text: sql.to_owned(),
-                            summary: checked.summary.clone(),
-                            decision: checked.decision.clone(),
-                        });
+                        let denied = stmts
+                            .get(checked.decision.statement.unwrap_or(0))
+                            .cloned()
+                            .unwrap_or_else(|| StmtCtx {
+                                text: sql.to_owned(),
+                                summary: checked.summary.clone(),
+                                decision: checked.decision.clone(),
+                            });
                         c.audit_stmt("simple", &denied, None, None);
                         let mut u = Unit::new(true, Vec::new(), None);
                         u.denied = true;
@@ -431,7 +488,12 @@ where
                 }
                 Frontend::Parse { name, query } => {
                     let scs = c.st().scs;
-                    let cls = global().classifier.classify_with(query, ParseOptions { standard_conforming_strings: scs });
+                    let cls = global().classifier.classify_with(
+                        query,
+                        ParseOptions {
+                            standard_conforming_strings: scs,
+                        },
+                    );
                     let checked = enforcer.check(&cls, &sql_prepared);
                     let stmts = stmt_ctxs(query, &checked);
                     c.st().pending.push_back(Pending::Parse);
@@ -450,13 +512,23 @@ where
                         deny_with(&checked, &mut out, Some(name));
                     }
                 }
-                Frontend::Bind { portal, statement, result_formats } => {
+                Frontend::Bind {
+                    portal,
+                    statement,
+                    result_formats,
+                } => {
                     portals.insert(portal.to_owned(), (statement.to_owned(), result_formats));
-                    c.st().pending.push_back(Pending::Bind { portal: portal.to_owned() });
+                    c.st().pending.push_back(Pending::Bind {
+                        portal: portal.to_owned(),
+                    });
                     f.encode(&mut out);
                 }
                 Frontend::Describe { kind, name } => {
-                    let p = if kind == b'S' { Pending::DescribeStatement(name.to_owned()) } else { Pending::DescribePortal(name.to_owned()) };
+                    let p = if kind == b'S' {
+                        Pending::DescribeStatement(name.to_owned())
+                    } else {
+                        Pending::DescribePortal(name.to_owned())
+                    };
                     c.st().pending.push_back(p);
                     f.encode(&mut out);
                 }
@@ -498,7 +570,16 @@ where
                         },
                         summary: "FunctionCall".into(),
                     };
-                    c.audit_stmt("simple", &StmtCtx { text: format!("<function call {oid}>"), summary: checked.summary.clone(), decision: checked.decision.clone() }, None, None);
+                    c.audit_stmt(
+                        "simple",
+                        &StmtCtx {
+                            text: format!("<function call {oid}>"),
+                            summary: checked.summary.clone(),
+                            decision: checked.decision.clone(),
+                        },
+                        None,
+                        None,
+                    );
                     let mut u = Unit::new(true, Vec::new(), None);
                     u.denied = true;
                     {
@@ -508,13 +589,25 @@ where
                     }
                     deny_with(&checked, &mut out, None);
                 }
-                Frontend::Flush | Frontend::CopyData | Frontend::CopyDone | Frontend::CopyFail => f.encode(&mut out),
+                Frontend::Flush | Frontend::CopyData | Frontend::CopyDone | Frontend::CopyFail => {
+                    f.encode(&mut out)
+                }
                 Frontend::Terminate => {
                     terminate = true;
                     break;
                 }
-                Frontend::Password => return Err(PgError::malformed("client", "password message outside authentication")),
-                Frontend::Unknown(t) => return Err(PgError::malformed("client", format!("unknown message type {:?}", t as char))),
+                Frontend::Password => {
+                    return Err(PgError::malformed(
+                        "client",
+                        "password message outside authentication",
+                    ))
+                }
+                Frontend::Unknown(t) => {
+                    return Err(PgError::malformed(
+                        "client",
+                        format!("unknown message type {:?}", t as char),
+                    ))
+                }
             }
         }
         if !out.is_empty() {
@@ -529,14 +622,21 @@ where
 
 fn stmt_ctxs(sql: &str, checked: &Checked) -> Vec<StmtCtx> {
     if checked.statements.is_empty() {
-        return vec![StmtCtx { text: sql.to_owned(), summary: checked.summary.clone(), decision: checked.decision.clone() }];
+        return vec![StmtCtx {
+            text: sql.to_owned(),
+            summary: checked.summary.clone(),
+            decision: checked.decision.clone(),
+        }];
     }
     checked
         .statements
         .iter()
         .map(|s| StmtCtx {
             text: s.text.clone(),
-            summary: Classification { statements: vec![s.clone()] }.summary(),
+            summary: Classification {
+                statements: vec![s.clone()],
+            }
+            .summary(),
             decision: checked.decision.clone(),
         })
         .collect()
@@ -558,7 +658,11 @@ fn remember_prepared(stmts: &[Statement], prepared: &mut HashMap<String, Stateme
 }
 
 /// Upstream → client. Returns only on error or end of stream.
-async fn server_pump<R, W>(c: &Common<'_>, reader: &mut FrameReader<R>, client: &mut W) -> Result<()>
+async fn server_pump<R, W>(
+    c: &Common<'_>,
+    reader: &mut FrameReader<R>,
+    client: &mut W,
+) -> Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -596,7 +700,10 @@ async fn on_backend(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> 
             let mut st = c.st();
             if let Some(m) = backend::field(&fields, b'M') {
                 if let Some(i) = m.find(DENY_TOKEN) {
-                    let tok: String = m[i..].chars().take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_').collect();
+                    let tok: String = m[i..]
+                        .chars()
+                        .take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_')
+                        .collect();
                     if let Some(e) = st.denials.remove(&tok) {
                         frame = e;
                         ours = true;
@@ -683,7 +790,10 @@ async fn on_backend(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> 
         }
         backend::NO_DATA => {
             let mut st = c.st();
-            if matches!(st.pending.front(), Some(Pending::DescribeStatement(_) | Pending::DescribePortal(_))) {
+            if matches!(
+                st.pending.front(),
+                Some(Pending::DescribeStatement(_) | Pending::DescribePortal(_))
+            ) {
                 st.pending.pop_front();
             }
             f.encode(out);
@@ -728,7 +838,12 @@ async fn on_backend(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> 
                 }
                 let simple = u.simple;
                 if let Some(s) = u.stmts.pop_front() {
-                    c.audit_stmt(if simple { "simple" } else { "extended" }, &s, Some(u), None);
+                    c.audit_stmt(
+                        if simple { "simple" } else { "extended" },
+                        &s,
+                        Some(u),
+                        None,
+                    );
                 }
                 if simple {
                     u.rows = 0;
@@ -759,7 +874,11 @@ async fn on_backend(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> 
 /// A plan for these fields, naming their tables first (side query on a pooled connection).
 async fn plan_for(c: &Common<'_>, m: &Masker, fields: &[Field], formats: &[i16]) -> ResultMask {
     let catalog = global().catalog(&c.pool_key);
-    let oids: Vec<u32> = fields.iter().map(|f| f.table_oid).filter(|o| *o != 0 && catalog.get(*o).is_none()).collect();
+    let oids: Vec<u32> = fields
+        .iter()
+        .map(|f| f.table_oid)
+        .filter(|o| *o != 0 && catalog.get(*o).is_none())
+        .collect();
     if !oids.is_empty() {
         if let Err(e) = fill_catalog(c, &catalog, &oids).await {
             tracing::warn!(session = %c.ctx.session, error = %e, "table names unknown; column rules by table may not apply");
@@ -776,7 +895,10 @@ async fn fill_catalog(c: &Common<'_>, catalog: &mask::Catalog, oids: &[u32]) -> 
     };
     let r = catalog.fill(oids, &mut conn).await;
     let size = c.ctx.res.pool_size.unwrap_or(8) as usize;
-    global().pool.put(c.pool_key.clone(), conn, size.max(1), idle).await;
+    global()
+        .pool
+        .put(c.pool_key.clone(), conn, size.max(1), idle)
+        .await;
     r
 }
 
@@ -785,7 +907,11 @@ async fn data_row(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> {
     let needs_plan = {
         let mut st = c.st();
         let (portal_fields, stmt_fields) = {
-            let State { portal_fields, stmt_fields, .. } = &*st;
+            let State {
+                portal_fields,
+                stmt_fields,
+                ..
+            } = &*st;
             (portal_fields.clone(), stmt_fields.clone())
         };
         match st.pending.front_mut() {

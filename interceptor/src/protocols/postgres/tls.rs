@@ -32,15 +32,19 @@ fn default_roots() -> Arc<RootCertStore> {
 
 /// The client config for this resource (`None` for `tls: disable`).
 pub fn config(name: &str, r: &PostgresResource) -> Result<Option<Arc<ClientConfig>>> {
-    let err = |message: String| PgError::Tls { resource: name.to_owned(), message };
+    let err = |message: String| PgError::Tls {
+        resource: name.to_owned(),
+        message,
+    };
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| err(e.to_string()))?;
     let cfg = match r.tls {
         TlsMode::Disable => return Ok(None),
-        TlsMode::Prefer | TlsMode::Require => {
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider()))).with_no_client_auth()
-        }
+        TlsMode::Prefer | TlsMode::Require => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
+            .with_no_client_auth(),
         TlsMode::VerifyFull => {
             let roots = match &r.ca_file {
                 None => default_roots(),
@@ -50,10 +54,15 @@ pub fn config(name: &str, r: &PostgresResource) -> Result<Option<Arc<ClientConfi
                         .map_err(|e| err(format!("cannot read ca_file {}: {e}", path.display())))?;
                     for c in certs {
                         let c = c.map_err(|e| err(format!("ca_file {}: {e}", path.display())))?;
-                        roots.add(c).map_err(|e| err(format!("ca_file {}: {e}", path.display())))?;
+                        roots
+                            .add(c)
+                            .map_err(|e| err(format!("ca_file {}: {e}", path.display())))?;
                     }
                     if roots.is_empty() {
-                        return Err(err(format!("ca_file {} holds no certificate", path.display())));
+                        return Err(err(format!(
+                            "ca_file {} holds no certificate",
+                            path.display()
+                        )));
                     }
                     Arc::new(roots)
                 }
@@ -67,8 +76,10 @@ pub fn config(name: &str, r: &PostgresResource) -> Result<Option<Arc<ClientConfi
 /// The name verified against the certificate.
 pub fn server_name(name: &str, r: &PostgresResource) -> Result<ServerName<'static>> {
     match &r.server_name {
-        Some(n) => ServerName::try_from(n.clone())
-            .map_err(|e| PgError::Tls { resource: name.to_owned(), message: format!("server_name {n:?}: {e}") }),
+        Some(n) => ServerName::try_from(n.clone()).map_err(|e| PgError::Tls {
+            resource: name.to_owned(),
+            message: format!("server_name {n:?}: {e}"),
+        }),
         None => Ok(ServerName::IpAddress(r.address.into())),
     }
 }
@@ -95,7 +106,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -104,7 +120,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

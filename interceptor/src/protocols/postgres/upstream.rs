@@ -6,11 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-
 use tokio::io::{split, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use super::auth::{self, Session};
-use super::backend::{self, COMMAND_COMPLETE, DATA_ROW, ERROR, READY};
+use super::backend::{self, DATA_ROW, ERROR, READY};
 use super::codec::{FrameReader, DEFAULT_MAX_FRAME};
 use super::error::{PgError, Result};
 use super::frontend;
@@ -32,14 +31,21 @@ pub struct Upstream {
 
 /// Identifies interchangeable connections: same resource, same settings.
 pub fn pool_key(name: &str, r: &PostgresResource) -> String {
-    format!("{name}|{}|{}|{}|{}|{}", r.address, r.port, r.database, r.user, r.tls)
+    format!(
+        "{name}|{}|{}|{}|{}|{}",
+        r.address, r.port, r.database, r.user, r.tls
+    )
 }
 
 /// Reads the resource's secret from its file or the daemon's environment.
 pub fn secret(name: &str, r: &PostgresResource) -> Result<Option<Vec<u8>>> {
-    let err = |message: String| PgError::Secret { resource: name.to_owned(), message };
+    let err = |message: String| PgError::Secret {
+        resource: name.to_owned(),
+        message,
+    };
     if let Some(path) = &r.password_file {
-        let mut s = std::fs::read(path).map_err(|e| err(format!("password_file {}: {e}", path.display())))?;
+        let mut s = std::fs::read(path)
+            .map_err(|e| err(format!("password_file {}: {e}", path.display())))?;
         if s.last() == Some(&b'\n') {
             s.pop();
             if s.last() == Some(&b'\r') {
@@ -51,7 +57,11 @@ pub fn secret(name: &str, r: &PostgresResource) -> Result<Option<Vec<u8>>> {
     if let Some(var) = &r.password_env {
         return std::env::var_os(var)
             .map(|v| Some(v.into_encoded_bytes()))
-            .ok_or_else(|| err(format!("environment variable {var} of the daemon is not set")));
+            .ok_or_else(|| {
+                err(format!(
+                    "environment variable {var} of the daemon is not set"
+                ))
+            });
     }
     Ok(None)
 }
@@ -59,7 +69,10 @@ pub fn secret(name: &str, r: &PostgresResource) -> Result<Option<Vec<u8>>> {
 /// Connects, negotiates TLS per the resource's mode and logs in.
 pub async fn connect(name: &str, r: &PostgresResource, timeout: Duration) -> Result<Upstream> {
     let addr = SocketAddr::new(r.address, r.port);
-    let up_err = |message: String| PgError::Upstream { resource: name.to_owned(), message };
+    let up_err = |message: String| PgError::Upstream {
+        resource: name.to_owned(),
+        message,
+    };
     let password = secret(name, r)?;
     let mut tcp = crate::proxy::session::connect_upstream(addr, timeout)
         .await
@@ -94,15 +107,31 @@ pub async fn connect(name: &str, r: &PostgresResource, timeout: Duration) -> Res
     };
     let (rd, mut writer) = split(stream);
     let mut reader = FrameReader::new(rd, DEFAULT_MAX_FRAME, "upstream");
-    let session = auth::login(&mut reader, &mut writer, name, &r.user, &r.database, password.as_deref()).await?;
-    Ok(Upstream { reader, writer, session, addr, tls })
+    let session = auth::login(
+        &mut reader,
+        &mut writer,
+        name,
+        &r.user,
+        &r.database,
+        password.as_deref(),
+    )
+    .await?;
+    Ok(Upstream {
+        reader,
+        writer,
+        session,
+        addr,
+        tls,
+    })
 }
 
 impl Upstream {
     /// Runs one simple query (not from the agent) and returns its rows as text; an
     /// ErrorResponse becomes an error. The connection must be idle.
     pub async fn side_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
-        self.writer.write_all(&frontend::query(sql).to_bytes()).await?;
+        self.writer
+            .write_all(&frontend::query(sql).to_bytes())
+            .await?;
         let mut rows = Vec::new();
         let mut error = None;
         loop {
@@ -121,21 +150,24 @@ impl Upstream {
                 READY => {
                     return match error {
                         None if f.body.first() == Some(&b'I') => Ok(rows),
-                        None => Err(PgError::Upstream { resource: self.addr.to_string(), message: "connection left inside a transaction".into() }),
-                        Some(m) => Err(PgError::Upstream { resource: self.addr.to_string(), message: m }),
+                        None => Err(PgError::Upstream {
+                            resource: self.addr.to_string(),
+                            message: "connection left inside a transaction".into(),
+                        }),
+                        Some(m) => Err(PgError::Upstream {
+                            resource: self.addr.to_string(),
+                            message: m,
+                        }),
                     }
                 }
-                COMMAND_COMPLETE | _ => {}
+                _ => {}
             }
         }
     }
 
     /// Whether the server closed the connection or sent something while idle.
     async fn is_stale(&mut self) -> bool {
-        match tokio::time::timeout(Duration::ZERO, self.reader.fill()).await {
-            Err(_) => false,
-            Ok(_) => true,
-        }
+        tokio::time::timeout(Duration::ZERO, self.reader.fill()).await.is_ok()
     }
 }
 
@@ -182,7 +214,10 @@ impl Pool {
         if list.len() >= size {
             list.remove(0);
         }
-        list.push(Idle { since: Instant::now(), conn });
+        list.push(Idle {
+            since: Instant::now(),
+            conn,
+        });
     }
 
     /// Closes every idle connection (daemon shutdown).
@@ -193,7 +228,9 @@ impl Pool {
 
 /// Terminate, best effort.
 pub async fn close(mut conn: Upstream) {
-    let _ = conn.writer.write_all(&frontend::terminate().to_bytes()).await;
+    let _ = conn
+        .writer
+        .write_all(&frontend::terminate().to_bytes())
+        .await;
     let _ = conn.writer.shutdown().await;
 }
-

@@ -1,0 +1,170 @@
+//! Tests of `resources`, `sql_rules` and `evaluate_sql`.
+
+use std::collections::BTreeSet;
+
+use super::*;
+
+const BASE: &str = "version: 1
+identities:
+  agent: {}
+resources:
+  appdb:
+    postgres:
+      address: 127.0.0.2
+      database: app
+      user: app
+      password_env: APPDB_PASSWORD
+      row_limit: 500
+";
+
+fn policy(rules: &str) -> Policy {
+    Policy::from_str(&format!("{BASE}sql_rules:\n{rules}"), "t.yaml")
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn subject<'a>() -> Subject<'a> {
+    Subject {
+        cgroup: Some("/interceptor/run-1"),
+        uid: 1000,
+        gid: 1000,
+        exe: Some("/usr/bin/psql"),
+        comm: "psql",
+    }
+}
+
+fn st<'a>(kind: &'a str, ops: &[SqlOperation], tables: &[&'a str]) -> SqlStatement<'a> {
+    SqlStatement {
+        kind,
+        operations: ops.iter().copied().collect::<BTreeSet<_>>(),
+        tables: tables.to_vec(),
+        functions: vec![],
+    }
+}
+
+fn decide(p: &Policy, stmts: &[SqlStatement]) -> SqlDecision {
+    evaluate_sql(
+        p,
+        &SqlRequest {
+            subject: subject(),
+            resource: "appdb",
+            statements: stmts,
+        },
+    )
+}
+
+const READ: &str = "  - name: agent-read
+    identity: agent
+    resource: appdb
+    action: allow
+    operations: [read, transaction]
+    tables: [\"public.*\"]
+";
+
+#[test]
+fn resources_are_found_by_destination() {
+    let p = policy(READ);
+    let (name, r) = p
+        .postgres_resource("127.0.0.2:5432".parse().unwrap())
+        .unwrap();
+    assert_eq!(name, "appdb");
+    assert_eq!(r.tls, TlsMode::VerifyFull, "verify by default");
+    assert!(p
+        .postgres_resource("127.0.0.2:5433".parse().unwrap())
+        .is_none());
+    assert!(p
+        .postgres_resource("[::ffff:127.0.0.2]:5432".parse().unwrap())
+        .is_some());
+}
+
+#[test]
+fn allow_needs_every_operation_and_table_inside_the_rule() {
+    let p = policy(READ);
+    let d = decide(&p, &[st("SELECT", &[SqlOperation::Read], &["users"])]);
+    assert_eq!(
+        (d.verdict, d.rule.as_deref(), d.row_limit),
+        (Verdict::Allow, Some("agent-read"), Some(500))
+    );
+    let d = decide(&p, &[st("DELETE", &[SqlOperation::Write], &["orders"])]);
+    assert_eq!(d.verdict, Verdict::Deny);
+    assert!(
+        d.reason.contains("agent-read") && d.reason.contains("write"),
+        "{}",
+        d.reason
+    );
+    let d = decide(&p, &[st("SELECT", &[SqlOperation::Read], &["secret.keys"])]);
+    assert_eq!(d.verdict, Verdict::Deny);
+    // One denied statement denies the whole request.
+    let d = decide(
+        &p,
+        &[
+            st("SELECT", &[SqlOperation::Read], &["users"]),
+            st("DELETE", &[SqlOperation::Write], &["orders"]),
+        ],
+    );
+    assert_eq!((d.verdict, d.statement), (Verdict::Deny, Some(1)));
+}
+
+#[test]
+fn deny_rules_match_on_any_overlap_and_come_first() {
+    let p = policy(&format!(
+        "  - name: no-keys
+    action: deny
+    tables: [api_keys]
+{READ}"
+    ));
+    let d = decide(
+        &p,
+        &[st(
+            "SELECT",
+            &[SqlOperation::Read],
+            &["users", "public.api_keys"],
+        )],
+    );
+    assert_eq!(
+        (d.verdict, d.rule.as_deref()),
+        (Verdict::Deny, Some("no-keys"))
+    );
+    let p = policy("  - name: rl\n    action: allow\n    row_limit: 7\n");
+    assert_eq!(
+        decide(&p, &[st("SELECT", &[SqlOperation::Read], &["t"])]).row_limit,
+        Some(7)
+    );
+    assert_eq!(
+        decide(&p, &[st("INSERT", &[SqlOperation::Write], &["t"])]).row_limit,
+        None
+    );
+}
+
+#[test]
+fn sql_rule_errors() {
+    let err = |rules: &str| {
+        Policy::from_str(&format!("{BASE}sql_rules:\n{rules}"), "t.yaml")
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err("  - name: h\n    action: hold\n");
+    assert!(
+        e.contains("not supported yet") && e.contains("issue 5"),
+        "{e}"
+    );
+    let e = err("  - name: r\n    action: allow\n    resource: nodb\n");
+    assert!(
+        e.contains("unknown resource \"nodb\"") && e.starts_with("t.yaml:15"),
+        "{e}"
+    );
+    let e = err("  - name: r\n    action: allow\n    operations: [reads]\n");
+    assert!(e.contains("unknown variant"), "{e}");
+    let e = err("  - name: r\n    action: allow\n    identity: nobody\n");
+    assert!(e.contains("unknown identity \"nobody\""), "{e}");
+    let e = Policy::from_str(
+        &BASE.replace("password_env", "password_file: /x\n      password_env"),
+        "t.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("at most one of"), "{e}");
+    let e = Policy::from_str(&BASE.replace("database: app", "databse: app"), "t.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown field `databse`"), "{e}");
+}
