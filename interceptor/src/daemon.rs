@@ -178,6 +178,10 @@ impl Daemon {
                 }
             }));
         }
+        // Loading parsed the kernel's BTF (megabytes, freed now): hand that memory back to the
+        // OS so the idle daemon stays small.
+        // SAFETY: malloc_trim only releases free heap pages.
+        unsafe { libc::malloc_trim(0) };
         Ok(Self {
             shared,
             attachment: Some(attachment),

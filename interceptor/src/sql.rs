@@ -49,7 +49,7 @@
 //! | `DECLARE c CURSOR FOR query` (`DeclareCursorStmt`) | session + the query's | the query's |
 //! | `VACUUM`, `ANALYZE` (`VacuumStmt`), `CLUSTER`, `LOCK` | utility | written (acted upon) |
 //! | `CHECKPOINT`, `LOAD`, `DO`, `ALTER SYSTEM` | privileged | — |
-//! | `GRANT`, `REVOKE` (`GrantStmt`, `GrantRoleStmt`), `ALTER DEFAULT PRIVILEGES`, `CREATE/ALTER/DROP ROLE|USER|GROUP`, `ALTER ROLE … SET`, `REASSIGN OWNED` | privileged | tables granted on written |
+//! | `GRANT`, `REVOKE` (`GrantStmt`, `GrantRoleStmt`), `ALTER DEFAULT PRIVILEGES`, `CREATE/ALTER/DROP ROLE/USER/GROUP`, `ALTER ROLE … SET`, `REASSIGN OWNED` | privileged | tables granted on written |
 //! | `CREATE/ALTER EXTENSION`, `CREATE LANGUAGE`, `… FOREIGN DATA WRAPPER`, `… USER MAPPING`, `… TABLESPACE`, `… PUBLICATION`, `… SUBSCRIPTION`, `CREATE/ALTER EVENT TRIGGER`, `ALTER DATABASE … SET`, `ALTER … OWNER TO`, `DROP OWNED`, `SECURITY LABEL` | ddl, privileged | objects written |
 //! | `CREATE TABLE … AS`, `CREATE MATERIALIZED VIEW … AS` (`CreateTableAsStmt`) | ddl, write (+ read of the source) | new table written, source read |
 //! | every other `CREATE`/`ALTER`/`DROP`, `COMMENT`, `REINDEX`, `CREATE INDEX`, `CREATE VIEW`, `CREATE RULE`, `CREATE TRIGGER`, `CREATE/DROP DATABASE`, `IMPORT FOREIGN SCHEMA`, `CREATE SCHEMA` (+ its elements) | ddl (+ read for a view's query) | objects written, tables of embedded queries read |

@@ -1,18 +1,26 @@
 //! A throwaway PostgreSQL 15 cluster for tests: found on the machine or installed from
 //! Debian's packages, initialised in a temp dir as the `postgres` user, listening only on
-//! 127.0.0.2 at a free port, SCRAM for everyone but `md5user` (md5). Stopped on drop.
+//! 127.0.0.2 at a free port, SCRAM for everyone but `md5user` (md5). Optionally with TLS
+//! (`ssl=on`, a test CA and server certificate made with the `openssl` CLI; then only
+//! `hostssl` logins are accepted). The server log (connections logged) is
+//! `dir/server.log`. Stopped on drop.
+//!
+//! Also finds the client tools: psql, pgbench, and a Python with psycopg 3 (installed with
+//! pip, or Debian's python3-psycopg, when missing).
 #![allow(dead_code)]
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub const HOST: &str = "127.0.0.2";
 pub const APP_PASSWORD: &str = "s3cret-app-pw";
 pub const MD5_PASSWORD: &str = "md5-pw";
 
-fn ci() -> bool {
+pub fn ci() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
 }
 
@@ -45,6 +53,83 @@ pub fn bindir() -> PathBuf {
     find().unwrap_or_else(|| panic!("PostgreSQL 15 binaries not found in /usr/lib/postgresql/15/bin (apt-get install postgresql-15)"))
 }
 
+/// Path of pgbench (from postgresql-15, installed with the server).
+pub fn pgbench() -> PathBuf {
+    bindir().join("pgbench")
+}
+
+/// A Python interpreter that can `import psycopg` (version 3), installing psycopg when
+/// missing: `pip install psycopg[binary]` (PyPI), else Debian's `python3-psycopg`.
+/// `None` (with the reason printed) when impossible; under CI=true that is a panic.
+pub fn python() -> Option<PathBuf> {
+    static PY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match PY.get_or_init(find_python) {
+        Ok(p) => Some(p.clone()),
+        Err(why) if ci() => panic!("{why}, and CI=true: the psycopg tests need it"),
+        Err(why) => {
+            eprintln!("SKIP: {why}");
+            None
+        }
+    }
+}
+
+fn find_python() -> Result<PathBuf, String> {
+    // The interpreters to try, as absolute paths (a pyenv shim resolves to its target).
+    let candidates = || -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        for py in ["python3", "/usr/bin/python3"] {
+            let out = Command::new(py)
+                .args(["-c", "import sys; print(sys.executable)"])
+                .stderr(Stdio::null())
+                .output();
+            if let Ok(o) = out {
+                let p = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+                if o.status.success() && p.is_absolute() && !v.contains(&p) {
+                    v.push(p);
+                }
+            }
+        }
+        v
+    };
+    let with_psycopg = |cands: &[PathBuf]| {
+        cands
+            .iter()
+            .find(|p| {
+                Command::new(p)
+                    .args(["-c", "import psycopg, sys; sys.exit(0 if psycopg.__version__ >= '3.1' else 1)"])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            })
+            .cloned()
+    };
+    let cands = candidates();
+    if let Some(p) = with_psycopg(&cands) {
+        return Ok(p);
+    }
+    for py in &cands {
+        let pip = |extra: &[&str]| {
+            Command::new(py)
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .args(extra)
+                .arg("psycopg[binary]")
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        eprintln!("installing psycopg[binary] for {} with pip", py.display());
+        // Debian's own Python refuses pip installs (PEP 668) unless told otherwise.
+        if pip(&[]) || pip(&["--break-system-packages"]) {
+            if let Some(p) = with_psycopg(std::slice::from_ref(py)) {
+                return Ok(p);
+            }
+        }
+    }
+    apt_install(&["python3", "python3-psycopg"]);
+    with_psycopg(&candidates()).ok_or_else(|| {
+        "no Python with psycopg 3: `pip install psycopg[binary]` and `apt-get install python3-psycopg` both failed".to_owned()
+    })
+}
+
 /// Path of psql, installing the client when missing.
 pub fn psql() -> PathBuf {
     for p in ["/usr/bin/psql", "/usr/lib/postgresql/15/bin/psql"] {
@@ -75,6 +160,7 @@ pub struct Pg {
     pub dir: tempfile::TempDir,
     child: Child,
     bin: PathBuf,
+    pub certs: Option<Certs>,
 }
 
 fn free_port() -> u16 {
@@ -85,8 +171,99 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Test certificates made with the `openssl` CLI: a CA, a server certificate it signed for
+/// 127.0.0.2 (and `db.test`), and an unrelated CA.
+pub struct Certs {
+    pub ca: PathBuf,
+    pub wrong_ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+const OPENSSL_CNF: &str = "[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = interceptor test
+[ca_ext]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[server_ext]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.2,DNS:db.test
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+";
+
+fn openssl() -> PathBuf {
+    if !Path::new("/usr/bin/openssl").exists() {
+        apt_install(&["openssl"]);
+    }
+    PathBuf::from("/usr/bin/openssl")
+}
+
+impl Certs {
+    fn make(dir: &Path, uid: u32, gid: u32) -> Certs {
+        let cnf = dir.join("openssl.cnf");
+        std::fs::write(&cnf, OPENSSL_CNF).unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new(openssl()).args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let p = |n: &str| dir.join(n).to_str().unwrap().to_owned();
+        let cnf_s = cnf.to_str().unwrap();
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        for (key, cert, cn) in [
+            ("ca.key", "ca.pem", "/CN=interceptor test CA"),
+            ("wrong-ca.key", "wrong-ca.pem", "/CN=some other CA"),
+        ] {
+            let mut a = vec!["req", "-x509", "-config", cnf_s, "-extensions", "ca_ext"];
+            a.extend(ec);
+            let (k, c) = (p(key), p(cert));
+            a.extend(["-keyout", &k, "-out", &c, "-days", "3", "-subj", cn]);
+            run(&a);
+        }
+        let (key, csr, crt) = (p("server.key"), p("server.csr"), p("server.crt"));
+        let mut a = vec!["req", "-new", "-config", cnf_s];
+        a.extend(ec);
+        a.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.2"]);
+        run(&a);
+        let (ca, ca_key) = (p("ca.pem"), p("ca.key"));
+        run(&[
+            "x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-CAcreateserial", "-out",
+            &crt, "-days", "3", "-extfile", cnf_s, "-extensions", "server_ext",
+        ]);
+        // The server refuses a key file others can read.
+        nix::unistd::chown(Path::new(&key), Some(uid.into()), Some(gid.into())).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&crt, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Certs {
+            ca: ca.into(),
+            wrong_ca: p("wrong-ca.pem").into(),
+            server_cert: crt.into(),
+            server_key: key.into(),
+        }
+    }
+}
+
 impl Pg {
     pub fn start() -> Pg {
+        Pg::start_with(false)
+    }
+
+    /// A cluster with `ssl=on` that only accepts TLS logins over TCP.
+    pub fn start_tls() -> Pg {
+        Pg::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Pg {
         let bin = bindir();
         let (uid, gid) = postgres_ids();
         let dir = tempfile::tempdir().unwrap();
@@ -115,14 +292,23 @@ impl Pg {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let certs = tls.then(|| Certs::make(dir.path(), uid, gid));
+        let (host, nossl) = if tls {
+            ("hostssl", "hostnossl all all 127.0.0.0/8 reject\n")
+        } else {
+            ("host", "")
+        };
         std::fs::write(
             data.join("pg_hba.conf"),
-            "local all all trust\nhost all md5user 127.0.0.0/8 md5\nhost all all 127.0.0.0/8 scram-sha-256\n",
+            format!(
+                "local all all trust\n{nossl}{host} all md5user 127.0.0.0/8 md5\n{host} all all 127.0.0.0/8 scram-sha-256\n"
+            ),
         )
         .unwrap();
         let port = free_port();
-        let child = Command::new(bin.join("postgres"))
-            .args(["-D", data.to_str().unwrap()])
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let mut cmd = Command::new(bin.join("postgres"));
+        cmd.args(["-D", data.to_str().unwrap()])
             .args(["-c", &format!("listen_addresses={HOST}")])
             .args(["-c", &format!("port={port}")])
             .args([
@@ -136,11 +322,19 @@ impl Pg {
                 "fsync=off",
                 "-c",
                 "max_connections=50",
-            ])
+                "-c",
+                "log_connections=on",
+            ]);
+        if let Some(c) = &certs {
+            cmd.args(["-c", "ssl=on"])
+                .args(["-c", &format!("ssl_cert_file={}", c.server_cert.display())])
+                .args(["-c", &format!("ssl_key_file={}", c.server_key.display())]);
+        }
+        let child = cmd
             .uid(uid)
             .gid(gid)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         let pg = Pg {
@@ -148,12 +342,14 @@ impl Pg {
             dir,
             child,
             bin,
+            certs,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !pg.sql_ok("postgres", "SELECT 1") {
             assert!(
                 Instant::now() < deadline,
-                "PostgreSQL did not start within 30 s"
+                "PostgreSQL did not start within 30 s: {}",
+                pg.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -213,8 +409,14 @@ impl Pg {
                (3, 'Chloé Dubois', 'chloe@example.fr', '536-90-4399', '+33 1 23 45 67 89', 'no notes');
              CREATE TABLE orders (id serial PRIMARY KEY, user_id int, total numeric);
              INSERT INTO orders (user_id, total) SELECT 1 + i % 3, i * 10 FROM generate_series(1, 50) i;
+             CREATE TABLE imports (id int, email text, note text);
              GRANT SELECT ON users, orders TO md5user;",
         );
+    }
+
+    /// The server's log so far (connections are logged).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
     pub fn count(&self, table: &str) -> i64 {

@@ -15,6 +15,18 @@ struct Setup {
 }
 
 fn policy_yaml(pg: &Pg, env: &Env, user: &str, password: &str, sql_rules: &str) -> String {
+    policy_yaml_with(pg, env, user, password, "      tls: disable\n", sql_rules)
+}
+
+/// `resource_extra`: more lines of the resource (indented 6), e.g. `tls:` and `ca_file:`.
+fn policy_yaml_with(
+    pg: &Pg,
+    env: &Env,
+    user: &str,
+    password: &str,
+    resource_extra: &str,
+    sql_rules: &str,
+) -> String {
     let pw = env.dir.path().join("appdb.pass");
     std::fs::write(&pw, format!("{password}\n")).unwrap();
     format!(
@@ -35,8 +47,7 @@ resources:
       database: app
       user: {user}
       password_file: {pw}
-      tls: disable
-      masking:
+{resource_extra}      masking:
         columns:
           - match: users.ssn
             strategy: redact
@@ -55,6 +66,15 @@ const READ_ONLY: &str = "  - name: agent-read
     resource: appdb
     action: allow
     operations: [read, transaction, session]
+";
+
+/// Writes to `imports` (and reads of it) are allowed; listed first so it wins for them.
+const WRITE_IMPORTS: &str = "  - name: agent-import
+    identity: agent
+    resource: appdb
+    action: allow
+    operations: [read, write, transaction, session]
+    tables: [\"public.imports\"]
 ";
 
 fn setup(user: &str, password: &str, rules: &str) -> Setup {
@@ -94,6 +114,32 @@ impl Setup {
         let se = String::from_utf8_lossy(&out.stderr).into_owned();
         eprintln!("--- psql stdout ---\n{so}");
         (so, se)
+    }
+
+    /// A scenario of tests/support/pg_client.py (psycopg 3) under `interceptor run`;
+    /// `None` when no Python with psycopg can be had (skipped, except under CI=true).
+    fn psycopg(&self, scenario: &str) -> Option<Value> {
+        let py = pg_support::python()?;
+        let script = probe().with_file_name("pg_client.py");
+        let port = self.pg.port.to_string();
+        let out = self.env.run(
+            &self.policy,
+            &[
+                py.to_str().unwrap(),
+                script.to_str().unwrap(),
+                scenario,
+                &port,
+            ],
+        );
+        let so = String::from_utf8_lossy(&out.stdout);
+        let se = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "pg_client.py {scenario} failed ({:?}):\n{so}\n{se}",
+            out.status
+        );
+        eprintln!("--- pg_client.py {scenario} ---\n{so}");
+        Some(serde_json::from_str(so.trim()).unwrap_or_else(|e| panic!("{so:?}: {e}")))
     }
 
     fn records(&self, kind: &str) -> Vec<Value> {
@@ -275,4 +321,431 @@ print("ok", b"42" in buf)
     assert!(so.contains("oversized E"), "{so}");
     assert!(so.contains("malformed E True"), "{so}");
     assert!(so.contains("ok True"), "{so}");
+}
+
+fn no_plain_pii(text: &str) {
+    for secret in [
+        "bob.chen@example.org",
+        "alice.martin@example.com",
+        "219-09-9999",
+        "078-05-1120",
+        "4111 1111 1111 1111",
+    ] {
+        assert!(!text.contains(secret), "{secret} reached the agent: {text}");
+    }
+}
+
+#[test]
+fn pg_psycopg_extended_protocol_masks_denies_prepares_and_pipelines() {
+    if !root_or_skip("pg_psycopg_extended_protocol_masks_denies_prepares_and_pipelines") {
+        return;
+    }
+    let s = setup(
+        "app",
+        APP_PASSWORD,
+        &format!("{WRITE_IMPORTS}{READ_ONLY}"),
+    );
+    let Some(r) = s.psycopg("extended") else {
+        return;
+    };
+    let text = r.to_string();
+    no_plain_pii(&text);
+
+    // Parameterised SELECT, text results: masked columns arrive masked.
+    let row = &r["select"][0];
+    assert_eq!(row[0], 2, "{text}");
+    assert_eq!(row[1], "Bob Chen");
+    let email = row[2].as_str().unwrap();
+    assert!(email.ends_with("@example.org") && email != "bob.chen@example.org", "{email}");
+    assert_eq!(row[3], "[REDACTED]");
+    assert_eq!(r["select_rowcount"], 1);
+    // Binary results: text columns are masked the same way (not passed through).
+    let row = &r["binary"][0];
+    assert_eq!(row[0], 2, "{text}");
+    assert!(row[1].as_str().unwrap().ends_with("@example.org"), "{text}");
+    assert_eq!(row[2], "[REDACTED]", "{text}");
+    assert!(row[3].as_str().unwrap().starts_with("card "), "{text}");
+
+    // Denied via Parse: a real InsufficientPrivilege, and the connection goes on.
+    let d = &r["denied"];
+    assert_eq!(d["class"], "InsufficientPrivilege", "{text}");
+    assert_eq!(d["sqlstate"], "42501");
+    assert!(
+        d["message"].as_str().unwrap().contains("DELETE on"),
+        "{text}"
+    );
+    assert_eq!(r["after_denied"], 50);
+
+    // Prepared statement reuse: every execution masked, the server holds the statement.
+    let prepared = r["prepared"].as_array().unwrap();
+    assert_eq!(prepared.len(), 4);
+    assert!(prepared.iter().all(|e| e.as_str().unwrap().contains('@')));
+    assert_eq!(prepared[1], prepared[3], "stable masking of the same value");
+    assert!(r["server_prepared"].as_i64().unwrap() >= 1, "{text}");
+
+    // executemany (pipelined): all rows in, real values stored, masked on the way out.
+    assert_eq!(r["executemany_rowcount"], 20, "{text}");
+    assert_eq!(r["imports"][0], 20);
+    assert!(!text.contains("person1@example.net"), "{text}");
+    assert_eq!(
+        s.pg.sql(
+            "app",
+            "SELECT count(*) FROM imports WHERE email LIKE 'person%@example.net'"
+        )
+        .trim(),
+        "20",
+        "the agent's values are stored unmasked"
+    );
+    assert_eq!(r["denied_many"]["sqlstate"], "42501", "{text}");
+    assert_eq!(r["after_denied_many"], "still usable");
+
+    // Inside a transaction the denial aborts it, as any error would.
+    assert_eq!(r["tx_denied"]["sqlstate"], "42501", "{text}");
+    assert_eq!(r["tx_after"]["sqlstate"], "25P02", "{text}");
+    assert_eq!(r["tx_rolled_back"], 50);
+    assert_eq!(s.pg.count("orders"), 50);
+
+    let stmts = s.records("statement");
+    assert!(stmts
+        .iter()
+        .any(|r| r["protocol"] == "extended" && r["decision"] == "deny"));
+    let sel = stmts
+        .iter()
+        .find(|r| {
+            r["protocol"] == "extended"
+                && r["statement"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("SELECT id, name, email, ssn")
+        })
+        .expect("audit of the parameterised SELECT");
+    assert_eq!(sel["decision"], "allow");
+    assert_eq!(sel["rows"], 1);
+    assert!(sel["fields_masked"].as_u64().unwrap() >= 2, "{sel}");
+    let audit = std::fs::read_to_string(s.env.audit_path()).unwrap();
+    no_plain_pii(&audit);
+}
+
+#[test]
+fn pg_copy_from_stdin_is_allowed_by_a_write_rule_and_copy_to_is_denied_under_masking() {
+    if !root_or_skip(
+        "pg_copy_from_stdin_is_allowed_by_a_write_rule_and_copy_to_is_denied_under_masking",
+    ) {
+        return;
+    }
+    let s = setup(
+        "app",
+        APP_PASSWORD,
+        &format!("{WRITE_IMPORTS}{READ_ONLY}"),
+    );
+    // psql's \copy: COPY … FROM STDIN with the data from psql's own stdin.
+    let data = s.env.dir.path().join("rows.csv");
+    std::fs::write(
+        &data,
+        "1,ann@example.com,from psql\n2,ben@example.com,from psql\n3,cy@example.com,from psql\n",
+    )
+    .unwrap();
+    let (out, err) = s.psql(&[
+        &format!(
+            "\\copy imports (id, email, note) FROM '{}' WITH (FORMAT csv)",
+            data.display()
+        ),
+        "SELECT count(*) FROM imports",
+    ]);
+    assert!(out.contains("COPY 3") || out.lines().any(|l| l.trim() == "3"), "{out}\n{err}");
+    assert!(!err.contains("ERROR"), "{err}");
+    assert_eq!(
+        s.pg.sql("app", "SELECT count(*) FROM imports WHERE note = 'from psql'")
+            .trim(),
+        "3"
+    );
+
+    let Some(r) = s.psycopg("copy") else {
+        return;
+    };
+    let text = r.to_string();
+    assert_eq!(r["copy_in_rowcount"], 10, "{text}");
+    assert_eq!(r["copied"], 10, "{text}");
+    // COPY … TO would return rows without masking: denied on a masking resource.
+    assert!(r.get("copy_out_rows").is_none(), "{text}");
+    assert_eq!(r["copy_out"]["sqlstate"], "42501", "{text}");
+    assert!(
+        r["copy_out"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("without masking"),
+        "{text}"
+    );
+    // COPY FROM into a table the write rule does not cover: denied.
+    assert_eq!(r["copy_in_denied"]["sqlstate"], "42501", "{text}");
+    assert_eq!(r["after"], 50);
+    assert_eq!(s.pg.count("orders"), 50);
+    assert_eq!(s.pg.count("imports"), 13);
+}
+
+#[test]
+fn pg_cancel_from_psycopg_and_psql_reaches_the_backend() {
+    if !root_or_skip("pg_cancel_from_psycopg_and_psql_reaches_the_backend") {
+        return;
+    }
+    let s = setup("app", APP_PASSWORD, READ_ONLY);
+    // psycopg: conn.cancel_safe() from another thread, through the interceptor.
+    if let Some(r) = s.psycopg("cancel") {
+        let text = r.to_string();
+        assert_eq!(r["result"]["class"], "QueryCanceled", "{text}");
+        assert_eq!(r["result"]["sqlstate"], "57014");
+        assert!(
+            r["result"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("due to user request"),
+            "a cancel request, not a timeout: {text}"
+        );
+        assert_eq!(r["after"], "usable after cancel");
+    }
+
+    // psql: SIGINT to `interceptor run` is forwarded to psql, which sends a CancelRequest.
+    let psql = pg_support::psql();
+    let child = s
+        .env
+        .cmd()
+        .arg("run")
+        .arg("--policy")
+        .arg(&s.policy)
+        .arg("--audit-log")
+        .arg(s.env.audit_path())
+        .arg("--")
+        .arg(&psql)
+        .args(["-X", "-v", "VERBOSITY=verbose", &s.conninfo()])
+        .args(["-c", "SELECT pg_sleep(30) AS psql_sleep"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "psql's pg_sleep running on the server",
+        std::time::Duration::from_secs(20),
+        || {
+            let n = s.pg.sql(
+                "app",
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%psql_sleep' AND state = 'active' AND pid <> pg_backend_pid()",
+            );
+            (n.trim() == "1").then_some(())
+        },
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{err}");
+    assert!(err.contains("57014"), "psql's query was cancelled: {err}");
+    assert!(err.contains("due to user request"), "{err}");
+
+    let cancelled: Vec<Value> = s
+        .records("statement")
+        .into_iter()
+        .filter(|r| r["sqlstate"] == "57014")
+        .collect();
+    assert!(
+        cancelled.len() >= if pg_support::python().is_some() { 2 } else { 1 },
+        "audit names the cancelled statements: {cancelled:?}"
+    );
+    // The cancel connections themselves are redirected and audited, and the server saw
+    // them come from the interceptor (not the agent's own address).
+    assert!(
+        s.pg.log().contains("canceling statement due to user request"),
+        "{}",
+        s.pg.log()
+    );
+}
+
+#[test]
+fn pg_row_limit_drops_extra_rows_warns_and_rewrites_the_tag() {
+    if !root_or_skip("pg_row_limit_drops_extra_rows_warns_and_rewrites_the_tag") {
+        return;
+    }
+    let rules = "  - name: agent-read-10
+    identity: agent
+    resource: appdb
+    action: allow
+    operations: [read, transaction, session]
+    row_limit: 10
+";
+    let s = setup("app", APP_PASSWORD, rules);
+    let (out, err) = s.psql(&["SELECT id FROM orders ORDER BY id", "SELECT count(*) FROM orders"]);
+    let ids: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(ids.len(), 11, "10 rows, then the count: {out}");
+    assert_eq!(ids[9], "10");
+    assert_eq!(ids[10], "50", "an aggregate is one row: the limit does not apply");
+    assert!(
+        err.contains("WARNING") && err.contains("row limit 10 reached; 40 more row(s) were not sent"),
+        "{err}"
+    );
+    let stmts = s.records("statement");
+    let sel = stmts
+        .iter()
+        .find(|r| r["statement"] == "SELECT id FROM orders ORDER BY id")
+        .unwrap();
+    assert_eq!(sel["rows"], 10);
+    assert_eq!(sel["rows_withheld"], 40);
+
+    if let Some(r) = s.psycopg("rowlimit") {
+        let text = r.to_string();
+        assert_eq!(r["extended_rows"], 10, "{text}");
+        assert_eq!(r["extended_rowcount"], 10, "the tag says SELECT 10: {text}");
+        assert_eq!(r["small_rows"], 3);
+        let n = &r["notices"][0];
+        assert_eq!(n["severity"], "WARNING", "{text}");
+        assert!(n["message"].as_str().unwrap().contains("row limit 10"), "{text}");
+        assert_eq!(r["notices"].as_array().unwrap().len(), 1, "{text}");
+    }
+}
+
+#[test]
+fn pg_pgbench_initialises_and_runs_through_the_interceptor() {
+    if !root_or_skip("pg_pgbench_initialises_and_runs_through_the_interceptor") {
+        return;
+    }
+    let rules = format!(
+        "  - name: pgbench
+    identity: agent
+    resource: appdb
+    action: allow
+    operations: [read, write, ddl, transaction, session, utility]
+    tables: [\"public.pgbench_*\"]
+{READ_ONLY}"
+    );
+    let s = setup("app", APP_PASSWORD, &rules);
+    let pgbench = pg_support::pgbench();
+    let conn = [
+        "-h",
+        "127.0.0.2",
+        "-p",
+        &s.pg.port.to_string(),
+        "-U",
+        "agent",
+        "anything",
+    ]
+    .map(str::to_owned);
+    let bench = |args: &[&str]| {
+        let mut a: Vec<&str> = vec![pgbench.to_str().unwrap()];
+        a.extend(args);
+        a.extend(conn.iter().map(String::as_str));
+        let out = s.env.run(&s.policy, &a);
+        let so = String::from_utf8_lossy(&out.stdout).into_owned();
+        let se = String::from_utf8_lossy(&out.stderr).into_owned();
+        eprintln!("--- pgbench {args:?} ---\n{so}\n{se}");
+        assert!(out.status.success(), "pgbench {args:?}: {so}\n{se}");
+        so
+    };
+    bench(&["-i", "-s", "1", "-q"]);
+    assert_eq!(s.pg.count("pgbench_accounts"), 100_000);
+    for mode in ["simple", "extended", "prepared"] {
+        let out = bench(&["-S", "-c", "2", "-j", "2", "-t", "200", "-M", mode, "-n"]);
+        assert!(
+            out.contains("number of transactions actually processed: 400/400"),
+            "{mode}: {out}"
+        );
+        assert!(out.contains("number of failed transactions: 0"), "{mode}: {out}");
+    }
+    // The default TPC-B-like script (UPDATE/INSERT on pgbench_* in a transaction).
+    let out = bench(&["-c", "2", "-t", "50", "-n"]);
+    assert!(
+        out.contains("number of transactions actually processed: 100/100"),
+        "{out}"
+    );
+    let denied = s
+        .records("statement")
+        .into_iter()
+        .filter(|r| r["decision"] == "deny")
+        .count();
+    assert_eq!(denied, 0, "pgbench's statements are all allowed");
+}
+
+#[test]
+fn pg_upstream_tls_verify_full_works_and_a_wrong_ca_is_a_clear_fatal_error() {
+    if !root_or_skip("pg_upstream_tls_verify_full_works_and_a_wrong_ca_is_a_clear_fatal_error") {
+        return;
+    }
+    let pg = Pg::start_tls();
+    let certs = pg.certs.as_ref().unwrap();
+    let env = Env::new();
+    let tls = |ca: &std::path::Path| {
+        format!(
+            "      tls: verify-full\n      ca_file: {}\n      pool_size: 0\n",
+            ca.display()
+        )
+    };
+    let good = env.policy(
+        "good.yaml",
+        &policy_yaml_with(&pg, &env, "app", APP_PASSWORD, &tls(&certs.ca), READ_ONLY),
+    );
+    let s = Setup {
+        pg,
+        env,
+        policy: good,
+    };
+    let (out, err) = s.psql(&[
+        "SELECT id, email FROM users ORDER BY id",
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    ]);
+    assert!(out.contains("123456789|"), "{out}\n{err}");
+    no_plain_pii(&out);
+    assert_eq!(out.lines().last().map(str::trim), Some("t"), "the upstream session uses TLS: {out}");
+    let start = &s.records("session_start")[0];
+    assert_eq!(start["tls"], true);
+
+    // A CA that did not sign the server's certificate: FATAL to the agent, no login.
+    let log_before = s.pg.log().len();
+    let wrong = s.env.policy(
+        "wrong.yaml",
+        &policy_yaml_with(
+            &s.pg,
+            &s.env,
+            "app",
+            APP_PASSWORD,
+            &tls(&s.pg.certs.as_ref().unwrap().wrong_ca),
+            READ_ONLY,
+        ),
+    );
+    let psql = pg_support::psql();
+    let out = s.env.run(
+        &wrong,
+        &[
+            psql.to_str().unwrap(),
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "VERBOSITY=verbose",
+            &s.conninfo(),
+            "-c",
+            "SELECT 1",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("FATAL"), "{err}");
+    assert!(err.contains("08006"), "{err}");
+    assert!(
+        err.contains("appdb") && err.contains("TLS") && err.contains("certificate"),
+        "names the resource and the TLS failure: {err}"
+    );
+    // The server saw a TCP connection whose TLS handshake failed, and nothing else: no
+    // startup packet (user app) in clear, no login.
+    let log = s.pg.log();
+    let log = &log[log_before..];
+    eprintln!("--- server log after the wrong-CA attempt ---\n{log}");
+    assert!(log.contains("connection received"), "{log}");
+    assert!(!log.contains("user=app") && !log.contains("\"app\""), "{log}");
+    assert!(!log.contains("no encryption"), "{log}");
+    let starts = s.records("session_start");
+    let failed = starts.last().unwrap();
+    assert!(
+        failed["error"].as_str().unwrap_or("").contains("TLS"),
+        "{failed}"
+    );
 }

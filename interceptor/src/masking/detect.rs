@@ -87,7 +87,8 @@ pub(crate) fn candidates(s: &[u8], enabled: KindSet) -> KindSet {
         flags |= c;
         digits += usize::from(c & DIGIT);
         colons += usize::from(c == COLON);
-        token = (token + 1) * usize::from(c >> 7);
+        // Length of the current run of token characters (branch-free).
+        token = (token + 1) & 0usize.wrapping_sub(usize::from(c >> 7));
         longest_token = longest_token.max(token);
     }
     let has = |f: u8| flags & f != 0;
@@ -126,7 +127,7 @@ const NUMERIC: KindSet = KindSet(
 /// Start offsets of the runs of ASCII digits of a value, kept on the stack
 /// unless there are many.
 struct DigitRuns {
-    inline: [usize; 32],
+    inline: [usize; 16],
     n: usize,
     spill: Vec<usize>,
 }
@@ -134,7 +135,7 @@ struct DigitRuns {
 impl DigitRuns {
     fn of(s: &[u8]) -> DigitRuns {
         let mut r = DigitRuns {
-            inline: [0; 32],
+            inline: [0; 16],
             n: 0,
             spill: Vec::new(),
         };
@@ -184,7 +185,7 @@ pub(crate) fn find_all(s: &[u8], enabled: KindSet, hits: &mut Vec<Hit>) {
         DigitRuns::of(s)
     } else {
         DigitRuns {
-            inline: [0; 32],
+            inline: [0; 16],
             n: 0,
             spill: Vec::new(),
         }

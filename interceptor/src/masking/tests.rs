@@ -588,3 +588,26 @@ fn bench_tmp_per_kind() {
     for _ in 0..1000 { for v in &vals { std::hint::black_box(detect::candidates(std::hint::black_box(v.as_bytes()), detect::KindSet(0x3ff))); } }
     println!("prepass: {:.1} ns/value", t.elapsed().as_nanos() as f64 / (1000.0 * vals.len() as f64));
 }
+
+#[test]
+#[ignore]
+fn profile_tmp() {
+    let m = masker(REALISTIC_POLICY);
+    let four = m.plan(&cols(&[
+        (Some("customers"), "name", true),
+        (Some("customers"), "address", true),
+        (Some("customers"), "notes", true),
+        (Some("customers"), "email", true),
+    ]));
+    let mut n = 0;
+    for k in 0..50 {
+        for i in 0..1000 {
+            let r = &ROWS[i % ROWS.len()];
+            let row = if k % 2 == 0 { [r[1], r[6], r[7], r[2]] } else { [r[1], r[6], "Prefers phone contact after 5pm; order #100234567 shipped", r[8]] };
+            for (c, v) in row.iter().enumerate() {
+                if let Some(x) = m.mask_value(&four, c, v.as_bytes()) { n += x.bytes.len(); }
+            }
+        }
+    }
+    println!("{n}");
+}

@@ -70,6 +70,8 @@ impl<'f> Walker<'f> {
         match name {
             // Under a plain EXPLAIN the table of `SELECT … INTO`/`CREATE TABLE … AS` is not made.
             "IntoClause" if !self.exec => {}
+            // FOR UPDATE OF x: x names a FROM item (often an alias), not another table.
+            "LockingClause" => self.fields_except(fields, &["locked_rels"], mode),
             // CREATE TABLE … (LIKE src): src's definition is only read.
             "TableLikeClause" => self.fields_except(fields, &[], Mode::Read),
             "RangeVar" => self.range_var(tree, mode, mode == Mode::Read),
