@@ -72,6 +72,9 @@ pub enum Command {
     },
     /// Ask running daemons to re-read their policy files.
     Reload,
+    /// Check that this kernel can run the interceptor (cgroup2, bpffs, BTF, programs load);
+    /// exit 3 with `unsupported: <reason>` if not.
+    Doctor,
     /// Policy tools.
     Policy {
         #[command(subcommand)]

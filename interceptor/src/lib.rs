@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod control;
 pub mod daemon;
+pub mod doctor;
 pub mod ebpf;
 pub mod identity;
 pub mod metrics;

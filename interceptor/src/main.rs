@@ -119,6 +119,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             cleanup()?;
             Ok(0)
         }
+        Command::Doctor => {
+            require_root("doctor")?;
+            Ok(interceptor::doctor::run())
+        }
         Command::Status { json } => status(&cli.state_dir, json).await,
         Command::Reload => {
             let socks = control::sockets(&cli.state_dir);

@@ -69,7 +69,7 @@ pub fn daemon_path(profile: Profile) -> PathBuf {
 
 /// `cargo +nightly build --release` inside interceptor-ebpf/, whose own .cargo/config.toml
 /// selects bpfel-unknown-none and build-std=core. A separate target dir keeps the host cache.
-fn build_ebpf() -> Result<PathBuf> {
+pub fn build_ebpf() -> Result<PathBuf> {
     let mut cmd = nightly("cargo");
     cmd.current_dir(workspace_root().join("interceptor-ebpf"))
         .args(["build", "--release"])

@@ -37,8 +37,8 @@ enum Command {
         /// Which benchmark to run.
         which: String,
     },
-    /// Run the test suite in VMs across kernels.
-    VmTest,
+    /// Run the kernel-facing suite in VMs across kernels.
+    VmTest(vm_test::VmTestArgs),
     /// (internal) the measuring client of `bench connect`.
     #[command(hide = true)]
     BenchClient { addr: String, iterations: usize },
@@ -63,7 +63,7 @@ fn run(command: Command) -> Result<()> {
         Command::Test(args) => test::run_tests(&args),
         Command::Demo => demo::run_demo(),
         Command::Bench { which } => bench::run_bench(&which),
-        Command::VmTest => vm_test::run_vm_test(),
+        Command::VmTest(args) => vm_test::run_vm_test(&args),
         Command::BenchClient { addr, iterations } => bench::client(&addr, iterations),
     }
 }

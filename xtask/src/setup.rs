@@ -16,8 +16,19 @@ use crate::util::{self, cargo_home, host_cargo, nightly, output, run};
 
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Debian packages needed by the tests.
-const APT_PACKAGES: &[&str] = &["python3", "curl", "iproute2", "procps"];
+/// Debian packages the build and the tests need: libclang-dev for pg_query's bindgen,
+/// PostgreSQL 15 (server, psql, pgbench) for the real-peer PostgreSQL tests.
+const APT_PACKAGES: &[&str] = &[
+    "python3",
+    "python3-pip",
+    "curl",
+    "iproute2",
+    "procps",
+    "libclang-dev",
+    "postgresql-15",
+    "postgresql-client-15",
+    "openssl",
+];
 
 #[derive(Args, Debug, Default)]
 pub struct SetupArgs {

@@ -39,59 +39,23 @@ impl KindSet {
     }
 }
 
-const DIGIT: u8 = 1;
-const UPPER: u8 = 2;
-const LOWER: u8 = 4;
-const AT: u8 = 8;
-const COLON: u8 = 16;
-const DASH: u8 = 32;
-const DOT: u8 = 64;
-/// Letters, digits, `-` and `_` (API keys, base64url).
-const TOKEN: u8 = 128;
-
-static CLASS: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = if c.is_ascii_digit() {
-            DIGIT | TOKEN
-        } else if c.is_ascii_uppercase() {
-            UPPER | TOKEN
-        } else if c.is_ascii_lowercase() {
-            LOWER | TOKEN
-        } else {
-            match c {
-                b'@' => AT,
-                b':' => COLON,
-                b'-' => DASH | TOKEN,
-                b'_' => TOKEN,
-                b'.' => DOT,
-                _ => 0,
-            }
-        };
-        b += 1;
-    }
-    t
-};
-
-/// The scanners that may match `s`, from one pass over its bytes.
+/// The scanners that may match `s`, from one pass over its bytes (plain
+/// comparisons, so the compiler vectorizes it).
 pub(crate) fn candidates(s: &[u8], enabled: KindSet) -> KindSet {
-    let mut flags = 0u8;
-    let mut digits = 0usize;
-    let mut colons = 0usize;
-    let mut token = 0usize;
-    let mut longest_token = 0usize;
+    let mut digits = 0u32;
+    let mut colons = 0u32;
+    let (mut at, mut dot, mut dash, mut under, mut upper, mut lower) =
+        (false, false, false, false, false, false);
     for &b in s {
-        let c = CLASS[b as usize];
-        flags |= c;
-        digits += usize::from(c & DIGIT);
-        colons += usize::from(c == COLON);
-        // Length of the current run of token characters (branch-free).
-        token = (token + 1) & 0usize.wrapping_sub(usize::from(c >> 7));
-        longest_token = longest_token.max(token);
+        digits += u32::from(b.wrapping_sub(b'0') < 10);
+        colons += u32::from(b == b':');
+        at |= b == b'@';
+        dot |= b == b'.';
+        dash |= b == b'-';
+        under |= b == b'_';
+        upper |= b.wrapping_sub(b'A') < 26;
+        lower |= b.wrapping_sub(b'a') < 26;
     }
-    let has = |f: u8| flags & f != 0;
     let len = s.len();
     let mut k = 0u16;
     let mut set = |kind: DetectorKind, possible: bool| {
@@ -99,19 +63,20 @@ pub(crate) fn candidates(s: &[u8], enabled: KindSet) -> KindSet {
             k |= 1 << kind.index();
         }
     };
-    set(DetectorKind::Email, has(AT) && has(DOT) && len >= 6);
+    set(DetectorKind::Email, at && dot && len >= 6);
     set(DetectorKind::Phone, digits >= 8);
     set(DetectorKind::CreditCard, digits >= 13);
-    set(DetectorKind::UsSsn, digits >= 9 && has(DASH));
-    set(DetectorKind::Iban, digits >= 4 && has(UPPER) && len >= 15);
-    set(DetectorKind::Ipv4, digits >= 4 && has(DOT));
+    set(DetectorKind::UsSsn, digits >= 9 && dash);
+    set(DetectorKind::Iban, digits >= 4 && upper && len >= 15);
+    set(DetectorKind::Ipv4, digits >= 4 && dot);
     set(DetectorKind::Ipv6, colons >= 2);
+    set(DetectorKind::Jwt, len >= 20 && dot && upper && lower);
+    // Every key format has `_` or `-`, or upper case and digits (AWS, Google).
     set(
-        DetectorKind::Jwt,
-        longest_token >= 10 && len >= 20 && has(DOT) && has(UPPER) && has(LOWER),
+        DetectorKind::ApiKey,
+        len >= 15 && (under || dash || (upper && digits > 0)),
     );
-    set(DetectorKind::ApiKey, longest_token >= 15);
-    set(DetectorKind::PrivateKey, has(DASH) && len >= 40);
+    set(DetectorKind::PrivateKey, dash && len >= 40);
     KindSet(k)
 }
 
