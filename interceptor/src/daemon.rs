@@ -180,8 +180,12 @@ impl Daemon {
         }
         // Loading parsed the kernel's BTF (megabytes, freed now): hand that memory back to the
         // OS so the idle daemon stays small.
+        // (glibc only: musl, used for the static VM-test build, has no malloc_trim.)
         // SAFETY: malloc_trim only releases free heap pages.
-        unsafe { libc::malloc_trim(0) };
+        #[cfg(target_env = "gnu")]
+        unsafe {
+            libc::malloc_trim(0)
+        };
         Ok(Self {
             shared,
             attachment: Some(attachment),

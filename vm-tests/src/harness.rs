@@ -64,7 +64,9 @@ pub fn wait_for<T>(
             return Ok(v);
         }
         if Instant::now() > deadline {
-            return Err(fail(format!("timed out after {timeout:?} waiting for {what}")));
+            return Err(fail(format!(
+                "timed out after {timeout:?} waiting for {what}"
+            )));
         }
         thread::sleep(Duration::from_millis(20));
     }
@@ -154,10 +156,16 @@ pub struct Spawned {
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     readers: Vec<thread::JoinHandle<()>>,
+    /// Readers that saw end of file.
+    done: Arc<AtomicUsize>,
     pub what: String,
 }
 
-fn collect(mut r: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> thread::JoinHandle<()> {
+fn collect(
+    mut r: impl Read + Send + 'static,
+    into: Arc<Mutex<String>>,
+    done: Arc<AtomicUsize>,
+) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = r.read(&mut buf) {
@@ -165,8 +173,11 @@ fn collect(mut r: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> threa
                 break;
             }
             let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            into.lock().unwrap_or_else(|e| e.into_inner()).push_str(&text);
+            into.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_str(&text);
         }
+        done.fetch_add(1, Ordering::SeqCst);
     })
 }
 
@@ -181,18 +192,20 @@ impl Spawned {
             .map_err(|e| fail(format!("cannot start {what}: {e}")))?;
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
+        let done = Arc::new(AtomicUsize::new(0));
         let mut readers = Vec::new();
         if let Some(o) = child.stdout.take() {
-            readers.push(collect(o, stdout.clone()));
+            readers.push(collect(o, stdout.clone(), done.clone()));
         }
         if let Some(e) = child.stderr.take() {
-            readers.push(collect(e, stderr.clone()));
+            readers.push(collect(e, stderr.clone(), done.clone()));
         }
         Ok(Spawned {
             child,
             stdout,
             stderr,
             readers,
+            done,
             what,
         })
     }
@@ -202,7 +215,10 @@ impl Spawned {
     }
 
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn running(&mut self) -> bool {
@@ -218,9 +234,7 @@ impl Spawned {
                 Ok(None) if Instant::now() > deadline => {
                     let _ = self.child.kill();
                     let _ = self.child.wait();
-                    for r in self.readers.drain(..) {
-                        let _ = r.join();
-                    }
+                    self.drain_readers();
                     return Err(fail_with(
                         format!("timed out after {timeout:?}: {}", self.what),
                         &self.stderr(),
@@ -230,15 +244,33 @@ impl Spawned {
                 Err(e) => return Err(fail(format!("waiting for {}: {e}", self.what))),
             }
         };
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-        let stdout = self.stdout.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        self.drain_readers();
+        let stdout = self
+            .stdout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         Ok(Out {
             status,
             stdout,
             stderr: self.stderr(),
         })
+    }
+
+    /// Lets the output readers finish, but not forever: a grandchild that outlived the child
+    /// (e.g. the agent of a killed `interceptor run`) may hold the pipes open.
+    fn drain_readers(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.done.load(Ordering::SeqCst) < self.readers.len() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        if self.done.load(Ordering::SeqCst) >= self.readers.len() {
+            for r in self.readers.drain(..) {
+                let _ = r.join();
+            }
+        }
+        // Otherwise the readers stay detached and end when the last writer closes.
+        self.readers.clear();
     }
 
     pub fn signal(&self, sig: libc::c_int) {
@@ -387,12 +419,8 @@ impl<'a> Env<'a> {
                 &out.stderr,
             ));
         }
-        ProbeResult::parse(&out.stdout).ok_or_else(|| {
-            fail_with(
-                format!("no probe result in {:?}", out.stdout),
-                &out.stderr,
-            )
-        })
+        ProbeResult::parse(&out.stdout)
+            .ok_or_else(|| fail_with(format!("no probe result in {:?}", out.stdout), &out.stderr))
     }
 
     pub fn audit(&self) -> Result<Vec<Value>, Fail> {

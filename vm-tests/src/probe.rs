@@ -239,7 +239,10 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
             };
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
             unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
-            (storage, mem::size_of::<libc::sockaddr_in>() as libc::socklen_t)
+            (
+                storage,
+                mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
         }
         SocketAddr::V6(a) => {
             let sin6 = libc::sockaddr_in6 {
@@ -344,7 +347,10 @@ mod tests {
             error: Some("Connection reset by peer (os error 104)".into()),
             ..Default::default()
         };
-        assert_eq!(ProbeResult::parse(&format!("noise\n{}\n", r.line())), Some(r));
+        assert_eq!(
+            ProbeResult::parse(&format!("noise\n{}\n", r.line())),
+            Some(r)
+        );
         assert_eq!(ProbeResult::parse("nothing"), None);
     }
 

@@ -297,8 +297,10 @@ fn expect_ok(r: &ProbeResult, reply: &str, peer: &str) -> TestResult {
 fn expect_refused(r: &ProbeResult) -> TestResult {
     check!(!r.ok, "connect should have failed: {}", r.line());
     check!(
-        matches!(r.errno, Some(libc::ECONNRESET | libc::EPIPE | libc::ECONNREFUSED))
-            || r.error.as_deref() == Some("closed without reply"),
+        matches!(
+            r.errno,
+            Some(libc::ECONNRESET | libc::EPIPE | libc::ECONNREFUSED)
+        ) || r.error.as_deref() == Some("closed without reply"),
         "reset expected: {}",
         r.line()
     );
@@ -398,7 +400,14 @@ fn redirect_mapped(env: &Env) -> TestResult {
         "127.0.0.2/32",
         echo.port(),
     )]))?;
-    let r = env.run_probe(&policy, "probe", "mapped", "127.0.0.2", echo.port(), "mapped")?;
+    let r = env.run_probe(
+        &policy,
+        "probe",
+        "mapped",
+        "127.0.0.2",
+        echo.port(),
+        "mapped",
+    )?;
     expect_ok(
         &r,
         "echo:mapped",
@@ -413,7 +422,10 @@ fn redirect_mapped(env: &Env) -> TestResult {
     // A mapped connect to a port the policy does not allow is denied and goes nowhere.
     let r = env.run_probe(&policy, "probe", "mapped", "127.0.0.2", other.port(), "x")?;
     expect_refused(&r)?;
-    check!(other.accepted() == 0, "denied mapped connect reached upstream");
+    check!(
+        other.accepted() == 0,
+        "denied mapped connect reached upstream"
+    );
     Ok(())
 }
 
@@ -424,7 +436,14 @@ fn child_process(env: &Env) -> TestResult {
         "127.0.0.2/32",
         echo.port(),
     )]))?;
-    let r = env.run_probe(&policy, "probe-fork", "4", "127.0.0.2", echo.port(), "child")?;
+    let r = env.run_probe(
+        &policy,
+        "probe-fork",
+        "4",
+        "127.0.0.2",
+        echo.port(),
+        "child",
+    )?;
     expect_ok(&r, "echo:child", &format!("127.0.0.2:{}", echo.port()))?;
     check!(
         r.parent_pid.is_some_and(|p| p != r.pid),
@@ -511,7 +530,11 @@ fn own_listener(env: &Env) -> TestResult {
     let port = l.port().to_string();
     let ip = l.ip().to_string();
     let r = probe_in(&cg, &env.ctx.me, &["probe", "4", &ip, &port, "loop"])?;
-    check!(!r.ok, "the proxy's own listener was reachable: {}", r.line());
+    check!(
+        !r.ok,
+        "the proxy's own listener was reachable: {}",
+        r.line()
+    );
     daemon.stop()?;
     let recs = env.connections()?;
     check!(
@@ -537,7 +560,11 @@ fn not_looped_back(env: &Env) -> TestResult {
     // connects from being redirected back to itself.
     cg.add_pid(daemon.pid())?;
     let port = echo.port().to_string();
-    let r = probe_in(&cg, &env.ctx.me, &["probe", "4", "127.0.0.2", &port, "marked"]);
+    let r = probe_in(
+        &cg,
+        &env.ctx.me,
+        &["probe", "4", "127.0.0.2", &port, "marked"],
+    );
     // Out again before stopping, so that the stop does not race the cgroup's removal.
     let moved_back = move_pid(&home, daemon.pid());
     let r = r?;
@@ -606,7 +633,11 @@ fn fail_closed(env: &Env) -> TestResult {
         Fail::Fail(r, _) => fail_with(r, &log),
         s => s,
     })?;
-    check!(!r.ok, "a connect after the daemon died succeeded: {}", r.line());
+    check!(
+        !r.ok,
+        "a connect after the daemon died succeeded: {}",
+        r.line()
+    );
     check!(
         matches!(r.errno, Some(libc::ECONNREFUSED | libc::EPERM)),
         "ECONNREFUSED or EPERM expected: {}",

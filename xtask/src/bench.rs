@@ -70,13 +70,20 @@ struct Stats {
 }
 
 fn stats(text: &str) -> Result<Stats> {
-    let mut v: Vec<u64> = text.lines().map(|l| l.trim().parse()).collect::<Result<_, _>>()?;
+    let mut v: Vec<u64> = text
+        .lines()
+        .map(|l| l.trim().parse())
+        .collect::<Result<_, _>>()?;
     if v.is_empty() {
         bail!("no samples");
     }
     v.sort_unstable();
     let pct = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)] as f64 / 1000.0;
-    Ok(Stats { median_us: pct(0.5), p99_us: pct(0.99), mean_us: v.iter().sum::<u64>() as f64 / v.len() as f64 / 1000.0 })
+    Ok(Stats {
+        median_us: pct(0.5),
+        p99_us: pct(0.99),
+        mean_us: v.iter().sum::<u64>() as f64 / v.len() as f64 / 1000.0,
+    })
 }
 
 fn connect() -> Result<()> {
@@ -87,7 +94,10 @@ fn connect() -> Result<()> {
     let root = workspace_root();
     let interceptor = build::daemon_path(Profile::Release);
     let me = std::env::current_exe()?;
-    let n: usize = std::env::var("BENCH_ITERATIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_ITERATIONS);
+    let n: usize = std::env::var("BENCH_ITERATIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_ITERATIONS);
     let dir = root.join("target/bench");
     fs::create_dir_all(&dir)?;
     let addr = byte_server()?;
@@ -111,7 +121,10 @@ fn connect() -> Result<()> {
         } else {
             Command::new(&me)
         };
-        let out = cmd.args(["bench-client", &addr.to_string(), &n.to_string()]).stderr(Stdio::inherit()).output()?;
+        let out = cmd
+            .args(["bench-client", &addr.to_string(), &n.to_string()])
+            .stderr(Stdio::inherit())
+            .output()?;
         if !out.status.success() {
             bail!("bench client failed: {}", out.status);
         }
@@ -129,9 +142,18 @@ fn connect() -> Result<()> {
         mean_us: (a.mean_us + b.mean_us) / 2.0,
     };
     let (direct, through) = (avg(&d1, &d2), avg(&t1, &t2));
-    println!("{:<22} {:>10} {:>10} {:>10}", "", "median µs", "p99 µs", "mean µs");
-    println!("{:<22} {:>10.1} {:>10.1} {:>10.1}", "direct", direct.median_us, direct.p99_us, direct.mean_us);
-    println!("{:<22} {:>10.1} {:>10.1} {:>10.1}", "through interceptor", through.median_us, through.p99_us, through.mean_us);
+    println!(
+        "{:<22} {:>10} {:>10} {:>10}",
+        "", "median µs", "p99 µs", "mean µs"
+    );
+    println!(
+        "{:<22} {:>10.1} {:>10.1} {:>10.1}",
+        "direct", direct.median_us, direct.p99_us, direct.mean_us
+    );
+    println!(
+        "{:<22} {:>10.1} {:>10.1} {:>10.1}",
+        "through interceptor", through.median_us, through.p99_us, through.mean_us
+    );
     println!(
         "{:<22} {:>9.2}× {:>9.2}× {:>9.2}×   (target ≤ 1.5× median)",
         "ratio",
@@ -140,7 +162,10 @@ fn connect() -> Result<()> {
         through.mean_us / direct.mean_us
     );
     let rss = idle_rss(&interceptor, &dir, &policy)?;
-    println!("daemon idle RSS: {:.1} MB (target ≤ 20 MB)", rss as f64 / 1024.0);
+    println!(
+        "daemon idle RSS: {:.1} MB (target ≤ 20 MB)",
+        rss as f64 / 1024.0
+    );
     Ok(())
 }
 
@@ -149,7 +174,8 @@ fn cgroup2_root() -> Result<std::path::PathBuf> {
     text.lines()
         .find_map(|l| {
             let (pre, post) = l.split_once(" - ")?;
-            (post.split_whitespace().next()? == "cgroup2").then(|| pre.split_whitespace().nth(4).map(Into::into))?
+            (post.split_whitespace().next()? == "cgroup2")
+                .then(|| pre.split_whitespace().nth(4).map(Into::into))?
         })
         .context("no cgroup2 mount")
 }
@@ -184,7 +210,10 @@ fn idle_rss(interceptor: &Path, dir: &Path, policy: &Path) -> Result<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .context("VmRSS")?;
-    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status()?;
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()?;
     child.wait()?;
     let _ = fs::remove_dir(&cg);
     Ok(rss)

@@ -21,7 +21,8 @@ use crate::util::{is_root, workspace_root};
 
 /// A tiny echo service; counts the connections it accepted.
 pub fn echo_service(addr: &str) -> Result<Arc<AtomicUsize>> {
-    let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} (in use?)"))?;
+    let listener =
+        TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} (in use?)"))?;
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
     thread::spawn(move || {
@@ -30,7 +31,11 @@ pub fn echo_service(addr: &str) -> Result<Arc<AtomicUsize>> {
             thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(b"echo: ").and_then(|_| s.write_all(&buf[..n])).is_err() {
+                    if n == 0
+                        || s.write_all(b"echo: ")
+                            .and_then(|_| s.write_all(&buf[..n]))
+                            .is_err()
+                    {
                         break;
                     }
                 }
@@ -56,7 +61,10 @@ pub fn run_demo() -> Result<()> {
     let denied = echo_service("127.0.0.2:7002")?;
     let policy = root.join("policies/examples/demo.yaml");
     println!("\n==> demo: echo services on 127.0.0.2:7001 and 127.0.0.2:7002");
-    println!("    policy {}: allow 127.0.0.2:7001, deny the other ports", policy.display());
+    println!(
+        "    policy {}: allow 127.0.0.2:7001, deny the other ports",
+        policy.display()
+    );
     println!("==> interceptor run -- python3 xtask/demo/agent.py\n");
     let status = Command::new(&interceptor)
         .arg("--state-dir")
@@ -74,8 +82,14 @@ pub fn run_demo() -> Result<()> {
         bail!("interceptor run failed: {status}");
     }
     println!("\n==> what the services saw");
-    println!("    127.0.0.2:7001 accepted {} connection(s) (from the proxy)", allowed.load(Ordering::SeqCst));
-    println!("    127.0.0.2:7002 accepted {} connection(s) — the denied connect never reached it", denied.load(Ordering::SeqCst));
+    println!(
+        "    127.0.0.2:7001 accepted {} connection(s) (from the proxy)",
+        allowed.load(Ordering::SeqCst)
+    );
+    println!(
+        "    127.0.0.2:7002 accepted {} connection(s) — the denied connect never reached it",
+        denied.load(Ordering::SeqCst)
+    );
     println!("\n==> audit records ({})", audit.display());
     for line in fs::read_to_string(&audit)?.lines() {
         let v: serde_json::Value = serde_json::from_str(line)?;

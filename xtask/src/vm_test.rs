@@ -194,7 +194,20 @@ fn build_guest() -> Result<(PathBuf, PathBuf)> {
     setup::rust(false)?;
     ensure_musl()?;
     let object = build::build_ebpf()?;
-    run(host_cargo()
+    let mut cmd = host_cargo();
+    // bindgen (pg_query) runs libclang for the musl target, which then finds neither its own
+    // builtin headers (stdbool.h) nor libc's: point it at clang's and musl's.
+    if std::env::var_os(BINDGEN_ARGS_ENV).is_none() {
+        let mut dirs: Vec<PathBuf> = clang_resource_includes();
+        dirs.push(PathBuf::from("/usr/include/x86_64-linux-musl"));
+        let args: Vec<String> = dirs
+            .iter()
+            .filter(|d| d.is_dir())
+            .map(|d| format!("-isystem {}", d.display()))
+            .collect();
+        cmd.env(BINDGEN_ARGS_ENV, args.join(" "));
+    }
+    run(cmd
         .args([
             "build",
             "--release",
@@ -219,6 +232,31 @@ fn build_guest() -> Result<(PathBuf, PathBuf)> {
         }
     }
     Ok(bins)
+}
+
+/// Extra clang arguments bindgen reads for the musl target.
+const BINDGEN_ARGS_ENV: &str = "BINDGEN_EXTRA_CLANG_ARGS_x86_64_unknown_linux_musl";
+
+/// `/usr/lib/llvm-N/lib/clang/V/include` of the newest LLVM installed (libclang's builtins).
+fn clang_resource_includes() -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = Vec::new();
+    for llvm in fs::read_dir("/usr/lib").into_iter().flatten().flatten() {
+        if !llvm.file_name().to_string_lossy().starts_with("llvm-") {
+            continue;
+        }
+        for v in fs::read_dir(llvm.path().join("lib/clang"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let inc = v.path().join("include");
+            if inc.join("stdbool.h").is_file() {
+                found.push(inc);
+            }
+        }
+    }
+    found.sort_by(|a, b| natural_key(&a.to_string_lossy()).cmp(&natural_key(&b.to_string_lossy())));
+    found.pop().into_iter().collect()
 }
 
 /// True when an ELF64 file has a PT_INTERP program header (needs a dynamic loader).
@@ -303,12 +341,16 @@ fn fetch_kernel(spec: &str, cache: &Path) -> Result<Kernel> {
         spec.to_string()
     } else {
         let query = format!("linux-image-{spec}");
-        let mut found =
-            pick_package(spec, &output(Command::new("apt-cache").args(["pkgnames", &query]))?);
+        let mut found = pick_package(
+            spec,
+            &output(Command::new("apt-cache").args(["pkgnames", &query]))?,
+        );
         if found.is_none() {
             run(Command::new("apt-get").args(["update", "-qq"]))?;
-            found =
-                pick_package(spec, &output(Command::new("apt-cache").args(["pkgnames", &query]))?);
+            found = pick_package(
+                spec,
+                &output(Command::new("apt-cache").args(["pkgnames", &query]))?,
+            );
         }
         match found {
             Some(p) => p,
@@ -422,7 +464,13 @@ mod cpio {
         }
 
         /// One entry: `mode` includes the file type bits; `rdev` for device nodes.
-        fn entry(&mut self, name: &str, mode: u32, data: &[u8], rdev: (u32, u32)) -> io::Result<()> {
+        fn entry(
+            &mut self,
+            name: &str,
+            mode: u32,
+            data: &[u8],
+            rdev: (u32, u32),
+        ) -> io::Result<()> {
             let name = name.trim_start_matches('/');
             let nlink = if mode & 0o170000 == 0o040000 { 2 } else { 1 };
             let header = format!(
@@ -458,7 +506,13 @@ mod cpio {
             self.entry(name, 0o100000 | perm, data, (0, 0))
         }
 
-        pub fn char_dev(&mut self, name: &str, perm: u32, major: u32, minor: u32) -> io::Result<()> {
+        pub fn char_dev(
+            &mut self,
+            name: &str,
+            perm: u32,
+            major: u32,
+            minor: u32,
+        ) -> io::Result<()> {
             self.entry(name, 0o020000 | perm, &[], (major, minor))
         }
 
@@ -584,7 +638,11 @@ type Lines = Vec<(Duration, String)>;
 
 /// Runs qemu with a timeout; returns the console lines and how it ended. Lines are also
 /// appended to `log` and shown as they come when they are suite output.
-fn run_vm(mut cmd: Command, timeout: Duration, log: Option<(&Path, &str)>) -> Result<(Lines, String)> {
+fn run_vm(
+    mut cmd: Command,
+    timeout: Duration,
+    log: Option<(&Path, &str)>,
+) -> Result<(Lines, String)> {
     let start = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -595,8 +653,14 @@ fn run_vm(mut cmd: Command, timeout: Duration, log: Option<(&Path, &str)>) -> Re
     let (tx, rx) = mpsc::channel::<String>();
     let mut readers = Vec::new();
     for stream in [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
     ]
     .into_iter()
     .flatten()
@@ -605,7 +669,11 @@ fn run_vm(mut cmd: Command, timeout: Duration, log: Option<(&Path, &str)>) -> Re
         readers.push(thread::spawn(move || {
             let mut r = BufReader::new(stream);
             let mut buf = Vec::new();
-            while r.read_until(b'\n', &mut buf).map(|n| n > 0).unwrap_or(false) {
+            while r
+                .read_until(b'\n', &mut buf)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {
                 let line = String::from_utf8_lossy(&buf)
                     .trim_end_matches(['\n', '\r'])
                     .replace('\r', "");
@@ -715,7 +783,11 @@ fn boot(
     );
     println!("$ {}", display(&cmd));
     let start = Instant::now();
-    let (timed, how) = run_vm(cmd, Duration::from_secs(args.timeout), Some((&console, spec)))?;
+    let (timed, how) = run_vm(
+        cmd,
+        Duration::from_secs(args.timeout),
+        Some((&console, spec)),
+    )?;
     let time = start.elapsed();
     let lines: Vec<String> = timed.iter().map(|(_, l)| l.clone()).collect();
     let mut report = parse_console(&lines, &how);
@@ -778,7 +850,8 @@ fn parse_console(lines: &[String], how: &str) -> Report {
                 .and_then(|r| r.split_once(" unsupported: "))
             {
                 unsupported = Some(reason.to_string());
-            } else if rest.starts_with("the suite panicked") || rest.starts_with("init setup failed")
+            } else if rest.starts_with("the suite panicked")
+                || rest.starts_with("init setup failed")
             {
                 panicked = Some(rest.to_string());
             }
@@ -813,9 +886,8 @@ fn parse_console(lines: &[String], how: &str) -> Report {
 /// `3 passed, 1 failed, 0 skipped` → (3, 1, 0).
 fn parse_summary(s: &str) -> Option<(usize, usize, usize)> {
     let mut parts = s.split(", ");
-    let mut num = |word: &str| -> Option<usize> {
-        parts.next()?.strip_suffix(word)?.trim().parse().ok()
-    };
+    let mut num =
+        |word: &str| -> Option<usize> { parts.next()?.strip_suffix(word)?.trim().parse().ok() };
     let passed = num(" passed")?;
     let failed = num(" failed")?;
     let skipped = num(" skipped")?;

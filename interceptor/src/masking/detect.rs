@@ -10,6 +10,7 @@ mod iban;
 mod ip;
 mod jwt;
 mod phone;
+mod prepass;
 mod secrets;
 mod ssn;
 
@@ -39,99 +40,6 @@ impl KindSet {
     }
 }
 
-/// The scanners that may match `s`, from one pass over its bytes (plain
-/// comparisons, so the compiler vectorizes it).
-pub(crate) fn candidates(s: &[u8], enabled: KindSet) -> KindSet {
-    let mut digits = 0u32;
-    let mut colons = 0u32;
-    let (mut at, mut dot, mut dash, mut under, mut upper, mut lower) =
-        (false, false, false, false, false, false);
-    for &b in s {
-        digits += u32::from(b.wrapping_sub(b'0') < 10);
-        colons += u32::from(b == b':');
-        at |= b == b'@';
-        dot |= b == b'.';
-        dash |= b == b'-';
-        under |= b == b'_';
-        upper |= b.wrapping_sub(b'A') < 26;
-        lower |= b.wrapping_sub(b'a') < 26;
-    }
-    let len = s.len();
-    let mut k = 0u16;
-    let mut set = |kind: DetectorKind, possible: bool| {
-        if possible && enabled.has(kind) {
-            k |= 1 << kind.index();
-        }
-    };
-    set(DetectorKind::Email, at && dot && len >= 6);
-    set(DetectorKind::Phone, digits >= 8);
-    set(DetectorKind::CreditCard, digits >= 13);
-    set(DetectorKind::UsSsn, digits >= 9 && dash);
-    set(DetectorKind::Iban, digits >= 4 && upper && len >= 15);
-    set(DetectorKind::Ipv4, digits >= 4 && dot);
-    set(DetectorKind::Ipv6, colons >= 2);
-    set(DetectorKind::Jwt, len >= 20 && dot && upper && lower);
-    // Every key format has `_` or `-`, or upper case and digits (AWS, Google).
-    set(
-        DetectorKind::ApiKey,
-        len >= 15 && (under || dash || (upper && digits > 0)),
-    );
-    set(DetectorKind::PrivateKey, dash && len >= 40);
-    KindSet(k)
-}
-
-/// Kinds whose scanners start from digit runs.
-const NUMERIC: KindSet = KindSet(
-    1 << DetectorKind::Phone.index()
-        | 1 << DetectorKind::CreditCard.index()
-        | 1 << DetectorKind::UsSsn.index()
-        | 1 << DetectorKind::Iban.index()
-        | 1 << DetectorKind::Ipv4.index(),
-);
-
-/// Start offsets of the runs of ASCII digits of a value, kept on the stack
-/// unless there are many.
-struct DigitRuns {
-    inline: [usize; 16],
-    n: usize,
-    spill: Vec<usize>,
-}
-
-impl DigitRuns {
-    fn of(s: &[u8]) -> DigitRuns {
-        let mut r = DigitRuns {
-            inline: [0; 16],
-            n: 0,
-            spill: Vec::new(),
-        };
-        let mut prev_digit = false;
-        for (i, &b) in s.iter().enumerate() {
-            let d = b.is_ascii_digit();
-            if d && !prev_digit {
-                if r.n < r.inline.len() {
-                    r.inline[r.n] = i;
-                    r.n += 1;
-                } else {
-                    if r.spill.is_empty() {
-                        r.spill.extend_from_slice(&r.inline);
-                    }
-                    r.spill.push(i);
-                }
-            }
-            prev_digit = d;
-        }
-        r
-    }
-
-    fn as_slice(&self) -> &[usize] {
-        if self.spill.is_empty() {
-            &self.inline[..self.n]
-        } else {
-            &self.spill
-        }
-    }
-}
-
 /// A scanner: the value, the starts of its digit runs (empty unless a
 /// numeric kind is scanned), and where to push occurrences.
 type Scanner = fn(&[u8], &[usize], &mut Vec<Hit>);
@@ -142,20 +50,12 @@ type Scanner = fn(&[u8], &[usize], &mut Vec<Hit>);
 /// found.
 pub(crate) fn find_all(s: &[u8], enabled: KindSet, hits: &mut Vec<Hit>) {
     hits.clear();
-    let run = candidates(s, enabled);
+    let pre = prepass::Prepass::of(s);
+    let run = pre.candidates(enabled);
     if run.is_empty() {
         return;
     }
-    let runs = if run.0 & NUMERIC.0 != 0 {
-        DigitRuns::of(s)
-    } else {
-        DigitRuns {
-            inline: [0; 16],
-            n: 0,
-            spill: Vec::new(),
-        }
-    };
-    let runs = runs.as_slice();
+    let runs = pre.digit_runs();
     let scanners: [(DetectorKind, Scanner); 10] = [
         (DetectorKind::PrivateKey, secrets::find_private_keys),
         (DetectorKind::Jwt, jwt::find),

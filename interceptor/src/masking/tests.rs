@@ -584,9 +584,6 @@ fn bench_tmp_per_kind() {
         for _ in 0..1000 { for v in &vals { detect::find_all(v.as_bytes(), set, &mut hits); std::hint::black_box(&hits); } }
         println!("{k}: {:.1} ns/value", t.elapsed().as_nanos() as f64 / (1000.0 * vals.len() as f64));
     }
-    let t = Instant::now();
-    for _ in 0..1000 { for v in &vals { std::hint::black_box(detect::candidates(std::hint::black_box(v.as_bytes()), detect::KindSet(0x3ff))); } }
-    println!("prepass: {:.1} ns/value", t.elapsed().as_nanos() as f64 / (1000.0 * vals.len() as f64));
 }
 
 #[test]

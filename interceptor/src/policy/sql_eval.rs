@@ -90,7 +90,8 @@ fn evaluate_statement(policy: &Policy, req: &SqlRequest, st: &SqlStatement) -> S
             .as_ref()
             .is_none_or(|rs| rs.iter().any(|n| n == req.resource))
     };
-    let mut nearest: Option<(&CompiledSqlRule, String)> = None;
+    // Why each applicable allow rule did not cover the statement (for the denial).
+    let mut misses: Vec<(&CompiledSqlRule, String)> = Vec::new();
     for r in policy.sql_rules.iter().filter(applicable) {
         match r.action {
             SqlAction::Deny => {
@@ -124,17 +125,21 @@ fn evaluate_statement(policy: &Policy, req: &SqlRequest, st: &SqlStatement) -> S
                         statement: None,
                     };
                 }
-                Some(why) => {
-                    if nearest.is_none() {
-                        nearest = Some((r, why));
-                    }
-                }
+                Some(why) => misses.push((r, why)),
             },
         }
     }
-    let reason = match nearest {
-        Some((r, why)) => format!("not allowed by rule {}: {why}", r.name),
-        None => format!(
+    let reason = match misses.as_slice() {
+        [(r, why)] => format!("not allowed by rule {}: {why}", r.name),
+        [_, ..] => format!(
+            "no rule allows it ({})",
+            misses
+                .iter()
+                .map(|(r, why)| format!("{}: {why}", r.name))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        [] => format!(
             "no SQL rule allows {} for this identity on resource {}",
             describe(st),
             req.resource

@@ -7,7 +7,7 @@ const MAX_GROUPS: usize = 24;
 pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Vec<Hit>) {
     let mut next = 0;
     for &i in runs {
-        if i < next || !num_left_ok(s, i) {
+        if i < next || !num_left_ok(s, i) || !enough_digits(s, i) {
             continue;
         }
         // Digit groups joined by one separator (the same one throughout).
@@ -41,6 +41,23 @@ pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Vec<Hit>) {
             next = end;
         }
     }
+}
+
+/// At least 13 digits in groups joined by single spaces or dashes from `i`.
+fn enough_digits(s: &[u8], mut i: usize) -> bool {
+    let mut n = 0;
+    while i < s.len() {
+        match s[i] {
+            b'0'..=b'9' => n += 1,
+            b' ' | b'-' if s.get(i + 1).is_some_and(u8::is_ascii_digit) => {}
+            _ => break,
+        }
+        if n >= 13 {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
 
 /// The first (then longest) card number made of whole consecutive groups.

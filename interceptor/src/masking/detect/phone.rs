@@ -14,7 +14,14 @@ pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Vec<Hit>) {
             b'(' if r == 1 || !is_word(s[r - 2]) => nanp(s, r - 1).map(|end| (r - 1, end)),
             _ => None,
         }
-        .or_else(|| num_left_ok(s, r).then(|| nanp(s, r)).flatten().map(|end| (r, end)));
+        .or_else(|| {
+            // A North American number starts with its 3-digit area code or a `1`.
+            let len = super::digits_at(s, r, 4);
+            (len == 3 || (len == 1 && s[r] == b'1')) && num_left_ok(s, r)
+        }
+        .then(|| nanp(s, r))
+        .flatten()
+        .map(|end| (r, end)));
         if let Some((start, end)) = found {
             hits.push(Hit {
                 start,

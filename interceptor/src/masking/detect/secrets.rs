@@ -56,52 +56,45 @@ const PREFIXES: &[(&[u8], Body)] = &[
     (b"sk-", Body { chars: b64url, min: 20, max: 255, mixed: true }),
 ];
 
+/// Every key is a whole token: a maximal run of letters, digits, `-` and
+/// `_` (its prefix starts the token, its body ends it).
 pub(super) fn find_api_keys(s: &[u8], _runs: &[usize], hits: &mut Vec<Hit>) {
     let mut i = 0;
-    while i + 15 <= s.len() {
-        let b = s[i];
-        let maybe = matches!(b, b'A' | b'g' | b'x' | b's' | b'r')
-            && (i == 0 || !b64url(s[i - 1]));
-        match maybe.then(|| key_at(s, i)).flatten() {
-            Some(end) => {
-                hits.push(Hit {
-                    start: i,
-                    end,
-                    kind: DetectorKind::ApiKey,
-                });
-                i = end;
-            }
-            None => i += 1,
+    while i < s.len() {
+        if !b64url(s[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < s.len() && b64url(s[i]) {
+            i += 1;
+        }
+        if i - start >= 15 && key_token(&s[start..i]) {
+            hits.push(Hit {
+                start,
+                end: i,
+                kind: DetectorKind::ApiKey,
+            });
         }
     }
 }
 
-fn key_at(s: &[u8], i: usize) -> Option<usize> {
-    let rest = &s[i..];
-    for (prefix, body) in PREFIXES {
-        if !rest.starts_with(prefix) {
-            continue;
-        }
-        let b = &rest[prefix.len()..];
-        let n = b.iter().take_while(|&&c| (body.chars)(c)).count();
-        if n < body.min || n > body.max {
-            return None;
-        }
-        // Not glued to more token characters.
-        if b.get(n).is_some_and(|&c| b64url(c)) {
-            return None;
-        }
-        let body_bytes = &b[..n];
-        if body.mixed
-            && !(body_bytes.iter().any(u8::is_ascii_digit)
-                && body_bytes.iter().any(u8::is_ascii_uppercase)
-                && body_bytes.iter().any(u8::is_ascii_lowercase))
-        {
-            return None;
-        }
-        return Some(i + prefix.len() + n);
+/// Whether a whole token is a key of a known format.
+fn key_token(t: &[u8]) -> bool {
+    if !matches!(t[0], b'A' | b'g' | b'x' | b's' | b'r') {
+        return false;
     }
-    None
+    let Some((prefix, body)) = PREFIXES.iter().find(|(p, _)| t.starts_with(p)) else {
+        return false;
+    };
+    let b = &t[prefix.len()..];
+    if b.len() < body.min || b.len() > body.max || !b.iter().all(|&c| (body.chars)(c)) {
+        return false;
+    }
+    !body.mixed
+        || (b.iter().any(u8::is_ascii_digit)
+            && b.iter().any(u8::is_ascii_uppercase)
+            && b.iter().any(u8::is_ascii_lowercase))
 }
 
 const BEGIN: &[u8] = b"-----BEGIN ";

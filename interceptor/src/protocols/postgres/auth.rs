@@ -20,6 +20,10 @@ pub struct Session {
 }
 
 /// Logs in as `user` to `database`. `password` is the resource's secret, if it has one.
+/// `channel_binding`: on TLS, the `tls-server-end-point` hash of the server's certificate
+/// (`tls::server_end_point`); SCRAM then binds the login to this TLS session
+/// (SCRAM-SHA-256-PLUS) when the server offers it. `Some(None)`: TLS, but the certificate's
+/// hash is undefined (e.g. Ed25519): no binding. `None`: no TLS.
 pub async fn login<R, W>(
     reader: &mut FrameReader<R>,
     writer: &mut W,
@@ -27,6 +31,7 @@ pub async fn login<R, W>(
     user: &str,
     database: &str,
     password: Option<&[u8]>,
+    channel_binding: Option<Option<Vec<u8>>>,
 ) -> Result<Session>
 where
     R: AsyncRead + Unpin,
@@ -73,8 +78,19 @@ where
                         if !mechs.iter().any(|m| m == sasl::SCRAM_SHA_256) {
                             return Err(auth_err(format!("the server offers only SASL mechanisms {mechs:?}; SCRAM-SHA-256 is supported")));
                         }
-                        let s = sasl::ScramSha256::new(need_pw()?, sasl::ChannelBinding::unrequested());
-                        fe::sasl_initial_response(sasl::SCRAM_SHA_256, s.message(), &mut buf)?;
+                        let plus = mechs.iter().any(|m| m == sasl::SCRAM_SHA_256_PLUS);
+                        let (mech, binding) = match &channel_binding {
+                            Some(Some(hash)) if plus => (
+                                sasl::SCRAM_SHA_256_PLUS,
+                                sasl::ChannelBinding::tls_server_end_point(hash.clone()),
+                            ),
+                            // TLS without a usable certificate hash: say we cannot bind
+                            // ("n"), or the server would suspect a downgrade.
+                            Some(None) => (sasl::SCRAM_SHA_256, sasl::ChannelBinding::unsupported()),
+                            _ => (sasl::SCRAM_SHA_256, sasl::ChannelBinding::unrequested()),
+                        };
+                        let s = sasl::ScramSha256::new(need_pw()?, binding);
+                        fe::sasl_initial_response(mech, s.message(), &mut buf)?;
                         scram = Some(s);
                     }
                     11 => {

@@ -1,10 +1,13 @@
 //! Result masking: a `ColumnPlan` per RowDescription (table OIDs named through a cached
 //! catalog lookup on a side connection) and DataRow rewriting with correct lengths.
 //!
-//! Binary-format values: detectors only scan text-format values of text-like types; a column
-//! rule on a binary-format column sends NULL (the masked text cannot be encoded in the
-//! column's binary format). A column rule on a text-format non-text column (e.g. an integer
-//! id) sends the masked text.
+//! Binary-format values: for text, varchar, char, name, json, xml and unknown the binary
+//! format *is* the text, so they are masked exactly like text-format values. Other binary
+//! values that can hold text (jsonb, text arrays, types defined in the database such as
+//! enums, domains or citext) are scanned as raw bytes; a detector hit or a column rule sends
+//! NULL (the masked text cannot be re-encoded in that format). A column rule on any other
+//! binary column also sends NULL. A column rule on a text-format non-text column (e.g. an
+//! integer id) sends the masked text.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -96,27 +99,56 @@ impl Catalog {
     }
 }
 
-/// Types whose text-format values detectors may scan.
+/// First OID of objects created in a database (types defined there: enums, domains,
+/// extension types such as citext). Their values are treated as possibly text.
+const FIRST_NORMAL_OID: u32 = 16384;
+
+/// Types whose text-format values detectors scan: built-in text-like types (and arrays of
+/// them) and every type defined in the database.
 pub fn text_like_type(oid: u32) -> bool {
-    matches!(
-        oid,
-        18 | 19 | 25 | 114 | 142 | 705 | 1042 | 1043 | 3802 | 1009 | 1015 | 199 | 3807
-    )
+    oid >= FIRST_NORMAL_OID
+        || matches!(
+            oid,
+            18 | 19 | 25 | 114 | 142 | 705 | 1042 | 1043 | 3802 | 4072 | 1009 | 1015 | 1014 | 199 | 3807
+        )
+}
+
+/// Built-in types whose binary format is exactly their text (`textsend` and friends).
+pub fn binary_is_text(oid: u32) -> bool {
+    matches!(oid, 18 | 19 | 25 | 114 | 142 | 705 | 1042 | 1043)
+}
+
+/// How a column's values are encoded on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Text format, or a binary format identical to the text: masked in place.
+    Text,
+    /// Another binary format: a value that would be masked is sent as NULL.
+    Binary,
 }
 
 /// A plan for one result set. `formats` are the effective formats (0 text, 1 binary).
 #[derive(Debug)]
 pub struct ResultMask {
     pub plan: ColumnPlan,
-    pub binary: Vec<bool>,
+    pub encoding: Vec<Encoding>,
 }
 
 pub fn plan(masker: &Masker, fields: &[Field], formats: &[i16], catalog: &Catalog) -> ResultMask {
-    let binary: Vec<bool> = (0..fields.len())
-        .map(|i| match formats {
-            [] => fields[i].format == 1,
-            [one] => *one == 1,
-            many => many.get(i).copied().unwrap_or(0) == 1,
+    let encoding: Vec<Encoding> = fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let binary = match formats {
+                [] => f.format == 1,
+                [one] => *one == 1,
+                many => many.get(i).copied().unwrap_or(0) == 1,
+            };
+            if binary && !binary_is_text(f.type_oid) {
+                Encoding::Binary
+            } else {
+                Encoding::Text
+            }
         })
         .collect();
     let infos: Vec<Option<Arc<TableInfo>>> =
@@ -124,19 +156,18 @@ pub fn plan(masker: &Masker, fields: &[Field], formats: &[i16], catalog: &Catalo
     let cols: Vec<ColumnRef> = fields
         .iter()
         .zip(&infos)
-        .zip(&binary)
-        .map(|((f, info), &bin)| ColumnRef {
+        .map(|(f, info)| ColumnRef {
             table: info.as_ref().map(|i| i.qualified.as_str()),
             name: info
                 .as_ref()
                 .and_then(|i| i.columns.get(&f.column))
                 .map_or(f.name.as_str(), String::as_str),
-            text_like: !bin && text_like_type(f.type_oid),
+            text_like: text_like_type(f.type_oid),
         })
         .collect();
     ResultMask {
         plan: masker.plan(&cols),
-        binary,
+        encoding,
     }
 }
 
@@ -159,7 +190,7 @@ pub fn rewrite_row(
     for (i, v) in values.iter().enumerate() {
         let new = v.and_then(|v| masker.mask_value(&m.plan, i, v)).map(|mv| {
             count += 1;
-            if m.binary.get(i).copied().unwrap_or(false) && mv.requires_text {
+            if m.encoding.get(i) == Some(&Encoding::Binary) {
                 None
             } else {
                 Some(mv.bytes)
@@ -243,10 +274,35 @@ mod tests {
         let len = u32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize;
         assert_eq!(len + 1, out.len(), "length rewritten");
 
-        // Binary format: a column rule sends NULL.
+        // Binary format of text columns is the text: masked the same way.
         let m = plan(&masker, &fields, &[1], &catalog);
         let mut out = BytesMut::new();
         rewrite_row(&masker, &m, &row[5..], &mut out).unwrap();
-        assert_eq!(backend::data_row(&out[5..]).unwrap()[1], None);
+        let got = backend::data_row(&out[5..]).unwrap();
+        assert_eq!(got[0], Some(&b"123456789"[..]));
+        assert_eq!(got[1], Some(&b"[REDACTED]"[..]));
+        assert!(std::str::from_utf8(got[2].unwrap())
+            .unwrap()
+            .ends_with("@example.com"));
+
+        // Other binary formats: a value that would be masked becomes NULL, others pass.
+        let fields = vec![
+            field("id", 16384, 1, 23),
+            field("s", 16384, 2, 3802),
+            field("e", 16384, 3, 1009),
+        ];
+        let m = plan(&masker, &fields, &[1], &catalog);
+        let mut row = BytesMut::new();
+        let vals: Vec<Option<&[u8]>> = vec![
+            Some(b"\0\0\0\x07"),
+            Some(b"\x01\"078-05-1120\""),
+            Some(b"..alice@example.com.."),
+        ];
+        backend::encode_data_row(vals.into_iter(), &mut row);
+        let mut out = BytesMut::new();
+        let n = rewrite_row(&masker, &m, &row[5..], &mut out).unwrap();
+        assert_eq!(n, 2);
+        let got = backend::data_row(&out[5..]).unwrap();
+        assert_eq!(got, vec![Some(&b"\0\0\0\x07"[..]), None, None]);
     }
 }

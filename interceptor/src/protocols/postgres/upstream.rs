@@ -77,8 +77,8 @@ pub async fn connect(name: &str, r: &PostgresResource, timeout: Duration) -> Res
     let mut tcp = crate::proxy::session::connect_upstream(addr, timeout)
         .await
         .map_err(|e| up_err(format!("cannot connect to {addr}: {e}")))?;
-    let (stream, tls): (BoxStream, bool) = match tls::config(name, r)? {
-        None => (Box::new(tcp), false),
+    let (stream, tls, binding): (BoxStream, bool, Option<Option<Vec<u8>>>) = match tls::config(name, r)? {
+        None => (Box::new(tcp), false, None),
         Some(cfg) => {
             let mut req = bytes::BytesMut::new();
             postgres_protocol::message::frontend::ssl_request(&mut req);
@@ -92,9 +92,15 @@ pub async fn connect(name: &str, r: &PostgresResource, timeout: Duration) -> Res
                         .connect(tls::server_name(name, r)?, tcp)
                         .await
                         .map_err(|e| PgError::Tls { resource: name.to_owned(), message: e.to_string() })?;
-                    (Box::new(s), true)
+                    let binding = s
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|c| tls::server_end_point(c));
+                    (Box::new(s), true, Some(binding))
                 }
-                (b'N', TlsMode::Prefer) => (Box::new(tcp), false),
+                (b'N', TlsMode::Prefer) => (Box::new(tcp), false, None),
                 (b'N', mode) => {
                     return Err(PgError::Tls {
                         resource: name.to_owned(),
@@ -114,6 +120,7 @@ pub async fn connect(name: &str, r: &PostgresResource, timeout: Duration) -> Res
         &r.user,
         &r.database,
         password.as_deref(),
+        binding,
     )
     .await?;
     Ok(Upstream {
