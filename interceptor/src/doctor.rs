@@ -2,7 +2,8 @@
 //! loads the programs (the verifier runs) without attaching them anywhere.
 //!
 //! Exit code: 0 when supported, [`UNSUPPORTED_EXIT`] with a line `unsupported: <reason>`
-//! otherwise. The VM suite (`vm-tests/`) runs it first on every kernel.
+//! otherwise, 1 when the binary itself is unusable (built without its eBPF object). The VM
+//! suite (`vm-tests/`) runs it first on every kernel.
 
 use std::{fs, path::Path};
 
@@ -62,6 +63,11 @@ pub fn run() -> i32 {
     );
     match ebpf::Programs::load() {
         Ok(_programs) => println!("programs: ok (loaded and verified, not attached)"),
+        Err(e @ ebpf::EbpfError::NotBuilt) => {
+            // Not the kernel's fault: say so, and do not call the kernel unsupported.
+            println!("programs: {e}");
+            return 1;
+        }
         Err(e) => {
             let text = e.to_string();
             println!("programs: failed to load:");

@@ -557,13 +557,36 @@ fn status_reports_attachment_and_live_connections() {
         "p.yaml",
         &allow_policy(&[("allow-echo", "127.0.0.2/32", echo.port())]),
     );
-    let daemon = Attached::start(&env, &cg, &policy);
+    // A free local port for the Prometheus endpoint.
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let daemon = Attached::start_with(
+        &env,
+        &cg,
+        &policy,
+        &["--metrics-addr", &metrics_addr.to_string()],
+    );
     let mut agent = Agent::start(&cg);
     assert_eq!(
         agent.send(&format!("connect 4 127.0.0.2 {}", echo.port()))["ok"],
         true
     );
     assert_eq!(agent.send("echo live")["reply"], "echo:live");
+    let metrics = http_get(metrics_addr, "/metrics");
+    assert!(
+        metrics.contains("interceptor_connections_allowed_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("interceptor_connections_active 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("interceptor_kernel_events_total{event=\"redirected_v4\"}"),
+        "{metrics}"
+    );
     let out = env.cmd().args(["status", "--json"]).output().unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let s = &v[0];
@@ -584,4 +607,14 @@ fn status_reports_attachment_and_live_connections() {
     );
     drop(agent);
     daemon.stop();
+}
+
+/// A minimal HTTP GET (the endpoint answers one request per connection).
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }

@@ -5,6 +5,7 @@
 mod bench;
 mod build;
 mod demo;
+mod pg;
 mod setup;
 mod test;
 mod util;

@@ -35,6 +35,8 @@ const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 /// Whole boot + suite, per kernel. TCG runs the suite in one to two minutes; this is the
 /// limit for a hung guest.
 const DEFAULT_TIMEOUT_SECS: u64 = 360;
+/// A KVM guest reaches init in a second or two; one that has not after this never will.
+const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Overrides the KVM probe: `kvm` or `tcg`.
 const ACCEL_ENV: &str = "VM_TEST_ACCEL";
 
@@ -71,9 +73,6 @@ pub fn vm_suite() -> Result<()> {
 }
 
 pub fn run_vm_test(args: &VmTestArgs) -> Result<()> {
-    if !is_root() {
-        bail!("vm-test installs packages and needs root (qemu itself does not)");
-    }
     let mut kernels: Vec<String> = args.kernels.clone();
     if args.all {
         kernels.extend(ALL_KERNELS.iter().map(|k| k.to_string()));
@@ -87,7 +86,9 @@ pub fn run_vm_test(args: &VmTestArgs) -> Result<()> {
     let (interceptor, suite) = build_guest()?;
     let vm_dir = host_target_dir().join("vm");
     fs::create_dir_all(&vm_dir)?;
-    let initramfs = vm_dir.join("initramfs.cpio");
+    // Per process: a concurrent run (another `cargo xtask test`) must not rewrite the file
+    // under a booting VM.
+    let initramfs = vm_dir.join(format!("initramfs-{}.cpio", std::process::id()));
     let size = write_initramfs(&initramfs, &suite, &interceptor)?;
     println!(
         "vm-test: initramfs {} ({:.1} MiB)",
@@ -117,8 +118,10 @@ pub fn run_vm_test(args: &VmTestArgs) -> Result<()> {
         reports.push(report);
     }
     if args.keep {
+        let kept = vm_dir.join("initramfs.cpio");
+        fs::rename(&initramfs, &kept)?;
         for (spec, kernel) in &resolved {
-            let cmd = qemu_command(&qemu, Accel::Tcg, kernel, &initramfs, &[]);
+            let cmd = qemu_command(&qemu, Accel::Tcg, kernel, &kept, &[]);
             println!("vm-test: boot {spec} by hand: {}", display(&cmd));
         }
     } else {
@@ -157,6 +160,13 @@ fn sanitize(s: &str) -> String {
 // Tools and guest binaries
 
 fn apt_install(packages: &[&str]) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "{} missing; installing needs root: sudo apt-get install {}",
+            packages.join(" "),
+            packages.join(" ")
+        );
+    }
     println!("vm-test: installing {}", packages.join(" "));
     run(Command::new("apt-get").args(["update", "-qq"]))?;
     run(Command::new("apt-get")
@@ -255,7 +265,7 @@ fn clang_resource_includes() -> Vec<PathBuf> {
             }
         }
     }
-    found.sort_by(|a, b| natural_key(&a.to_string_lossy()).cmp(&natural_key(&b.to_string_lossy())));
+    found.sort_by_key(|a| natural_key(&a.to_string_lossy()));
     found.pop().into_iter().collect()
 }
 
@@ -297,7 +307,7 @@ fn pick_package(spec: &str, names: &str) -> Option<String> {
                 matches!(c.next(), Some('.' | '-')) && c.next().is_some_and(|d| d.is_ascii_digit())
             })
         })
-        .max_by(|a, b| natural_key(a).cmp(&natural_key(b)))
+        .max_by_key(|a| natural_key(a))
         .map(str::to_string)
 }
 
@@ -380,7 +390,7 @@ fn fetch_kernel(spec: &str, cache: &Path) -> Result<Kernel> {
         });
     }
     println!("vm-test: kernel {spec}: downloading {package}");
-    let download = cache.join(".download");
+    let download = cache.join(format!(".download-{}", std::process::id()));
     let _ = fs::remove_dir_all(&download);
     fs::create_dir_all(&download)?;
     run(Command::new("apt-get")
@@ -409,7 +419,10 @@ fn fetch_kernel(spec: &str, cache: &Path) -> Result<Kernel> {
     if !tar.success() || !dpkg_status.success() {
         bail!("unpacking {} failed", deb.display());
     }
-    fs::create_dir_all(&dir)?;
+    // Assembled beside the cache entry and renamed into place: a concurrent run sees either
+    // nothing or a complete kernel.
+    let staged = download.join("kernel");
+    fs::create_dir_all(&staged)?;
     for entry in fs::read_dir(download.join("boot"))?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let target = if name.starts_with("vmlinuz-") {
@@ -419,12 +432,17 @@ fn fetch_kernel(spec: &str, cache: &Path) -> Result<Kernel> {
         } else {
             continue;
         };
-        fs::rename(entry.path(), dir.join(target))?;
+        fs::rename(entry.path(), staged.join(target))?;
     }
-    let _ = fs::remove_dir_all(&download);
-    if !image.is_file() {
+    if !staged.join("vmlinuz").is_file() {
+        let _ = fs::remove_dir_all(&download);
         bail!("{package} has no boot/vmlinuz-*");
     }
+    if fs::rename(&staged, &dir).is_err() && !image.is_file() {
+        let _ = fs::remove_dir_all(&download);
+        bail!("could not move the kernel into {}", dir.display());
+    }
+    let _ = fs::remove_dir_all(&download);
     Ok(Kernel {
         name: package,
         image,
@@ -612,15 +630,41 @@ fn choose_accel(qemu: &Path, kernel: &Kernel, initramfs: &Path) -> Result<Accel>
         println!("vm-test: /dev/kvm not usable: TCG (software emulation)");
         return Ok(Accel::Tcg);
     }
+    // The verdict is remembered per host kernel and qemu: a failing KVM guest hangs silently,
+    // so finding out costs the whole probe timeout.
+    let key = format!(
+        "{} {}",
+        fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
+        qemu.display()
+    );
+    let cache = host_target_dir().join("vm/accel");
+    if let Some(cached) = fs::read_to_string(&cache)
+        .ok()
+        .and_then(|c| c.strip_prefix(&format!("{key}\n")).map(str::to_string))
+    {
+        let accel = if cached.trim() == "kvm" {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        };
+        println!(
+            "vm-test: {} (found earlier on this host; delete {} to test KVM again)",
+            accel.name(),
+            cache.display()
+        );
+        return Ok(accel);
+    }
     let start = Instant::now();
     let cmd = qemu_command(qemu, Accel::Kvm, kernel, initramfs, &["--boot-check"]);
-    let (lines, status) = run_vm(cmd, Duration::from_secs(30), None)?;
-    if lines.iter().any(|(_, l)| l.contains("vm-suite: boot ok")) {
+    let (lines, status) = run_vm(cmd, KVM_PROBE_TIMEOUT, None)?;
+    let accel = if lines.iter().any(|(_, l)| l.contains("vm-suite: boot ok")) {
         println!(
             "vm-test: KVM works (test boot in {})",
             fmt_duration(start.elapsed())
         );
-        Ok(Accel::Kvm)
+        Accel::Kvm
     } else {
         let why = lines
             .iter()
@@ -629,8 +673,13 @@ fn choose_accel(qemu: &Path, kernel: &Kernel, initramfs: &Path) -> Result<Accel>
             .map(|(_, l)| l.clone())
             .unwrap_or(status);
         println!("vm-test: KVM test boot failed ({why}): TCG (software emulation)");
-        Ok(Accel::Tcg)
+        Accel::Tcg
+    };
+    let tmp = cache.with_extension(format!("tmp-{}", std::process::id()));
+    if fs::write(&tmp, format!("{key}\n{}\n", accel.name())).is_ok() {
+        let _ = fs::rename(&tmp, &cache);
     }
+    Ok(accel)
 }
 
 /// Console lines with the time they arrived (since qemu started).
@@ -862,6 +911,7 @@ fn parse_console(lines: &[String], how: &str) -> Report {
     }
     let outcome = match (summary, unsupported) {
         (Some(_), Some(reason)) => Outcome::Unsupported(reason),
+        (Some((0, 0, 0)), None) => Outcome::Broken("no test ran (--filter matched none?)".into()),
         (Some((_, 0, _)), None) => Outcome::Passed,
         (Some((_, failed, _)), None) => Outcome::Failed(failed),
         (None, _) => Outcome::Broken(match panicked {
@@ -1031,8 +1081,15 @@ mod tests {
     #[test]
     fn elf_check() {
         assert!(!elf_interpreter(b"not an elf"));
-        let me = fs::read(std::env::current_exe().unwrap()).unwrap();
-        // Test binaries on the host are dynamically linked (glibc).
-        assert!(elf_interpreter(&me));
+        // A minimal ELF64 header with two program headers at offset 64 (56 bytes each).
+        let mut elf = vec![0u8; 64 + 2 * 56];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[32..40].copy_from_slice(&64u64.to_le_bytes());
+        elf[54..56].copy_from_slice(&56u16.to_le_bytes());
+        elf[56..58].copy_from_slice(&2u16.to_le_bytes());
+        elf[64..68].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        assert!(!elf_interpreter(&elf), "static");
+        elf[120..124].copy_from_slice(&3u32.to_le_bytes()); // PT_INTERP
+        assert!(elf_interpreter(&elf), "dynamic");
     }
 }

@@ -50,7 +50,8 @@ type Scanner = fn(&[u8], &[usize], &mut Vec<Hit>);
 /// found.
 pub(crate) fn find_all(s: &[u8], enabled: KindSet, hits: &mut Vec<Hit>) {
     hits.clear();
-    let pre = prepass::Prepass::of(s);
+    let mut pre = prepass::Prepass::default();
+    pre.scan(s);
     let run = pre.candidates(enabled);
     if run.is_empty() {
         return;

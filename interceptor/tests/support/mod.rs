@@ -257,9 +257,15 @@ pub struct Attached {
 
 impl Attached {
     pub fn start(env: &Env, cgroup: &TestCgroup, policy: &Path) -> Attached {
+        Self::start_with(env, cgroup, policy, &[])
+    }
+
+    /// Like `start`, with extra daemon arguments (e.g. `--metrics-addr`).
+    pub fn start_with(env: &Env, cgroup: &TestCgroup, policy: &Path, extra: &[&str]) -> Attached {
         let child = env
             .cmd()
             .arg("attach")
+            .args(extra)
             .arg("--cgroup")
             .arg(&cgroup.path)
             .arg("--policy")

@@ -7,7 +7,12 @@ const MAX_GROUPS: usize = 24;
 pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Vec<Hit>) {
     let mut next = 0;
     for &i in runs {
-        if i < next || !num_left_ok(s, i) || !enough_digits(s, i) {
+        if i < next || !num_left_ok(s, i) {
+            continue;
+        }
+        if let Err(stop) = enough_digits(s, i) {
+            // Runs up to `stop` continue this chain of groups: fewer digits.
+            next = stop;
             continue;
         }
         // Digit groups joined by one separator (the same one throughout).
@@ -43,8 +48,9 @@ pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Vec<Hit>) {
     }
 }
 
-/// At least 13 digits in groups joined by single spaces or dashes from `i`.
-fn enough_digits(s: &[u8], mut i: usize) -> bool {
+/// At least 13 digits in groups joined by single spaces or dashes from
+/// `i`; else where that chain of groups ends.
+fn enough_digits(s: &[u8], mut i: usize) -> Result<(), usize> {
     let mut n = 0;
     while i < s.len() {
         match s[i] {
@@ -53,11 +59,11 @@ fn enough_digits(s: &[u8], mut i: usize) -> bool {
             _ => break,
         }
         if n >= 13 {
-            return true;
+            return Ok(());
         }
         i += 1;
     }
-    false
+    Err(i)
 }
 
 /// The first (then longest) card number made of whole consecutive groups.

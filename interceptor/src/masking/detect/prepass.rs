@@ -20,18 +20,29 @@ fn ge(low7: u64, c: u8) -> u64 {
     (low7 + L * u64::from(0x80 - c)) & H
 }
 
+/// Sum of the bytes of `x`, each 0 or 1 (no popcount instruction needed).
+#[inline(always)]
+fn count(mask: u64) -> u32 {
+    ((mask >> 7).wrapping_mul(L) >> 56) as u32
+}
+
 /// What the pre-pass saw in a value.
+#[derive(Default)]
 pub(crate) struct Prepass {
     digits: u32,
     colons: u32,
-    double_colon: bool,
-    at: bool,
-    dot: bool,
-    dash: bool,
-    under: bool,
-    upper: bool,
-    lower: bool,
+    /// Or-ed class masks: `@`, `.`, `-`, ASCII letters, `::`.
+    at: u64,
+    dot: u64,
+    dash: u64,
+    letter: u64,
+    double_colon: u64,
+    /// A run of at least 15 letters, digits, `-` or `_` (API keys, JWTs).
+    long_token: bool,
     len: usize,
+    prev_digit: u64,
+    prev_colon: u64,
+    token_run: u32,
     /// Start offsets of the runs of ASCII digits, on the stack unless many.
     inline: [usize; 16],
     n: usize,
@@ -39,70 +50,62 @@ pub(crate) struct Prepass {
 }
 
 impl Prepass {
-    pub(crate) fn of(s: &[u8]) -> Prepass {
-        let mut p = Prepass {
-            digits: 0,
-            colons: 0,
-            double_colon: false,
-            at: false,
-            dot: false,
-            dash: false,
-            under: false,
-            upper: false,
-            lower: false,
-            len: s.len(),
-            inline: [0; 16],
-            n: 0,
-            spill: Vec::new(),
-        };
-        let (mut at, mut dot, mut dash, mut under, mut upper, mut lower, mut dbl) =
-            (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
-        let mut prev_digit = 0u64;
-        let mut prev_colon = 0u64;
-        let mut word = |base: usize, w: u64, p: &mut Prepass| {
-            let ascii = !w & H;
-            let low7 = w & M;
-            let digit = ge(low7, b'0') & !ge(low7, b':') & ascii;
-            let colon = eq(low7, b':') & ascii;
-            // `low7` drops the high bit, so non-ASCII bytes are masked out.
-            at |= eq(low7, b'@') & ascii;
-            dot |= eq(low7, b'.') & ascii;
-            dash |= eq(low7, b'-') & ascii;
-            under |= eq(low7, b'_') & ascii;
-            upper |= ge(low7, b'A') & !ge(low7, b'[') & ascii;
-            lower |= ge(low7, b'a') & !ge(low7, b'{') & ascii;
-            dbl |= colon & ((colon << 8) | (prev_colon >> 56));
-            p.digits += digit.count_ones();
-            p.colons += colon.count_ones();
-            let mut starts = digit & !((digit << 8) | (prev_digit >> 56));
-            while starts != 0 {
-                p.push(base + (starts.trailing_zeros() / 8) as usize);
-                starts &= starts - 1;
-            }
-            prev_digit = digit;
-            prev_colon = colon;
-        };
+    /// Scans `s` into `self` (a fresh `Prepass` from `Default`).
+    pub(crate) fn scan(&mut self, s: &[u8]) {
+        self.len = s.len();
         let mut chunks = s.chunks_exact(8);
         let mut base = 0;
         for c in &mut chunks {
-            word(base, u64::from_le_bytes(c.try_into().expect("8 bytes")), &mut p);
+            self.word(base, u64::from_le_bytes(c.try_into().expect("8 bytes")));
             base += 8;
         }
         let rest = chunks.remainder();
-        if !rest.is_empty() {
-            // Zero padding matches none of the classes.
-            let mut last = [0u8; 8];
-            last[..rest.len()].copy_from_slice(rest);
-            word(base, u64::from_le_bytes(last), &mut p);
-        }
-        p.at = at != 0;
-        p.dot = dot != 0;
-        p.dash = dash != 0;
-        p.under = under != 0;
-        p.upper = upper != 0;
-        p.lower = lower != 0;
-        p.double_colon = dbl != 0;
+        // Zero padding is in none of the classes (and ends a token).
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        self.word(base, u64::from_le_bytes(last));
+    }
+
+    #[cfg(test)]
+    fn of(s: &[u8]) -> Prepass {
+        let mut p = Prepass::default();
+        p.scan(s);
         p
+    }
+
+    #[inline(always)]
+    fn word(&mut self, base: usize, w: u64) {
+        let ascii = !w & H;
+        // `low7` drops the high bit: class masks are and-ed with `ascii`.
+        let low7 = w & M;
+        let digit = ge(low7, b'0') & !ge(low7, b':') & ascii;
+        let colon = eq(low7, b':') & ascii;
+        let dash = eq(low7, b'-') & ascii;
+        let under = eq(low7, b'_') & ascii;
+        // Setting bit 5 folds upper case onto lower case.
+        let folded = low7 | (L * 0x20);
+        let letter = ge(folded, b'a') & !ge(folded, b'{') & ascii;
+        self.at |= eq(low7, b'@') & ascii;
+        self.dot |= eq(low7, b'.') & ascii;
+        self.dash |= dash;
+        self.letter |= letter;
+        self.double_colon |= colon & ((colon << 8) | (self.prev_colon >> 56));
+        self.digits += count(digit);
+        self.colons += count(colon);
+        let not_token = !(digit | dash | under | letter) & H;
+        if not_token == 0 {
+            self.token_run += 8;
+        } else {
+            self.long_token |= self.token_run + not_token.trailing_zeros() / 8 >= 15;
+            self.token_run = not_token.leading_zeros() / 8;
+        }
+        let mut starts = digit & !((digit << 8) | (self.prev_digit >> 56));
+        while starts != 0 {
+            self.push(base + (starts.trailing_zeros() / 8) as usize);
+            starts &= starts - 1;
+        }
+        self.prev_digit = digit;
+        self.prev_colon = colon;
     }
 
     fn push(&mut self, i: usize) {
@@ -129,33 +132,28 @@ impl Prepass {
     /// The `enabled` kinds whose scanners may match.
     pub(crate) fn candidates(&self, enabled: KindSet) -> KindSet {
         let (digits, len) = (self.digits, self.len);
+        let (at, dot, dash) = (self.at != 0, self.dot != 0, self.dash != 0);
         let mut k = 0u16;
         let mut set = |kind: DetectorKind, possible: bool| {
             if possible && enabled.has(kind) {
                 k |= 1 << kind.index();
             }
         };
-        set(DetectorKind::Email, self.at && self.dot && len >= 6);
+        set(DetectorKind::Email, at && dot && len >= 6);
         set(DetectorKind::Phone, digits >= 8);
         set(DetectorKind::CreditCard, digits >= 13);
-        set(DetectorKind::UsSsn, digits >= 9 && self.dash);
-        set(DetectorKind::Iban, digits >= 4 && self.upper && len >= 15);
-        set(DetectorKind::Ipv4, digits >= 4 && self.dot);
+        set(DetectorKind::UsSsn, digits >= 9 && dash);
+        set(DetectorKind::Iban, digits >= 4 && self.letter != 0 && len >= 15);
+        set(DetectorKind::Ipv4, digits >= 4 && dot);
         // Without `::` an IPv6 address has 7 colons (6 with a dotted tail).
         set(
             DetectorKind::Ipv6,
-            self.colons >= 2 && (self.double_colon || self.colons >= 6),
+            self.double_colon != 0 || self.colons >= 6,
         );
-        set(
-            DetectorKind::Jwt,
-            len >= 20 && self.dot && self.upper && self.lower,
-        );
-        // Every key format has `_` or `-`, or upper case and digits (AWS, Google).
-        set(
-            DetectorKind::ApiKey,
-            len >= 15 && (self.under || self.dash || (self.upper && digits > 0)),
-        );
-        set(DetectorKind::PrivateKey, self.dash && len >= 40);
+        // A JWT header with "alg" is at least 15 base64url characters.
+        set(DetectorKind::Jwt, self.long_token && dot);
+        set(DetectorKind::ApiKey, self.long_token);
+        set(DetectorKind::PrivateKey, dash && len >= 40);
         KindSet(k)
     }
 }
@@ -177,6 +175,12 @@ mod tests {
             b"1".to_vec(),
             b"12345678".to_vec(),
             b"1234567 9".to_vec(),
+            b"abcdefghijklmn".to_vec(),
+            b"abcdefghijklmno".to_vec(),
+            b"x abcdefghijklmn".to_vec(),
+            b"xx abcdefghijklmno".to_vec(),
+            b"1234567.abcdefghijklmnopqrstuvwxyz".to_vec(),
+            b"1234567.abcdefghijklmn.abcdefghijklmn".to_vec(),
             b"a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6q7r8s9t0 1 2 3 4 5 6 7 8 9".to_vec(),
             "2024-03-15 10:23:45.123+00 ünd 日本 ::1 a@b.c x_y-Z".as_bytes().to_vec(),
             b"\xff\xb0\xb9\xba\xc0\xe0 0\x80".to_vec(),
@@ -194,13 +198,18 @@ mod tests {
                 s.iter().filter(|&&b| b == b':').count()
             );
             let has = |c: u8| s.contains(&c);
-            assert_eq!(p.at, has(b'@'));
-            assert_eq!(p.dot, has(b'.'));
-            assert_eq!(p.dash, has(b'-'));
-            assert_eq!(p.under, has(b'_'));
-            assert_eq!(p.upper, s.iter().any(u8::is_ascii_uppercase));
-            assert_eq!(p.lower, s.iter().any(u8::is_ascii_lowercase));
-            assert_eq!(p.double_colon, s.windows(2).any(|w| w == b"::"));
+            assert_eq!(p.at != 0, has(b'@'));
+            assert_eq!(p.dot != 0, has(b'.'));
+            assert_eq!(p.dash != 0, has(b'-'));
+            assert_eq!(p.letter != 0, s.iter().any(u8::is_ascii_alphabetic));
+            assert_eq!(p.double_colon != 0, s.windows(2).any(|w| w == b"::"));
+            let token = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_';
+            let longest = s
+                .split(|b| !token(b))
+                .map(<[u8]>::len)
+                .max()
+                .unwrap_or(0);
+            assert_eq!(p.long_token, longest >= 15, "{s:?}");
         }
     }
 }

@@ -91,7 +91,7 @@ pub async fn connect(name: &str, r: &PostgresResource, timeout: Duration) -> Res
                     let s = connector
                         .connect(tls::server_name(name, r)?, tcp)
                         .await
-                        .map_err(|e| PgError::Tls { resource: name.to_owned(), message: e.to_string() })?;
+                        .map_err(|e| PgError::Tls { resource: name.to_owned(), message: tls_failure(&e, r) })?;
                     let binding = s
                         .get_ref()
                         .1
@@ -130,6 +130,23 @@ pub async fn connect(name: &str, r: &PostgresResource, timeout: Duration) -> Res
         addr,
         tls,
     })
+}
+
+/// The handshake error, with what to check when the certificate was not accepted.
+fn tls_failure(e: &std::io::Error, r: &PostgresResource) -> String {
+    let cert = e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+    if !cert {
+        return e.to_string();
+    }
+    let roots = match &r.ca_file {
+        Some(p) => format!("ca_file {}", p.display()),
+        None => "the system's CA certificates".to_owned(),
+    };
+    let name = r.server_name.clone().unwrap_or_else(|| r.address.to_string());
+    format!("{e} (verified against {roots} for the name {name}; no login was attempted)")
 }
 
 impl Upstream {
@@ -233,11 +250,16 @@ impl Pool {
     }
 }
 
-/// Terminate, best effort.
+/// Terminate, best effort; then wait briefly for the server to close its side, so our
+/// socket is not reset while the server still writes (e.g. its TLS close_notify).
 pub async fn close(mut conn: Upstream) {
     let _ = conn
         .writer
         .write_all(&frontend::terminate().to_bytes())
         .await;
     let _ = conn.writer.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Ok(true) = conn.reader.fill().await {}
+    })
+    .await;
 }
