@@ -20,13 +20,13 @@ def show(cur):
     cols = [d.name for d in cur.description]
     rows = [["NULL" if v is None else str(v) for v in r] for r in cur.fetchall()]
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
-    widths = [min(w, 40) for w in widths]
+    widths = [min(w, 60) for w in widths]
     fmt = "    " + " | ".join("%%-%ds" % w for w in widths)
-    print(fmt % tuple(cols))
+    print((fmt % tuple(cols)).rstrip())
     print("    " + "-+-".join("-" * w for w in widths))
     for r in rows:
-        print(fmt % tuple(v[:40] for v in r))
-    print("    (%d rows)" % len(rows))
+        print((fmt % tuple(v[:60] for v in r)).rstrip())
+    print("    (%d row%s)" % (len(rows), "" if len(rows) == 1 else "s"))
 
 
 print(f"  agent: connecting to 127.0.0.2:{port} as user \"support-bot\", password {password!r}")

@@ -22,7 +22,8 @@ const WARMUP: usize = 200;
 pub fn run_bench(which: &str) -> Result<()> {
     match which {
         "connect" => connect(),
-        other => bail!("unknown benchmark {other:?}; available: connect"),
+        "pg" => crate::bench_pg::run(),
+        other => bail!("unknown benchmark {other:?}; available: connect, pg"),
     }
 }
 

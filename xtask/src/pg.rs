@@ -158,7 +158,6 @@ pub fn random_hex(bytes: usize) -> Result<String> {
 }
 
 pub struct Cluster {
-    pub host: &'static str,
     pub port: u16,
     /// Holds `data/`, the unix socket and `server.log`.
     pub dir: PathBuf,
@@ -246,7 +245,6 @@ impl Cluster {
             .spawn()
             .context("starting postgres")?;
         let mut c = Cluster {
-            host,
             port,
             dir,
             bindir,

@@ -2,16 +2,32 @@
 
 use super::{DetectorKind, Hit};
 
-/// Characters of a local part (the common subset of RFC 5322 atext).
-#[inline]
-fn local_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-' | b'\'')
-}
+const LOCAL: u8 = 1;
+const DOMAIN: u8 = 2;
+const NON_ASCII: u8 = 4;
 
-#[inline]
-fn domain_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')
-}
+/// Byte classes: local-part characters (the common subset of RFC 5322
+/// atext), domain characters, non-ASCII bytes.
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c >= 0x80 {
+            NON_ASCII
+        } else if c.is_ascii_alphanumeric() {
+            LOCAL | DOMAIN
+        } else {
+            match c {
+                b'.' | b'-' => LOCAL | DOMAIN,
+                b'_' | b'%' | b'+' | b'\'' => LOCAL,
+                _ => 0,
+            }
+        };
+        b += 1;
+    }
+    t
+};
 
 pub(super) fn find(s: &[u8], _runs: &[usize], hits: &mut Vec<Hit>) {
     let mut from = 0;
@@ -43,20 +59,20 @@ pub(crate) fn at_match(s: &[u8], at: usize, from: usize) -> Option<(usize, usize
     // Local part: back from the '@'.
     let mut start = at;
     while start > from {
-        let b = s[start - 1];
-        if b < 0x80 {
-            if !local_char(b) {
-                break;
-            }
+        let c = CLASS[usize::from(s[start - 1])];
+        if c & LOCAL != 0 {
             start -= 1;
-        } else {
+        } else if c & NON_ASCII != 0 {
             match char_before(s, start) {
-                Some((c, len)) if c.is_alphanumeric() && start - len >= from => start -= len,
+                Some((ch, len)) if ch.is_alphanumeric() && start - len >= from => start -= len,
                 _ => break,
             }
+        } else {
+            break;
         }
     }
-    while start < at && s[start] < 0x80 && !(s[start].is_ascii_alphanumeric() || s[start] == b'_') {
+    while start < at && s[start] < 0x80 && !(s[start].is_ascii_alphanumeric() || s[start] == b'_')
+    {
         start += 1;
     }
     if start == at || at - start > 64 || s[at - 1] == b'.' {
@@ -65,17 +81,16 @@ pub(crate) fn at_match(s: &[u8], at: usize, from: usize) -> Option<(usize, usize
     // Domain: forward from the '@', without trailing '.' or '-'.
     let mut end = at + 1;
     while end < s.len() {
-        let b = s[end];
-        if b < 0x80 {
-            if !domain_char(b) {
-                break;
-            }
+        let c = CLASS[usize::from(s[end])];
+        if c & DOMAIN != 0 {
             end += 1;
-        } else {
+        } else if c & NON_ASCII != 0 {
             match char_at(s, end) {
-                Some((c, len)) if c.is_alphanumeric() => end += len,
+                Some((ch, len)) if ch.is_alphanumeric() => end += len,
                 _ => break,
             }
+        } else {
+            break;
         }
     }
     while end > at + 1 && matches!(s[end - 1], b'.' | b'-') {
@@ -85,28 +100,33 @@ pub(crate) fn at_match(s: &[u8], at: usize, from: usize) -> Option<(usize, usize
     if domain.len() < 4 || domain.len() > 253 {
         return None;
     }
-    let mut labels = 0;
-    let mut tld: &[u8] = &[];
-    for label in domain.split(|&b| b == b'.') {
-        if label.is_empty()
-            || label.len() > 63
-            || label[0] == b'-'
-            || label[label.len() - 1] == b'-'
-        {
+    // Labels: non-empty, at most 63 bytes, not starting or ending with '-'.
+    let mut label_start = 0;
+    let mut labels = 1;
+    for (i, &b) in domain.iter().enumerate() {
+        if b == b'.' {
+            if i == label_start || i - label_start > 63 || domain[i - 1] == b'-' {
+                return None;
+            }
+            labels += 1;
+            label_start = i + 1;
+        } else if b == b'-' && i == label_start {
             return None;
         }
-        labels += 1;
-        tld = label;
     }
-    if labels < 2 {
+    // The trimmed domain ends with neither '.' nor '-'.
+    let tld = &domain[label_start..];
+    if labels < 2 || tld.len() > 63 {
         return None;
     }
-    // The domain was taken whole characters at a time, so it is UTF-8.
-    let tld = std::str::from_utf8(tld).ok()?;
-    if tld.chars().count() < 2 || !tld.chars().all(char::is_alphabetic) {
-        return None;
-    }
-    Some((start, end))
+    let tld_ok = if tld.is_ascii() {
+        tld.len() >= 2 && tld.iter().all(u8::is_ascii_alphabetic)
+    } else {
+        // Taken whole characters at a time, so it is UTF-8.
+        std::str::from_utf8(tld)
+            .is_ok_and(|t| t.chars().count() >= 2 && t.chars().all(char::is_alphabetic))
+    };
+    tld_ok.then_some((start, end))
 }
 
 /// The character ending just before `i` (which must follow a non-ASCII byte) and its length.

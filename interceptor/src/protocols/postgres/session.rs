@@ -176,6 +176,11 @@ fn fatal(code: &str, message: &str) -> BytesMut {
 /// Serves one agent connection to a PostgreSQL resource until it ends.
 pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
     let started = Instant::now();
+    // Responses are written as they are rewritten, often in several writes: without
+    // TCP_NODELAY, Nagle's algorithm and the client's delayed ACK stall them for up to 40 ms.
+    if let Err(e) = client.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY on the agent's connection failed");
+    }
     let (cr, mut cw) = client.into_split();
     let max = ctx.res.max_message_bytes.map_or(DEFAULT_MAX_FRAME, |n| {
         n.get().min(usize::MAX as u64) as usize
@@ -906,15 +911,13 @@ async fn data_row(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> {
     // Row limit and counting.
     let needs_plan = {
         let mut st = c.st();
-        let (portal_fields, stmt_fields) = {
-            let State {
-                portal_fields,
-                stmt_fields,
-                ..
-            } = &*st;
-            (portal_fields.clone(), stmt_fields.clone())
-        };
-        match st.pending.front_mut() {
+        let State {
+            pending,
+            portal_fields,
+            stmt_fields,
+            ..
+        } = &mut *st;
+        match pending.front_mut() {
             Some(Pending::Exec(u)) => {
                 u.rows += 1;
                 if u.row_limit.is_some_and(|l| u.rows > l) {
