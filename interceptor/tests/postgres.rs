@@ -339,11 +339,7 @@ fn pg_psycopg_extended_protocol_masks_denies_prepares_and_pipelines() {
     if !root_or_skip("pg_psycopg_extended_protocol_masks_denies_prepares_and_pipelines") {
         return;
     }
-    let s = setup(
-        "app",
-        APP_PASSWORD,
-        &format!("{WRITE_IMPORTS}{READ_ONLY}"),
-    );
+    let s = setup("app", APP_PASSWORD, &format!("{WRITE_IMPORTS}{READ_ONLY}"));
     let Some(r) = s.psycopg("extended") else {
         return;
     };
@@ -355,7 +351,10 @@ fn pg_psycopg_extended_protocol_masks_denies_prepares_and_pipelines() {
     assert_eq!(row[0], 2, "{text}");
     assert_eq!(row[1], "Bob Chen");
     let email = row[2].as_str().unwrap();
-    assert!(email.ends_with("@example.org") && email != "bob.chen@example.org", "{email}");
+    assert!(
+        email.ends_with("@example.org") && email != "bob.chen@example.org",
+        "{email}"
+    );
     assert_eq!(row[3], "[REDACTED]");
     assert_eq!(r["select_rowcount"], 1);
     // Binary results: text columns are masked the same way (not passed through).
@@ -435,11 +434,7 @@ fn pg_copy_from_stdin_is_allowed_by_a_write_rule_and_copy_to_is_denied_under_mas
     ) {
         return;
     }
-    let s = setup(
-        "app",
-        APP_PASSWORD,
-        &format!("{WRITE_IMPORTS}{READ_ONLY}"),
-    );
+    let s = setup("app", APP_PASSWORD, &format!("{WRITE_IMPORTS}{READ_ONLY}"));
     // psql's \copy: COPY … FROM STDIN with the data from psql's own stdin.
     let data = s.env.dir.path().join("rows.csv");
     std::fs::write(
@@ -454,11 +449,17 @@ fn pg_copy_from_stdin_is_allowed_by_a_write_rule_and_copy_to_is_denied_under_mas
         ),
         "SELECT count(*) FROM imports",
     ]);
-    assert!(out.contains("COPY 3") || out.lines().any(|l| l.trim() == "3"), "{out}\n{err}");
+    assert!(
+        out.contains("COPY 3") || out.lines().any(|l| l.trim() == "3"),
+        "{out}\n{err}"
+    );
     assert!(!err.contains("ERROR"), "{err}");
     assert_eq!(
-        s.pg.sql("app", "SELECT count(*) FROM imports WHERE note = 'from psql'")
-            .trim(),
+        s.pg.sql(
+            "app",
+            "SELECT count(*) FROM imports WHERE note = 'from psql'"
+        )
+        .trim(),
         "3"
     );
 
@@ -558,7 +559,8 @@ fn pg_cancel_from_psycopg_and_psql_reaches_the_backend() {
     // The cancel connections themselves are redirected and audited, and the server saw
     // them come from the interceptor (not the agent's own address).
     assert!(
-        s.pg.log().contains("canceling statement due to user request"),
+        s.pg.log()
+            .contains("canceling statement due to user request"),
         "{}",
         s.pg.log()
     );
@@ -577,13 +579,20 @@ fn pg_row_limit_drops_extra_rows_warns_and_rewrites_the_tag() {
     row_limit: 10
 ";
     let s = setup("app", APP_PASSWORD, rules);
-    let (out, err) = s.psql(&["SELECT id FROM orders ORDER BY id", "SELECT count(*) FROM orders"]);
+    let (out, err) = s.psql(&[
+        "SELECT id FROM orders ORDER BY id",
+        "SELECT count(*) FROM orders",
+    ]);
     let ids: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(ids.len(), 11, "10 rows, then the count: {out}");
     assert_eq!(ids[9], "10");
-    assert_eq!(ids[10], "50", "an aggregate is one row: the limit does not apply");
+    assert_eq!(
+        ids[10], "50",
+        "an aggregate is one row: the limit does not apply"
+    );
     assert!(
-        err.contains("WARNING") && err.contains("row limit 10 reached; 40 more row(s) were not sent"),
+        err.contains("WARNING")
+            && err.contains("row limit 10 reached; 40 more row(s) were not sent"),
         "{err}"
     );
     let stmts = s.records("statement");
@@ -601,7 +610,10 @@ fn pg_row_limit_drops_extra_rows_warns_and_rewrites_the_tag() {
         assert_eq!(r["small_rows"], 3);
         let n = &r["notices"][0];
         assert_eq!(n["severity"], "WARNING", "{text}");
-        assert!(n["message"].as_str().unwrap().contains("row limit 10"), "{text}");
+        assert!(
+            n["message"].as_str().unwrap().contains("row limit 10"),
+            "{text}"
+        );
         assert_eq!(r["notices"].as_array().unwrap().len(), 1, "{text}");
     }
 }
@@ -651,7 +663,10 @@ fn pg_pgbench_initialises_and_runs_through_the_interceptor() {
             out.contains("number of transactions actually processed: 400/400"),
             "{mode}: {out}"
         );
-        assert!(out.contains("number of failed transactions: 0"), "{mode}: {out}");
+        assert!(
+            out.contains("number of failed transactions: 0"),
+            "{mode}: {out}"
+        );
     }
     // The default TPC-B-like script (UPDATE/INSERT on pgbench_* in a transaction).
     let out = bench(&["-c", "2", "-t", "50", "-n"]);
@@ -696,7 +711,11 @@ fn pg_upstream_tls_verify_full_works_and_a_wrong_ca_is_a_clear_fatal_error() {
     ]);
     assert!(out.contains("123456789|"), "{out}\n{err}");
     no_plain_pii(&out);
-    assert_eq!(out.lines().last().map(str::trim), Some("t"), "the upstream session uses TLS: {out}");
+    assert_eq!(
+        out.lines().last().map(str::trim),
+        Some("t"),
+        "the upstream session uses TLS: {out}"
+    );
     let start = &s.records("session_start")[0];
     assert_eq!(start["tls"], true);
 
@@ -742,7 +761,10 @@ fn pg_upstream_tls_verify_full_works_and_a_wrong_ca_is_a_clear_fatal_error() {
     eprintln!("--- server log after the wrong-CA attempt ---\n{log}");
     assert!(log.contains("connection received"), "{log}");
     assert!(log.contains("could not accept SSL connection"), "{log}");
-    assert!(!log.contains("user=app") && !log.contains("\"app\""), "{log}");
+    assert!(
+        !log.contains("user=app") && !log.contains("\"app\""),
+        "{log}"
+    );
     assert!(!log.contains("no encryption"), "{log}");
     let starts = s.records("session_start");
     let failed = starts.last().unwrap();

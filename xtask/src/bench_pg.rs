@@ -104,7 +104,10 @@ impl Bench<'_> {
             .and_then(|r| r.split_whitespace().next()?.parse::<u64>().ok())
             .unwrap_or(0);
         if failed > 0 {
-            bail!("pgbench via {}: {failed} failed transactions:\n{so}", t.name);
+            bail!(
+                "pgbench via {}: {failed} failed transactions:\n{so}",
+                t.name
+            );
         }
         println!("    {:<22} {tps:>10.0} TPS", "");
         Ok(tps)
@@ -249,7 +252,11 @@ pidfile = {pid}
                 pid = dir.join("pgbouncer.pid").display(),
             ),
         )?;
-        crate::util::output(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir))?;
+        crate::util::output(
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir),
+        )?;
         let child = Command::new(bin)
             .args(["-u", "postgres"])
             .arg(&ini)
@@ -402,7 +409,11 @@ pub fn run() -> Result<()> {
         None => None,
     };
     let audited = fs::read_to_string(dir.join("pg-audit.jsonl"))
-        .map(|t| t.lines().filter(|l| l.contains("\"type\":\"statement\"")).count())
+        .map(|t| {
+            t.lines()
+                .filter(|l| l.contains("\"type\":\"statement\""))
+                .count()
+        })
         .unwrap_or(0);
 
     println!("\n==> pgbench -S -C -c {CLIENTS} -j {THREADS} -T {secs} (a new connection per transaction)");
@@ -429,7 +440,10 @@ pub fn run() -> Result<()> {
         cpu_model()
     )?;
     writeln!(t)?;
-    writeln!(t, "| measurement | direct | interceptor | ratio | pgbouncer (session) | ratio | target |")?;
+    writeln!(
+        t,
+        "| measurement | direct | interceptor | ratio | pgbouncer (session) | ratio | target |"
+    )?;
     writeln!(t, "|---|---:|---:|---:|---:|---:|---|")?;
     let b = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.0}"));
     let br = |v: Option<f64>, d: f64| v.map_or("n/a".to_owned(), |v| format!("{:.2}×", v / d));
@@ -448,7 +462,10 @@ pub fn run() -> Result<()> {
         br(c_bouncer, c_direct)
     )?;
     writeln!(t)?;
-    writeln!(t, "| 1,000-row SELECT, 4 PII columns (median of {MASK_RUNS}) | ms |")?;
+    writeln!(
+        t,
+        "| 1,000-row SELECT, 4 PII columns (median of {MASK_RUNS}) | ms |"
+    )?;
     writeln!(t, "|---|---:|")?;
     writeln!(t, "| direct | {m_direct:.3} |")?;
     writeln!(t, "| through the interceptor, no masking | {m_plain:.3} |")?;
@@ -458,7 +475,11 @@ pub fn run() -> Result<()> {
         "| added by masking (masking − no masking) | {:.3} (target ≤ 1 ms) |",
         m_masked - m_plain
     )?;
-    writeln!(t, "| added in total (masking − direct) | {:.3} |", m_masked - m_direct)?;
+    writeln!(
+        t,
+        "| added in total (masking − direct) | {:.3} |",
+        m_masked - m_direct
+    )?;
     writeln!(t)?;
     writeln!(
         t,

@@ -152,7 +152,10 @@ fn postgres_demo(interceptor: &std::path::Path, dir: &std::path::Path) -> Result
     let cluster = pg::Cluster::start(&dir.join("pg"), "127.0.0.2", &[("fsync", "off")])?;
     let port = cluster.port;
     let secret = pg::random_hex(16)?;
-    cluster.sql("postgres", &format!("CREATE ROLE crm LOGIN PASSWORD '{secret}'"))?;
+    cluster.sql(
+        "postgres",
+        &format!("CREATE ROLE crm LOGIN PASSWORD '{secret}'"),
+    )?;
     cluster.sql("postgres", "CREATE DATABASE crm OWNER crm")?;
     cluster.sql("crm", &format!("SET ROLE crm; {CUSTOMERS}"))?;
     let pass = dir.join("crm.pass");
@@ -194,7 +197,10 @@ fn postgres_demo(interceptor: &std::path::Path, dir: &std::path::Path) -> Result
         policy.display()
     );
     println!("    what the table really holds (row 1, read as the superuser, not through the interceptor):");
-    let row = cluster.sql("crm", "SELECT name, email, phone, card_number, ssn, notes FROM customers WHERE id = 1")?;
+    let row = cluster.sql(
+        "crm",
+        "SELECT name, email, phone, card_number, ssn, notes FROM customers WHERE id = 1",
+    )?;
     println!("      {}", row.trim());
     println!("\n==> interceptor run -- python3 xtask/demo/pg_agent.py {port}\n");
     let status = Command::new(interceptor)
@@ -267,7 +273,10 @@ fn postgres_demo(interceptor: &std::path::Path, dir: &std::path::Path) -> Result
         }
     }
     let left = cluster.sql("crm", "SELECT count(*) FROM customers")?;
-    println!("\n==> customers still in the table: {} (the DELETE never reached PostgreSQL)", left.trim());
+    println!(
+        "\n==> customers still in the table: {} (the DELETE never reached PostgreSQL)",
+        left.trim()
+    );
     println!("    raw JSON lines are in {}", audit.display());
     drop(cluster);
     println!("    PostgreSQL stopped");

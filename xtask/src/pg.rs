@@ -231,7 +231,10 @@ impl Cluster {
         };
         set("listen_addresses", host);
         set("port", &port.to_string());
-        set("unix_socket_directories", dir.to_str().context("utf-8 path")?);
+        set(
+            "unix_socket_directories",
+            dir.to_str().context("utf-8 path")?,
+        );
         set("password_encryption", "scram-sha-256");
         for (k, v) in settings {
             set(k, v);

@@ -114,8 +114,7 @@ pub(super) fn num_right_ok(s: &[u8], end: usize) -> bool {
         None => true,
         Some(&b) => {
             !(is_word(b)
-                || (matches!(b, b'.' | b'-')
-                    && s.get(end + 1).is_some_and(u8::is_ascii_digit)))
+                || (matches!(b, b'.' | b'-') && s.get(end + 1).is_some_and(u8::is_ascii_digit)))
         }
     }
 }

@@ -76,10 +76,7 @@ impl FromStr for FieldPath {
                     true
                 }
                 b'[' => {
-                    let close = text[i..]
-                        .find(']')
-                        .ok_or_else(|| err("`[` without `]`"))?
-                        + i;
+                    let close = text[i..].find(']').ok_or_else(|| err("`[` without `]`"))? + i;
                     let inner = &text[i + 1..close];
                     let seg = if inner == "*" {
                         Seg::Any
@@ -189,11 +186,8 @@ fn advance(rules: &[FieldRule], states: &[State], step: Step<'_>, out: &mut Vec<
                     push((r, i + 2), out);
                 }
             }
-            Some(seg) => {
-                if seg_matches(seg, step) {
-                    push((r, i + 1), out);
-                }
-            }
+            Some(seg) if seg_matches(seg, step) => push((r, i + 1), out),
+            Some(_) => {}
         }
     }
 }
@@ -266,7 +260,8 @@ impl Walk<'_> {
         let mut out = Vec::with_capacity(text.len() + 8);
         replace::push_whole(&mut out, strategy, self.mac, &prefix, text.as_bytes());
         *v = Value::String(
-            String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            String::from_utf8(out)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
         );
         true
     }
@@ -290,10 +285,16 @@ mod tests {
             segs("$.users[*].email"),
             [key("users"), Seg::Any, key("email")]
         );
-        assert_eq!(segs("users.*.email"), [key("users"), Seg::Any, key("email")]);
+        assert_eq!(
+            segs("users.*.email"),
+            [key("users"), Seg::Any, key("email")]
+        );
         assert_eq!(segs("$..email"), [Seg::Descend, key("email")]);
         assert_eq!(segs("$..[*]"), [Seg::Descend, Seg::Any]);
-        assert_eq!(segs("$.items[0].card"), [key("items"), Seg::Index(0), key("card")]);
+        assert_eq!(
+            segs("$.items[0].card"),
+            [key("items"), Seg::Index(0), key("card")]
+        );
         assert_eq!(segs("$['a.b'][\"c\"]"), [key("a.b"), key("c")]);
         assert_eq!(segs("email"), [key("email")]);
         assert_eq!(segs("[*]"), [Seg::Any]);
@@ -301,7 +302,9 @@ mod tests {
 
     #[test]
     fn bad_paths() {
-        for p in ["", "$", "$.", "a..", "$.a[", "$.a[x]", "a.b$c[", "$.a.", "$a"] {
+        for p in [
+            "", "$", "$.", "a..", "$.a[", "$.a[x]", "a.b$c[", "$.a.", "$a",
+        ] {
             assert!(p.parse::<FieldPath>().is_err(), "{p:?}");
         }
     }

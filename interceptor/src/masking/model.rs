@@ -125,7 +125,9 @@ impl fmt::Display for StrategyName {
 }
 
 /// A kind of personal data or secret found inside text values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DetectorKind {
     /// local@domain.tld (a dot in the domain, a TLD of two or more letters).
@@ -336,7 +338,10 @@ impl TryFrom<FieldRuleDoc> for FieldRule {
     type Error = String;
     fn try_from(d: FieldRuleDoc) -> Result<Self, String> {
         Ok(FieldRule {
-            path: d.path.parse().map_err(|e: super::MaskingError| e.to_string())?,
+            path: d
+                .path
+                .parse()
+                .map_err(|e: super::MaskingError| e.to_string())?,
             strategy: Strategy::from_fields(d.strategy, d.keep_last)?,
         })
     }

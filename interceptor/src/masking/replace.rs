@@ -213,6 +213,8 @@ mod tests {
         let h = s(|o| push_hash(o, &mac, "email", b"alice@example.com"));
         assert!(h.starts_with("email_"));
         assert_eq!(h.len(), "email_".len() + 16);
-        assert!(h[6..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(h[6..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
     }
 }

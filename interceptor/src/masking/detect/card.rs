@@ -29,7 +29,9 @@ pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Vec<Hit>) {
                 break;
             }
             match (s.get(p), s.get(p + 1)) {
-                (Some(&c @ (b' ' | b'-')), Some(d)) if d.is_ascii_digit() && (sep == 0 || sep == c) => {
+                (Some(&c @ (b' ' | b'-')), Some(d))
+                    if d.is_ascii_digit() && (sep == 0 || sep == c) =>
+                {
                     sep = c;
                     p += 1;
                 }
@@ -105,7 +107,9 @@ fn best_in_run(s: &[u8], groups: &[(usize, usize)], sep: u8) -> Option<(usize, u
 }
 
 fn prefix(d: &[u8], len: usize) -> u32 {
-    d[..len].iter().fold(0, |acc, &c| acc * 10 + u32::from(c - b'0'))
+    d[..len]
+        .iter()
+        .fold(0, |acc, &c| acc * 10 + u32::from(c - b'0'))
 }
 
 /// A known issuer prefix (IIN) with a length that issuer uses.
@@ -128,9 +132,7 @@ fn brand_length_ok(d: &[u8]) -> bool {
                 || ((p2 == 36 || p2 == 38 || (300..=305).contains(&p3)) && (14..=19).contains(&len))
         }
         // Discover 6011, 644-649, 65
-        6 => {
-            (p4 == 6011 || (644..=649).contains(&p3) || p2 == 65) && (16..=19).contains(&len)
-        }
+        6 => (p4 == 6011 || (644..=649).contains(&p3) || p2 == 65) && (16..=19).contains(&len),
         _ => false,
     }
 }
@@ -148,7 +150,7 @@ pub(crate) fn luhn(d: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 #[cfg(test)]

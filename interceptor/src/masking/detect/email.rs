@@ -71,8 +71,7 @@ pub(crate) fn at_match(s: &[u8], at: usize, from: usize) -> Option<(usize, usize
             break;
         }
     }
-    while start < at && s[start] < 0x80 && !(s[start].is_ascii_alphanumeric() || s[start] == b'_')
-    {
+    while start < at && s[start] < 0x80 && !(s[start].is_ascii_alphanumeric() || s[start] == b'_') {
         start += 1;
     }
     if start == at || at - start > 64 || s[at - 1] == b'.' {
@@ -147,7 +146,10 @@ fn char_at(s: &[u8], i: usize) -> Option<(char, usize)> {
         0xF0..=0xF7 => 4,
         _ => return None,
     };
-    let c = std::str::from_utf8(s.get(i..i + len)?).ok()?.chars().next()?;
+    let c = std::str::from_utf8(s.get(i..i + len)?)
+        .ok()?
+        .chars()
+        .next()?;
     Some((c, len))
 }
 

@@ -140,7 +140,11 @@ fn at(s: &[u8], i: usize) -> Option<usize> {
     let mut p = after;
     let mut best = None;
     while s.get(p) == Some(&b' ') {
-        let g = s[p + 1..].iter().take(5).take_while(|&&b| iban_char(b)).count();
+        let g = s[p + 1..]
+            .iter()
+            .take(5)
+            .take_while(|&&b| iban_char(b))
+            .count();
         if g == 0 || g > 4 || n + g > 34 || s.get(p + 1 + g).is_some_and(|&b| is_word(b)) {
             break;
         }

@@ -15,13 +15,15 @@ pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Vec<Hit>) {
             _ => None,
         }
         .or_else(|| {
-            // A North American number starts with its 3-digit area code or a `1`.
-            let len = super::digits_at(s, r, 4);
-            (len == 3 || (len == 1 && s[r] == b'1')) && num_left_ok(s, r)
-        }
-        .then(|| nanp(s, r))
-        .flatten()
-        .map(|end| (r, end)));
+            {
+                // A North American number starts with its 3-digit area code or a `1`.
+                let len = super::digits_at(s, r, 4);
+                (len == 3 || (len == 1 && s[r] == b'1')) && num_left_ok(s, r)
+            }
+            .then(|| nanp(s, r))
+            .flatten()
+            .map(|end| (r, end))
+        });
         if let Some((start, end)) = found {
             hits.push(Hit {
                 start,
@@ -179,10 +181,7 @@ mod tests {
             assert_eq!(phones(&format!("Tel {p} (office)")), [p], "{p:?}");
         }
         // The longest number that ends cleanly: the date is not part of it.
-        assert_eq!(
-            phones("+1 555 123 4567 2024-01-01"),
-            ["+1 555 123 4567"]
-        );
+        assert_eq!(phones("+1 555 123 4567 2024-01-01"), ["+1 555 123 4567"]);
     }
 
     #[test]

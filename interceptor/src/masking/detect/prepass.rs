@@ -143,7 +143,10 @@ impl Prepass {
         set(DetectorKind::Phone, digits >= 8);
         set(DetectorKind::CreditCard, digits >= 13);
         set(DetectorKind::UsSsn, digits >= 9 && dash);
-        set(DetectorKind::Iban, digits >= 4 && self.letter != 0 && len >= 15);
+        set(
+            DetectorKind::Iban,
+            digits >= 4 && self.letter != 0 && len >= 15,
+        );
         set(DetectorKind::Ipv4, digits >= 4 && dot);
         // Without `::` an IPv6 address has 7 colons (6 with a dotted tail).
         set(
@@ -182,7 +185,9 @@ mod tests {
             b"1234567.abcdefghijklmnopqrstuvwxyz".to_vec(),
             b"1234567.abcdefghijklmn.abcdefghijklmn".to_vec(),
             b"a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6q7r8s9t0 1 2 3 4 5 6 7 8 9".to_vec(),
-            "2024-03-15 10:23:45.123+00 ünd 日本 ::1 a@b.c x_y-Z".as_bytes().to_vec(),
+            "2024-03-15 10:23:45.123+00 ünd 日本 ::1 a@b.c x_y-Z"
+                .as_bytes()
+                .to_vec(),
             b"\xff\xb0\xb9\xba\xc0\xe0 0\x80".to_vec(),
             (0u8..=255).collect(),
         ];
@@ -193,10 +198,7 @@ mod tests {
                 p.digits as usize,
                 s.iter().filter(|b| b.is_ascii_digit()).count()
             );
-            assert_eq!(
-                p.colons as usize,
-                s.iter().filter(|&&b| b == b':').count()
-            );
+            assert_eq!(p.colons as usize, s.iter().filter(|&&b| b == b':').count());
             let has = |c: u8| s.contains(&c);
             assert_eq!(p.at != 0, has(b'@'));
             assert_eq!(p.dot != 0, has(b'.'));
@@ -204,11 +206,7 @@ mod tests {
             assert_eq!(p.letter != 0, s.iter().any(u8::is_ascii_alphabetic));
             assert_eq!(p.double_colon != 0, s.windows(2).any(|w| w == b"::"));
             let token = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_';
-            let longest = s
-                .split(|b| !token(b))
-                .map(<[u8]>::len)
-                .max()
-                .unwrap_or(0);
+            let longest = s.split(|b| !token(b)).map(<[u8]>::len).max().unwrap_or(0);
             assert_eq!(p.long_token, longest >= 15, "{s:?}");
         }
     }

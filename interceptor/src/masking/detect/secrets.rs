@@ -37,23 +37,159 @@ struct Body {
 }
 
 const PREFIXES: &[(&[u8], Body)] = &[
-    (b"AKIA", Body { chars: upper_alnum, min: 16, max: 16, mixed: false }),
-    (b"ASIA", Body { chars: upper_alnum, min: 16, max: 16, mixed: false }),
-    (b"AIza", Body { chars: b64url, min: 35, max: 35, mixed: false }),
-    (b"ghp_", Body { chars: alnum, min: 20, max: 255, mixed: false }),
-    (b"gho_", Body { chars: alnum, min: 20, max: 255, mixed: false }),
-    (b"ghs_", Body { chars: alnum, min: 20, max: 255, mixed: false }),
-    (b"ghu_", Body { chars: alnum, min: 20, max: 255, mixed: false }),
-    (b"ghr_", Body { chars: alnum, min: 20, max: 255, mixed: false }),
-    (b"github_pat_", Body { chars: alnum_us, min: 20, max: 255, mixed: false }),
-    (b"xoxa-", Body { chars: alnum_dash, min: 10, max: 255, mixed: false }),
-    (b"xoxb-", Body { chars: alnum_dash, min: 10, max: 255, mixed: false }),
-    (b"xoxp-", Body { chars: alnum_dash, min: 10, max: 255, mixed: false }),
-    (b"xoxr-", Body { chars: alnum_dash, min: 10, max: 255, mixed: false }),
-    (b"xoxs-", Body { chars: alnum_dash, min: 10, max: 255, mixed: false }),
-    (b"sk_live_", Body { chars: alnum, min: 16, max: 255, mixed: false }),
-    (b"rk_live_", Body { chars: alnum, min: 16, max: 255, mixed: false }),
-    (b"sk-", Body { chars: b64url, min: 20, max: 255, mixed: true }),
+    (
+        b"AKIA",
+        Body {
+            chars: upper_alnum,
+            min: 16,
+            max: 16,
+            mixed: false,
+        },
+    ),
+    (
+        b"ASIA",
+        Body {
+            chars: upper_alnum,
+            min: 16,
+            max: 16,
+            mixed: false,
+        },
+    ),
+    (
+        b"AIza",
+        Body {
+            chars: b64url,
+            min: 35,
+            max: 35,
+            mixed: false,
+        },
+    ),
+    (
+        b"ghp_",
+        Body {
+            chars: alnum,
+            min: 20,
+            max: 255,
+            mixed: false,
+        },
+    ),
+    (
+        b"gho_",
+        Body {
+            chars: alnum,
+            min: 20,
+            max: 255,
+            mixed: false,
+        },
+    ),
+    (
+        b"ghs_",
+        Body {
+            chars: alnum,
+            min: 20,
+            max: 255,
+            mixed: false,
+        },
+    ),
+    (
+        b"ghu_",
+        Body {
+            chars: alnum,
+            min: 20,
+            max: 255,
+            mixed: false,
+        },
+    ),
+    (
+        b"ghr_",
+        Body {
+            chars: alnum,
+            min: 20,
+            max: 255,
+            mixed: false,
+        },
+    ),
+    (
+        b"github_pat_",
+        Body {
+            chars: alnum_us,
+            min: 20,
+            max: 255,
+            mixed: false,
+        },
+    ),
+    (
+        b"xoxa-",
+        Body {
+            chars: alnum_dash,
+            min: 10,
+            max: 255,
+            mixed: false,
+        },
+    ),
+    (
+        b"xoxb-",
+        Body {
+            chars: alnum_dash,
+            min: 10,
+            max: 255,
+            mixed: false,
+        },
+    ),
+    (
+        b"xoxp-",
+        Body {
+            chars: alnum_dash,
+            min: 10,
+            max: 255,
+            mixed: false,
+        },
+    ),
+    (
+        b"xoxr-",
+        Body {
+            chars: alnum_dash,
+            min: 10,
+            max: 255,
+            mixed: false,
+        },
+    ),
+    (
+        b"xoxs-",
+        Body {
+            chars: alnum_dash,
+            min: 10,
+            max: 255,
+            mixed: false,
+        },
+    ),
+    (
+        b"sk_live_",
+        Body {
+            chars: alnum,
+            min: 16,
+            max: 255,
+            mixed: false,
+        },
+    ),
+    (
+        b"rk_live_",
+        Body {
+            chars: alnum,
+            min: 16,
+            max: 255,
+            mixed: false,
+        },
+    ),
+    (
+        b"sk-",
+        Body {
+            chars: b64url,
+            min: 20,
+            max: 255,
+            mixed: true,
+        },
+    ),
 ];
 
 /// Every key is a whole token: a maximal run of letters, digits, `-` and
@@ -218,7 +354,8 @@ mod tests {
         }
     }
 
-    const PEM: &str = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAx\nAbCd==\n-----END RSA PRIVATE KEY-----";
+    const PEM: &str =
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAx\nAbCd==\n-----END RSA PRIVATE KEY-----";
 
     #[test]
     fn private_keys() {
