@@ -188,7 +188,11 @@ mod timing {
         rec.tgid = std::process::id();
         let t = std::time::Instant::now();
         for _ in 0..2000 {
-            std::hint::black_box(super::Identity::from_record(&rec, std::path::Path::new("/proc"), None));
+            std::hint::black_box(super::Identity::from_record(
+                &rec,
+                std::path::Path::new("/proc"),
+                None,
+            ));
         }
         eprintln!("Identity::from_record: {:?} per call", t.elapsed() / 2000);
     }

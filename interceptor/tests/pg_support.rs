@@ -96,7 +96,10 @@ fn find_python() -> Result<PathBuf, String> {
             .iter()
             .find(|p| {
                 Command::new(p)
-                    .args(["-c", "import psycopg, sys; sys.exit(0 if psycopg.__version__ >= '3.1' else 1)"])
+                    .args([
+                        "-c",
+                        "import psycopg, sys; sys.exit(0 if psycopg.__version__ >= '3.1' else 1)",
+                    ])
                     .stderr(Stdio::null())
                     .status()
                     .is_ok_and(|s| s.success())
@@ -110,7 +113,13 @@ fn find_python() -> Result<PathBuf, String> {
     for py in &cands {
         let pip = |extra: &[&str]| {
             Command::new(py)
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
                 .args(extra)
                 .arg("psycopg[binary]")
                 .status()
@@ -219,7 +228,13 @@ impl Certs {
         };
         let p = |n: &str| dir.join(n).to_str().unwrap().to_owned();
         let cnf_s = cnf.to_str().unwrap();
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
         for (key, cert, cn) in [
             ("ca.key", "ca.pem", "/CN=interceptor test CA"),
             ("wrong-ca.key", "wrong-ca.pem", "/CN=some other CA"),
@@ -237,8 +252,23 @@ impl Certs {
         run(&a);
         let (ca, ca_key) = (p("ca.pem"), p("ca.key"));
         run(&[
-            "x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-CAcreateserial", "-out",
-            &crt, "-days", "3", "-extfile", cnf_s, "-extensions", "server_ext",
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "3",
+            "-extfile",
+            cnf_s,
+            "-extensions",
+            "server_ext",
         ]);
         // The server refuses a key file others can read.
         nix::unistd::chown(Path::new(&key), Some(uid.into()), Some(gid.into())).unwrap();

@@ -98,7 +98,10 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let policy = shared.policy();
     if let Some((name, res)) = policy.postgres_resource(dst) {
         let (name, res) = (name.to_owned(), res.clone());
-        serve_postgres(client, &shared, rec, identity, n, dst, name, res, policy, started).await;
+        serve_postgres(
+            client, &shared, rec, identity, n, dst, name, res, policy, started,
+        )
+        .await;
         return;
     }
 
@@ -223,19 +226,23 @@ async fn serve_postgres(
     shared.metrics.active.fetch_add(1, Relaxed);
     let up = Arc::new(AtomicU64::new(0));
     let down = Arc::new(AtomicU64::new(0));
-    shared.live.lock().unwrap_or_else(|e| e.into_inner()).insert(
-        n,
-        LiveConn {
-            session: rec.session.clone(),
-            pid: identity.pid,
-            comm: identity.comm.clone(),
-            destination: dst,
-            rule: rec.rule.clone(),
-            started,
-            bytes_up: up.clone(),
-            bytes_down: down.clone(),
-        },
-    );
+    shared
+        .live
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(
+            n,
+            LiveConn {
+                session: rec.session.clone(),
+                pid: identity.pid,
+                comm: identity.comm.clone(),
+                destination: dst,
+                rule: rec.rule.clone(),
+                started,
+                bytes_up: up.clone(),
+                bytes_down: down.clone(),
+            },
+        );
     let ctx = postgres::Ctx {
         session: rec.session.clone(),
         instance: shared.instance.clone(),
@@ -251,7 +258,11 @@ async fn serve_postgres(
     };
     rec.identity = Some(identity);
     let outcome = postgres::serve(client, ctx).await;
-    shared.live.lock().unwrap_or_else(|e| e.into_inner()).remove(&n);
+    shared
+        .live
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&n);
     shared.metrics.active.fetch_sub(1, Relaxed);
     rec.bytes_up = up.load(Relaxed);
     rec.bytes_down = down.load(Relaxed);
@@ -264,7 +275,10 @@ async fn serve_postgres(
 /// Connects to an upstream with `SO_MARK = PROXY_MARK` so the kernel hooks never redirect
 /// it. Every proxy-originated upstream socket must come from here (also used by
 /// `protocols::postgres`).
-pub(crate) async fn connect_upstream(dst: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+pub(crate) async fn connect_upstream(
+    dst: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
     let sock = match dst.ip() {
         IpAddr::V4(_) => TcpSocket::new_v4()?,
         IpAddr::V6(_) => TcpSocket::new_v6()?,

@@ -205,8 +205,16 @@ mod tests {
         let sha1_rsa = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05];
         assert_eq!(server_end_point(&cert(&ecdsa_sha256)).unwrap().len(), 32);
         assert_eq!(server_end_point(&cert(&ecdsa_sha384)).unwrap().len(), 48);
-        assert_eq!(server_end_point(&cert(&sha1_rsa)).unwrap().len(), 32, "SHA-1 → SHA-256");
-        assert_eq!(server_end_point(&cert(&[0x2b, 0x65, 0x70])), None, "Ed25519");
+        assert_eq!(
+            server_end_point(&cert(&sha1_rsa)).unwrap().len(),
+            32,
+            "SHA-1 → SHA-256"
+        );
+        assert_eq!(
+            server_end_point(&cert(&[0x2b, 0x65, 0x70])),
+            None,
+            "Ed25519"
+        );
         assert_eq!(server_end_point(b"\x30\x05garbage"), None);
     }
 }

@@ -77,7 +77,9 @@ pub async fn connect(name: &str, r: &PostgresResource, timeout: Duration) -> Res
     let mut tcp = crate::proxy::session::connect_upstream(addr, timeout)
         .await
         .map_err(|e| up_err(format!("cannot connect to {addr}: {e}")))?;
-    let (stream, tls, binding): (BoxStream, bool, Option<Option<Vec<u8>>>) = match tls::config(name, r)? {
+    let (stream, tls, binding): (BoxStream, bool, Option<Option<Vec<u8>>>) = match tls::config(
+        name, r,
+    )? {
         None => (Box::new(tcp), false, None),
         Some(cfg) => {
             let mut req = bytes::BytesMut::new();
@@ -145,7 +147,10 @@ fn tls_failure(e: &std::io::Error, r: &PostgresResource) -> String {
         Some(p) => format!("ca_file {}", p.display()),
         None => "the system's CA certificates".to_owned(),
     };
-    let name = r.server_name.clone().unwrap_or_else(|| r.address.to_string());
+    let name = r
+        .server_name
+        .clone()
+        .unwrap_or_else(|| r.address.to_string());
     format!("{e} (verified against {roots} for the name {name}; no login was attempted)")
 }
 
@@ -191,7 +196,9 @@ impl Upstream {
 
     /// Whether the server closed the connection or sent something while idle.
     async fn is_stale(&mut self) -> bool {
-        tokio::time::timeout(Duration::ZERO, self.reader.fill()).await.is_ok()
+        tokio::time::timeout(Duration::ZERO, self.reader.fill())
+            .await
+            .is_ok()
     }
 }
 
