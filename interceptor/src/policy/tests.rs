@@ -745,10 +745,18 @@ fn examples_load() {
     let names: Vec<&str> = seen.iter().map(|s| s.0.as_str()).collect();
     assert_eq!(
         names,
-        ["demo.yaml", "deny-all.yaml", "egress.yaml", "postgres.yaml"]
+        [
+            "demo-postgres.yaml",
+            "demo.yaml",
+            "deny-all.yaml",
+            "egress.yaml",
+            "postgres.yaml"
+        ]
     );
+    // Look files up by name so that a new example does not shift the others.
+    let by_name = |n: &str| &seen.iter().find(|s| s.0 == n).expect("example present").1;
 
-    let demo = &seen[0].1;
+    let demo = by_name("demo.yaml");
     assert_eq!(
         decide(demo, "127.0.0.2:7001").rule.as_deref(),
         Some("allow-echo")
@@ -762,11 +770,11 @@ fn examples_load() {
     let d = decide(demo, "127.0.0.3:7001");
     assert_eq!((d.verdict, d.rule), (Verdict::Deny, None));
 
-    let deny_all = &seen[1].1;
+    let deny_all = by_name("deny-all.yaml");
     assert_eq!(deny_all.summary(), "0 identities, 0 rules, default deny");
     assert!(!decide(deny_all, "127.0.0.1:80").is_allow());
 
-    let egress = &seen[2].1;
+    let egress = by_name("egress.yaml");
     assert!(decide(egress, "127.0.10.5:5432").is_allow());
     assert!(!decide(egress, "127.0.10.5:5433").is_allow());
     let other = Subject {
