@@ -58,7 +58,7 @@ pub use model::{
 };
 
 use columns::{ColAction, ColumnPattern};
-use detect::{Hit, KindSet};
+use detect::{Hit, Hits, KindSet};
 use replace::HmacSha256;
 
 /// A masked value.
@@ -201,7 +201,7 @@ impl Masker {
         match plan.cols.get(column)? {
             ColAction::Keep => None,
             ColAction::Detect => {
-                let mut hits = Vec::new();
+                let mut hits = Hits::default();
                 detect::find_all(value, self.enabled, &mut hits);
                 let first = hits.first()?.kind.name();
                 Some(Masked {
@@ -233,7 +233,7 @@ impl Masker {
     /// `None` when nothing was found; else the new text and the number of
     /// occurrences.
     pub fn mask_text(&self, text: &str) -> Option<(String, usize)> {
-        let mut hits = Vec::new();
+        let mut hits = Hits::default();
         detect::find_all(text.as_bytes(), self.enabled, &mut hits);
         if hits.is_empty() {
             return None;

@@ -42,13 +42,13 @@ impl KindSet {
 
 /// A scanner: the value, the starts of its digit runs (empty unless a
 /// numeric kind is scanned), and where to push occurrences.
-type Scanner = fn(&[u8], &[usize], &mut Vec<Hit>);
+type Scanner = fn(&[u8], &[usize], &mut Hits);
 
 /// Finds the occurrences of the `enabled` kinds in `s` and leaves in `hits`
 /// a sorted list of non-overlapping ones (on overlap, the earlier start
 /// wins, then the longer match). `hits` is not allocated when nothing is
 /// found.
-pub(crate) fn find_all(s: &[u8], enabled: KindSet, hits: &mut Vec<Hit>) {
+pub(crate) fn find_all(s: &[u8], enabled: KindSet, hits: &mut Hits) {
     hits.clear();
     let mut pre = prepass::Prepass::default();
     pre.scan(s);
@@ -77,15 +77,93 @@ pub(crate) fn find_all(s: &[u8], enabled: KindSet, hits: &mut Vec<Hit>) {
         }
     }
     if scanned > 1 && hits.len() > 1 {
-        hits.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
-        let mut last_end = 0;
-        hits.retain(|h| {
-            let keep = h.start >= last_end;
-            if keep {
-                last_end = h.end;
+        hits.sort_and_drop_overlaps();
+    }
+}
+
+/// Occurrences found in one value: up to 8 on the stack, more on the heap.
+#[derive(Debug)]
+pub(crate) struct Hits {
+    inline: [Hit; 8],
+    n: usize,
+    spill: Vec<Hit>,
+}
+
+impl Default for Hits {
+    fn default() -> Hits {
+        const NONE: Hit = Hit {
+            start: 0,
+            end: 0,
+            kind: DetectorKind::All,
+        };
+        Hits {
+            inline: [NONE; 8],
+            n: 0,
+            spill: Vec::new(),
+        }
+    }
+}
+
+impl Hits {
+    pub(crate) fn push(&mut self, h: Hit) {
+        if self.spill.is_empty() && self.n < self.inline.len() {
+            self.inline[self.n] = h;
+            self.n += 1;
+        } else {
+            if self.spill.is_empty() {
+                self.spill.extend_from_slice(&self.inline[..self.n]);
             }
-            keep
-        });
+            self.spill.push(h);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.n = 0;
+        self.spill.clear();
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Hit] {
+        if self.spill.is_empty() {
+            &mut self.inline[..self.n]
+        } else {
+            &mut self.spill
+        }
+    }
+
+    fn truncate(&mut self, len: usize) {
+        if self.spill.is_empty() {
+            self.n = self.n.min(len);
+        } else {
+            self.spill.truncate(len);
+        }
+    }
+
+    /// Sorts by start (then longer first) and drops hits overlapping an
+    /// earlier kept one.
+    fn sort_and_drop_overlaps(&mut self) {
+        let v = self.as_mut_slice();
+        v.sort_unstable_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
+        let mut kept = 0;
+        let mut last_end = 0;
+        for i in 0..v.len() {
+            if v[i].start >= last_end {
+                last_end = v[i].end;
+                v[kept] = v[i];
+                kept += 1;
+            }
+        }
+        self.truncate(kept);
+    }
+}
+
+impl std::ops::Deref for Hits {
+    type Target = [Hit];
+    fn deref(&self) -> &[Hit] {
+        if self.spill.is_empty() {
+            &self.inline[..self.n]
+        } else {
+            &self.spill
+        }
     }
 }
 
@@ -132,7 +210,7 @@ pub(super) fn digits_at(s: &[u8], i: usize, max: usize) -> usize {
 
 #[cfg(test)]
 pub(crate) fn kinds_found(text: &str) -> Vec<(DetectorKind, String)> {
-    let mut hits = Vec::new();
+    let mut hits = Hits::default();
     find_all(text.as_bytes(), KindSet(0x3ff), &mut hits);
     hits.iter()
         .map(|h| (h.kind, text[h.start..h.end].to_owned()))
@@ -187,7 +265,7 @@ mod tests {
 
     #[test]
     fn disabled_kinds_are_not_scanned() {
-        let mut hits = Vec::new();
+        let mut hits = Hits::default();
         let only_phone = KindSet::default().with(Phone);
         find_all(b"alice@example.com 555-123-4567", only_phone, &mut hits);
         assert_eq!(hits.len(), 1);

@@ -13,7 +13,8 @@
 //! - One audit record per statement, plus `session_start` / `session_end`.
 //!
 //! Layout: `codec` (framing), `frontend`/`backend` (typed messages), `auth` (upstream
-//! login), `tls`, `upstream` (connect, pool), `enforce`, `mask`, `cancel`, `audit`,
+//! login), `tls`, `upstream` (connect, pool), `enforce`, `shape` (classification cache
+//! keys), `mask`, `cancel`, `audit`,
 //! `session` (the two pumps), `error`.
 
 pub mod audit;
@@ -26,6 +27,7 @@ pub mod error;
 pub mod frontend;
 pub mod mask;
 pub mod session;
+pub mod shape;
 pub mod tls;
 pub mod upstream;
 

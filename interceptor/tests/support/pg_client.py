@@ -148,8 +148,8 @@ def cancel():
         finally:
             done.set()
         r["elapsed_s"] = round(time.monotonic() - start, 2)
-        r["cancels_sent"] = len(sent)
         t.join()
+        r["cancels_sent"] = len(sent)
         r["after"] = conn.execute("SELECT 'usable after cancel'").fetchone()[0]
     return r
 
@@ -177,4 +177,6 @@ def rowlimit():
 SCENARIOS = {"extended": extended, "copy": copy, "cancel": cancel, "rowlimit": rowlimit}
 
 if __name__ == "__main__":
-    print(json.dumps(SCENARIOS[sys.argv[1]](), default=str), flush=True)
+    result = SCENARIOS[sys.argv[1]]()
+    result["psycopg"] = f"{psycopg.__version__} ({sys.executable})"
+    print(json.dumps(result, default=str), flush=True)

@@ -1,10 +1,10 @@
 //! Payment card numbers: 13 to 19 digits, optionally grouped by single spaces or dashes, with a known issuer prefix and length, passing Luhn.
 
-use super::{num_left_ok, num_right_ok, DetectorKind, Hit};
+use super::{num_left_ok, num_right_ok, DetectorKind, Hit, Hits};
 
 const MAX_GROUPS: usize = 24;
 
-pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Vec<Hit>) {
+pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Hits) {
     let mut next = 0;
     for &i in runs {
         if i < next || !num_left_ok(s, i) {

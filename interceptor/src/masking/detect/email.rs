@@ -1,6 +1,6 @@
 //! Email addresses: `local@domain.tld`, found from each `@`.
 
-use super::{DetectorKind, Hit};
+use super::{DetectorKind, Hit, Hits};
 
 const LOCAL: u8 = 1;
 const DOMAIN: u8 = 2;
@@ -29,7 +29,7 @@ static CLASS: [u8; 256] = {
     t
 };
 
-pub(super) fn find(s: &[u8], _runs: &[usize], hits: &mut Vec<Hit>) {
+pub(super) fn find(s: &[u8], _runs: &[usize], hits: &mut Hits) {
     let mut from = 0;
     let mut i = 0;
     while let Some(off) = s[i..].iter().position(|&b| b == b'@') {

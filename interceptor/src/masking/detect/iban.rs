@@ -1,6 +1,6 @@
 //! IBANs: country code, check digits and BBAN, compact or in groups of four, with the country's length (15 to 34 for unknown countries) and mod-97 == 1.
 
-use super::{is_word, DetectorKind, Hit};
+use super::{is_word, DetectorKind, Hit, Hits};
 
 /// IBAN lengths of the countries in the SWIFT registry.
 const LENGTHS: &[(&[u8; 2], usize)] = &[
@@ -92,7 +92,7 @@ fn iban_char(b: u8) -> bool {
     b.is_ascii_uppercase() || b.is_ascii_digit()
 }
 
-pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Vec<Hit>) {
+pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Hits) {
     // The check digits are a digit run right after the two-letter country code.
     let mut next = 0;
     for &r in runs {

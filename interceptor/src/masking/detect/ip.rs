@@ -2,9 +2,9 @@
 
 use std::net::Ipv6Addr;
 
-use super::{is_word, DetectorKind, Hit};
+use super::{is_word, DetectorKind, Hit, Hits};
 
-pub(super) fn find_v4(s: &[u8], runs: &[usize], hits: &mut Vec<Hit>) {
+pub(super) fn find_v4(s: &[u8], runs: &[usize], hits: &mut Hits) {
     let mut next = 0;
     for &i in runs {
         let left_ok = i == 0 || !(is_word(s[i - 1]) || s[i - 1] == b'.');
@@ -59,7 +59,7 @@ fn v6_char(b: u8) -> bool {
     b.is_ascii_hexdigit() || b == b':' || b == b'.'
 }
 
-pub(super) fn find_v6(s: &[u8], _runs: &[usize], hits: &mut Vec<Hit>) {
+pub(super) fn find_v6(s: &[u8], _runs: &[usize], hits: &mut Hits) {
     let mut i = 0;
     while i < s.len() {
         if !v6_char(s[i]) {

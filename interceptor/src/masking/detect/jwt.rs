@@ -1,13 +1,13 @@
 //! JSON Web Tokens: `eyJ` + base64url segments joined by dots (three, or five for JWE), whose header decodes to JSON with an `"alg"` member.
 
-use super::{DetectorKind, Hit};
+use super::{DetectorKind, Hit, Hits};
 
 #[inline]
 fn b64url(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
 
-pub(super) fn find(s: &[u8], _runs: &[usize], hits: &mut Vec<Hit>) {
+pub(super) fn find(s: &[u8], _runs: &[usize], hits: &mut Hits) {
     let mut i = 0;
     while i + 3 <= s.len() {
         let Some(off) = s[i..].windows(3).position(|w| w == b"eyJ") else {

@@ -1,8 +1,8 @@
 //! Phone numbers: E.164 (`+` and 8 to 15 digits, optionally grouped) and North American formats; bare digit runs are never phones.
 
-use super::{is_word, num_left_ok, num_right_ok, DetectorKind, Hit};
+use super::{is_word, num_left_ok, num_right_ok, DetectorKind, Hit, Hits};
 
-pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Vec<Hit>) {
+pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Hits) {
     let mut next = 0;
     for &r in runs {
         if r < next {

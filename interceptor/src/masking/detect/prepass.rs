@@ -89,9 +89,11 @@ impl Prepass {
         self.dot |= eq(low7, b'.') & ascii;
         self.dash |= dash;
         self.letter |= letter;
-        self.double_colon |= colon & ((colon << 8) | (self.prev_colon >> 56));
+        if colon != 0 {
+            self.double_colon |= colon & ((colon << 8) | (self.prev_colon >> 56));
+            self.colons += count(colon);
+        }
         self.digits += count(digit);
-        self.colons += count(colon);
         let not_token = !(digit | dash | under | letter) & H;
         if not_token == 0 {
             self.token_run += 8;

@@ -1,6 +1,6 @@
 //! Secrets: API keys with well-known prefixes (AWS, GitHub, Slack, Stripe, OpenAI, Google) and PEM private key blocks.
 
-use super::{DetectorKind, Hit};
+use super::{DetectorKind, Hit, Hits};
 
 #[inline]
 fn alnum(b: u8) -> bool {
@@ -194,7 +194,7 @@ const PREFIXES: &[(&[u8], Body)] = &[
 
 /// Every key is a whole token: a maximal run of letters, digits, `-` and
 /// `_` (its prefix starts the token, its body ends it).
-pub(super) fn find_api_keys(s: &[u8], _runs: &[usize], hits: &mut Vec<Hit>) {
+pub(super) fn find_api_keys(s: &[u8], _runs: &[usize], hits: &mut Hits) {
     let mut i = 0;
     while i < s.len() {
         if !b64url(s[i]) {
@@ -236,7 +236,7 @@ fn key_token(t: &[u8]) -> bool {
 const BEGIN: &[u8] = b"-----BEGIN ";
 const DASHES: &[u8] = b"-----";
 
-pub(super) fn find_private_keys(s: &[u8], _runs: &[usize], hits: &mut Vec<Hit>) {
+pub(super) fn find_private_keys(s: &[u8], _runs: &[usize], hits: &mut Hits) {
     let mut i = 0;
     while let Some(off) = find(&s[i..], BEGIN) {
         let start = i + off;

@@ -1,8 +1,8 @@
 //! US social security numbers in the dashed form `AAA-GG-SSSS` only (bare nine-digit numbers are never flagged).
 
-use super::{digits_at, num_left_ok, num_right_ok, DetectorKind, Hit};
+use super::{digits_at, num_left_ok, num_right_ok, DetectorKind, Hit, Hits};
 
-pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Vec<Hit>) {
+pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Hits) {
     let mut next = 0;
     for &i in runs {
         if i >= next && i + 11 <= s.len() && num_left_ok(s, i) && at(s, i) {

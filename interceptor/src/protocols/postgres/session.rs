@@ -26,7 +26,7 @@ use crate::audit::{now_rfc3339, AuditLog};
 use crate::identity::Identity;
 use crate::masking::Masker;
 use crate::policy::{Policy, PostgresResource, SqlDecision, Subject, Verdict};
-use crate::sql::{Classification, ParseOptions, Statement};
+use crate::sql::{Classification, ParseOptions, SqlError, Statement};
 
 /// What the proxy's session hands over.
 pub struct Ctx {
@@ -451,15 +451,9 @@ where
             };
             match msg {
                 Frontend::Query(sql) => {
-                    let scs = c.st().scs;
-                    let cls = global().classifier.classify_with(
-                        sql,
-                        ParseOptions {
-                            standard_conforming_strings: scs,
-                        },
-                    );
+                    let (cls, shaped) = classify(sql, c.st().scs);
                     let checked = enforcer.check(&cls, &sql_prepared);
-                    let stmts = stmt_ctxs(sql, &checked);
+                    let stmts = stmt_ctxs(sql, &checked, shaped);
                     if checked.allowed() {
                         remember_prepared(&checked.statements, &mut sql_prepared);
                         let mut st = c.st();
@@ -492,15 +486,9 @@ where
                     }
                 }
                 Frontend::Parse { name, query } => {
-                    let scs = c.st().scs;
-                    let cls = global().classifier.classify_with(
-                        query,
-                        ParseOptions {
-                            standard_conforming_strings: scs,
-                        },
-                    );
+                    let (cls, shaped) = classify(query, c.st().scs);
                     let checked = enforcer.check(&cls, &sql_prepared);
-                    let stmts = stmt_ctxs(query, &checked);
+                    let stmts = stmt_ctxs(query, &checked, shaped);
                     c.st().pending.push_back(Pending::Parse);
                     if checked.allowed() {
                         remember_prepared(&checked.statements, &mut sql_prepared);
@@ -625,7 +613,37 @@ where
     }
 }
 
-fn stmt_ctxs(sql: &str, checked: &Checked) -> Vec<StmtCtx> {
+/// Classifies a query text. Texts that differ only in numeric literals share one cache
+/// entry (`shape`): `true` when the result is of the shape (one statement, whose text is
+/// then `sql` itself, not the shape's).
+fn classify(sql: &str, scs: bool) -> (Arc<std::result::Result<Classification, SqlError>>, bool) {
+    let options = ParseOptions {
+        standard_conforming_strings: scs,
+    };
+    let classifier = &global().classifier;
+    if scs {
+        if let Some(std::borrow::Cow::Owned(shape)) = super::shape::literal_shape(sql) {
+            let cls = classifier.classify_with(&shape, options);
+            if matches!(cls.as_ref(), Ok(c) if c.statements.len() == 1) {
+                return (cls, true);
+            }
+        }
+    }
+    (classifier.classify_with(sql, options), false)
+}
+
+fn stmt_ctxs(sql: &str, checked: &Checked, shaped: bool) -> Vec<StmtCtx> {
+    if shaped && checked.statements.len() == 1 {
+        let s = &checked.statements[0];
+        return vec![StmtCtx {
+            text: sql.trim().trim_end_matches(';').trim_end().to_owned(),
+            summary: Classification {
+                statements: vec![s.clone()],
+            }
+            .summary(),
+            decision: checked.decision.clone(),
+        }];
+    }
     if checked.statements.is_empty() {
         return vec![StmtCtx {
             text: sql.to_owned(),
