@@ -75,6 +75,16 @@ pub enum Command {
     /// Check that this kernel can run the interceptor (cgroup2, bpffs, BTF, programs load);
     /// exit 3 with `unsupported: <reason>` if not.
     Doctor,
+    /// (issue 6) Audit store tools: verify the hash chain and signatures, export the key.
+    Audit {
+        #[command(subcommand)]
+        command: crate::audit::cmd::AuditCommand,
+    },
+    /// (issue 6) Sessions from the audit records: list, show, replay.
+    Sessions {
+        #[command(subcommand)]
+        command: crate::audit::cmd::SessionsCommand,
+    },
     /// Policy tools.
     Policy {
         #[command(subcommand)]
@@ -90,9 +100,12 @@ pub struct DaemonArgs {
     /// Port of the proxy listeners on 127.0.0.1 and [::1]; 0 picks a free one.
     #[arg(long, default_value_t = 0)]
     pub listen_port: u16,
-    /// Audit log file (JSON lines); `-` for stdout. Default: <state dir>/audit.jsonl.
+    /// Plain audit file (JSON lines, no hash chain, no signatures); `-` for stdout.
+    /// Default: the chained store (see --audit-dir).
     #[arg(long)]
     pub audit_log: Option<PathBuf>,
+    #[command(flatten)]
+    pub audit: crate::audit::cmd::AuditArgs,
     /// Serve Prometheus metrics on this local address, e.g. 127.0.0.1:9464.
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,

@@ -40,6 +40,8 @@ pub enum DaemonError {
     Control(#[from] control::ControlError),
     #[error(transparent)]
     Cgroup(#[from] crate::cgroup::CgroupError),
+    #[error("audit sink: {0}")]
+    Sink(String),
 }
 
 /// How to start a daemon instance.
@@ -53,8 +55,10 @@ pub struct Options {
     /// 0 = any free port.
     pub listen_port: u16,
     pub state_dir: PathBuf,
-    /// Audit destination; `None` = `<state dir>/audit.jsonl`; `-` = stdout.
+    /// Plain audit file (no chain); `-` = stdout. `None`: the chained store (`audit`).
     pub audit_log: Option<PathBuf>,
+    /// (issue 6) Chained store, durability mode and sink.
+    pub audit: crate::audit::cmd::AuditArgs,
     pub metrics_addr: Option<SocketAddr>,
     pub connect_timeout: Duration,
 }
@@ -67,6 +71,7 @@ pub struct Daemon {
     sessions: Arc<tokio::sync::Mutex<JoinSet<()>>>,
     control_path: PathBuf,
     shutdown: watch::Sender<bool>,
+    sink: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
 }
 
 /// Loads a policy file, logging how DNS names resolved.
@@ -106,11 +111,12 @@ impl Daemon {
         })?;
         let v6 = l6.as_ref().and_then(|l| l.local_addr().ok());
         programs.set_proxy(v4, v6)?;
-        let audit_path = opts
-            .audit_log
-            .clone()
-            .unwrap_or_else(|| opts.state_dir.join("audit.jsonl"));
-        let audit = AuditLog::open(&audit_path).await?;
+        let audit_settings =
+            opts.audit
+                .settings(opts.audit_log.clone(), &opts.state_dir, &opts.instance);
+        let audit_path = audit_settings.location();
+        let audit = AuditLog::start(audit_settings.clone())?;
+        let sink = start_sink(&opts, &audit_settings, &audit)?;
         let (shutdown, _) = watch::channel(false);
         let listeners: Vec<SocketAddr> = std::iter::once(v4).chain(v6).collect();
         let shared = Arc::new(Shared {
@@ -194,6 +200,7 @@ impl Daemon {
             sessions,
             control_path,
             shutdown,
+            sink,
         })
     }
 
@@ -222,7 +229,11 @@ impl Daemon {
             let _ = self.shutdown.send(true);
             while sessions.join_next().await.is_some() {}
         }
-        self.shared.audit.flush().await;
+        self.shared.audit.close().await;
+        if let Some((stop, task)) = self.sink.take() {
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(6), task).await;
+        }
         if let Some(att) = self.attachment.take() {
             let dir = att.pin_dir().to_path_buf();
             match att.detach() {
@@ -234,6 +245,34 @@ impl Daemon {
         }
         let _ = std::fs::remove_file(&self.control_path);
     }
+}
+
+/// (issue 6) The PostgreSQL audit sink, when configured (chained store only).
+#[allow(clippy::type_complexity)]
+fn start_sink(
+    opts: &Options,
+    settings: &crate::audit::Settings,
+    audit: &AuditLog,
+) -> Result<Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>, DaemonError> {
+    use crate::audit::sink_pg;
+    let Some(url) = &opts.audit.audit_sink else {
+        return Ok(None);
+    };
+    if settings.plain.is_some() {
+        return Err(DaemonError::Sink(
+            "--audit-sink copies the chained store; it cannot be used with --audit-log".into(),
+        ));
+    }
+    let cfg = sink_pg::SinkConfig::new(
+        url,
+        opts.audit.audit_sink_password_file.as_deref(),
+        &settings.chain,
+        &settings.location(),
+    )
+    .map_err(|e| DaemonError::Sink(e.to_string()))?;
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(sink_pg::run(cfg, audit.durable_position(), rx));
+    Ok(Some((stop, task)))
 }
 
 fn reload(shared: &Shared, path: &std::path::Path) -> Result<String, String> {

@@ -56,6 +56,7 @@ fn options(
         listen_port: args.listen_port,
         state_dir: state_dir.to_path_buf(),
         audit_log: args.audit_log.clone(),
+        audit: args.audit.clone(),
         metrics_addr: args.metrics_addr,
         connect_timeout: Duration::from_secs(args.connect_timeout),
     }
@@ -122,6 +123,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Doctor => {
             require_root("doctor")?;
             Ok(interceptor::doctor::run())
+        }
+        Command::Audit { command } => interceptor::audit::cmd::audit(command, &cli.state_dir),
+        Command::Sessions { command } => {
+            interceptor::audit::cmd::sessions_cmd(command, &cli.state_dir).await
         }
         Command::Status { json } => status(&cli.state_dir, json).await,
         Command::Reload => {

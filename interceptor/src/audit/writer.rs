@@ -1,0 +1,177 @@
+//! The writer thread and its group commit: it takes every message queued while the last
+//! fdatasync ran, writes them in one `write`, syncs once, then answers every committer.
+//!
+//! A plain thread with blocking I/O, not a tokio task (`tokio::fs` hands each write to the
+//! blocking pool: two wake-ups per write).
+
+use std::{
+    fs::File,
+    io::{self, Write},
+    path::PathBuf,
+    sync::mpsc::{Receiver, RecvTimeoutError},
+    time::Duration,
+};
+
+use tokio::sync::{oneshot, watch};
+
+use super::{segment::SegmentStore, AuditError, Position};
+
+pub(super) type Ack = oneshot::Sender<Result<Position, AuditError>>;
+
+pub(super) enum Msg {
+    /// Serialised records, written together; the ack (if any) gets the first one's position.
+    Records(Vec<String>, Option<Ack>),
+    Flush(oneshot::Sender<()>),
+    Close(oneshot::Sender<()>),
+}
+
+pub(super) enum Store {
+    /// `--audit-log FILE|-`: plain JSON lines, no chain. Files are fdatasync'd.
+    Plain {
+        out: Box<dyn Write + Send>,
+        file: Option<File>,
+        path: PathBuf,
+        lines: u64,
+    },
+    Chain(Box<SegmentStore>),
+}
+
+impl Store {
+    fn write(&mut self, recs: &[&str]) -> io::Result<Position> {
+        match self {
+            Store::Chain(s) => s.write_batch(recs),
+            Store::Plain {
+                out, file, lines, ..
+            } => {
+                let mut buf = Vec::with_capacity(recs.iter().map(|r| r.len() + 1).sum());
+                for r in recs {
+                    buf.extend_from_slice(r.as_bytes());
+                    buf.push(b'\n');
+                }
+                out.write_all(&buf)?;
+                out.flush()?;
+                if let Some(f) = file {
+                    f.sync_data()?;
+                }
+                let first = *lines + 1;
+                *lines += recs.len() as u64;
+                Ok(Position {
+                    segment: 0,
+                    seq: first,
+                })
+            }
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        match self {
+            Store::Chain(s) => s.dir().to_path_buf(),
+            Store::Plain { path, .. } => path.clone(),
+        }
+    }
+}
+
+/// Most messages taken into one group commit.
+const MAX_BATCH: usize = 8192;
+
+pub(super) fn run(mut store: Store, rx: Receiver<Msg>, durable: watch::Sender<Position>) {
+    let mut closed = false;
+    loop {
+        let first = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => {
+                if let (Store::Chain(s), false) = (&mut store, closed) {
+                    if let Err(e) = s.maybe_rotate() {
+                        tracing::error!(error = %e, "audit segment rotation failed");
+                    }
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut batch: Vec<(Vec<String>, Option<Ack>)> = Vec::new();
+        let mut flushes = Vec::new();
+        let mut closes = Vec::new();
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            match m {
+                Msg::Records(r, ack) => batch.push((r, ack)),
+                Msg::Flush(d) => flushes.push(d),
+                Msg::Close(d) => closes.push(d),
+            }
+            if batch.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            commit(&mut store, batch, closed, &durable);
+        }
+        for f in flushes {
+            let _ = f.send(());
+        }
+        if !closes.is_empty() {
+            if let (Store::Chain(s), false) = (&mut store, closed) {
+                if let Err(e) = s.close() {
+                    tracing::error!(error = %e, "cannot sign the last audit segment");
+                }
+            }
+            closed = true;
+            for c in closes {
+                let _ = c.send(());
+            }
+        }
+    }
+}
+
+fn commit(
+    store: &mut Store,
+    batch: Vec<(Vec<String>, Option<Ack>)>,
+    closed: bool,
+    durable: &watch::Sender<Position>,
+) {
+    let result = if closed {
+        Err(AuditError::Closed)
+    } else {
+        let rotated = match store {
+            Store::Chain(s) => s.maybe_rotate(),
+            Store::Plain { .. } => Ok(()),
+        };
+        rotated.and_then(|()| {
+            let recs: Vec<&str> = batch
+                .iter()
+                .flat_map(|(r, _)| r.iter().map(String::as_str))
+                .collect();
+            store.write(&recs).map_err(|e| AuditError::Write {
+                path: store.path(),
+                detail: e.to_string(),
+            })
+        })
+    };
+    match result {
+        Ok(first) => {
+            let mut seq = first.seq;
+            for (recs, ack) in batch {
+                if let Some(ack) = ack {
+                    let _ = ack.send(Ok(Position {
+                        segment: first.segment,
+                        seq,
+                    }));
+                }
+                seq += recs.len() as u64;
+            }
+            durable.send_replace(Position {
+                segment: first.segment,
+                seq: seq - 1,
+            });
+        }
+        Err(e) => {
+            let n: usize = batch.iter().map(|(r, _)| r.len()).sum();
+            tracing::error!(error = %e, records = n, "audit write failed: these records are lost and the commands waiting for them are refused");
+            for (_, ack) in batch {
+                if let Some(ack) = ack {
+                    let _ = ack.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
