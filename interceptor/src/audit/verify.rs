@@ -208,13 +208,10 @@ fn walk(dir: &Path, key: Option<&VerifyingKey>, r: &mut ChainReport) -> Result<(
                 ));
             }
             if o.seq < seq {
-                let kind = if later(seq) {
-                    Kind::Reordered
-                } else {
-                    Kind::Inserted
-                };
+                // A seq seen before: a duplicate or a forged record in front of the original
+                // (records moved back are caught above, at the gap they leave).
                 return Err(problem(
-                    kind,
+                    Kind::Inserted,
                     path,
                     l.no,
                     Some(o.seq),

@@ -75,12 +75,11 @@ impl Store {
 const MAX_BATCH: usize = 8192;
 
 pub(super) fn run(mut store: Store, rx: Receiver<Msg>, durable: watch::Sender<Position>) {
-    let mut closed = false;
     loop {
         let first = match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(m) => m,
             Err(RecvTimeoutError::Timeout) => {
-                if let (Store::Chain(s), false) = (&mut store, closed) {
+                if let Store::Chain(s) = &mut store {
                     if let Err(e) = s.maybe_rotate() {
                         tracing::error!(error = %e, "audit segment rotation failed");
                     }
@@ -104,21 +103,24 @@ pub(super) fn run(mut store: Store, rx: Receiver<Msg>, durable: watch::Sender<Po
             }
         }
         if !batch.is_empty() {
-            commit(&mut store, batch, closed, &durable);
+            commit(&mut store, batch, &durable);
         }
         for f in flushes {
             let _ = f.send(());
         }
         if !closes.is_empty() {
-            if let (Store::Chain(s), false) = (&mut store, closed) {
+            if let Store::Chain(s) = &mut store {
                 if let Err(e) = s.close() {
                     tracing::error!(error = %e, "cannot sign the last audit segment");
                 }
             }
-            closed = true;
+            // Release the store (and its directory lock) before answering; the thread ends
+            // and later records are refused (`AuditError::Closed`).
+            drop(store);
             for c in closes {
                 let _ = c.send(());
             }
+            return;
         }
     }
 }
@@ -126,27 +128,22 @@ pub(super) fn run(mut store: Store, rx: Receiver<Msg>, durable: watch::Sender<Po
 fn commit(
     store: &mut Store,
     batch: Vec<(Vec<String>, Option<Ack>)>,
-    closed: bool,
     durable: &watch::Sender<Position>,
 ) {
-    let result = if closed {
-        Err(AuditError::Closed)
-    } else {
-        let rotated = match store {
-            Store::Chain(s) => s.maybe_rotate(),
-            Store::Plain { .. } => Ok(()),
-        };
-        rotated.and_then(|()| {
-            let recs: Vec<&str> = batch
-                .iter()
-                .flat_map(|(r, _)| r.iter().map(String::as_str))
-                .collect();
-            store.write(&recs).map_err(|e| AuditError::Write {
-                path: store.path(),
-                detail: e.to_string(),
-            })
-        })
+    let rotated = match store {
+        Store::Chain(s) => s.maybe_rotate(),
+        Store::Plain { .. } => Ok(()),
     };
+    let result = rotated.and_then(|()| {
+        let recs: Vec<&str> = batch
+            .iter()
+            .flat_map(|(r, _)| r.iter().map(String::as_str))
+            .collect();
+        store.write(&recs).map_err(|e| AuditError::Write {
+            path: store.path(),
+            detail: e.to_string(),
+        })
+    });
     match result {
         Ok(first) => {
             let mut seq = first.seq;

@@ -17,7 +17,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use super::{splice, LiveConn, Shared};
 use crate::{
-    audit::{now_rfc3339, ConnectionRecord},
+    audit::{now_rfc3339, ConnectionOpen, ConnectionRecord},
     ebpf::key_addr,
     identity::Identity,
     policy::{evaluate, ConnRequest, Decision, Subject, Verdict},
@@ -86,6 +86,30 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     if decision.verdict == Verdict::Deny {
         shared.metrics.denied.fetch_add(1, Relaxed);
         tracing::info!(%session, pid = identity.pid, comm = %identity.comm, %dst, rule = ?decision.rule, reason = %decision.reason, "denied");
+        rec.identity = Some(identity);
+        reset(&client);
+        finish(&shared, rec, started);
+        return;
+    }
+
+    // (issue 6) Write before forward: the allowed connection is on record before anything
+    // reaches the upstream; if the audit store cannot take it, the connection is reset.
+    if let Err(e) = shared
+        .audit
+        .commit(&ConnectionOpen {
+            time: rec.time.clone(),
+            kind: "connection_open",
+            session: &session,
+            instance: &shared.instance,
+            identity: &identity,
+            client: peer.to_string(),
+            destination: dst.to_string(),
+            rule: decision.rule.as_deref(),
+        })
+        .await
+    {
+        tracing::error!(%session, %dst, error = %e, "connection refused: cannot record it (fail closed)");
+        rec.error = Some(format!("refused, not recorded durably: {e}"));
         rec.identity = Some(identity);
         reset(&client);
         finish(&shared, rec, started);

@@ -87,3 +87,21 @@ pub struct SessionEnd {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+/// (issue 6) A command about to be sent upstream: committed durably *before* it is
+/// forwarded (write before forward); its outcome follows as a `statement` record.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandRecord {
+    pub time: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub session: String,
+    pub instance: String,
+    pub resource: String,
+    /// "simple" (Query) or "extended" (Execute).
+    pub protocol: &'static str,
+    pub statement: String,
+    pub classification: String,
+    pub decision: Verdict,
+    pub rule: Option<String>,
+}

@@ -20,6 +20,8 @@ pub enum PgError {
     Secret { resource: String, message: String },
     #[error("upstream TLS for {resource}: {message}")]
     Tls { resource: String, message: String },
+    #[error("the audit store cannot record this command, so it was not sent (fail closed): {0}")]
+    Audit(String),
     #[error("connection closed by {0}")]
     Closed(&'static str),
 }

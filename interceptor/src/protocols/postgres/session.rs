@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::audit::{SessionEnd, SessionStart, StatementRecord, Who};
+use super::audit::{CommandRecord, SessionEnd, SessionStart, StatementRecord, Who};
 use super::backend::{self, Field};
 use super::codec::{Frame, FrameReader, DEFAULT_MAX_FRAME};
 use super::enforce::{Checked, Enforcer};
@@ -166,6 +166,30 @@ impl Common<'_> {
             duration_ms: u.map_or(0.0, |u| u.started.elapsed().as_secs_f64() * 1000.0),
             sqlstate,
         });
+    }
+}
+
+impl Common<'_> {
+    /// (issue 6) The pre-forward record of an allowed command.
+    fn intent(
+        &self,
+        protocol: &'static str,
+        text: &str,
+        summary: &str,
+        d: &SqlDecision,
+    ) -> CommandRecord {
+        CommandRecord {
+            time: now_rfc3339(),
+            kind: "command",
+            session: self.ctx.session.clone(),
+            instance: self.ctx.instance.clone(),
+            resource: self.ctx.resource.clone(),
+            protocol,
+            statement: text.to_owned(),
+            classification: summary.to_owned(),
+            decision: d.verdict,
+            rule: d.rule.clone(),
+        }
     }
 }
 
@@ -336,6 +360,7 @@ pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
             Err(e) => {
                 let (code, msg) = match &e {
                     PgError::TooLarge { .. } => ("54000", format!("interceptor: {e}")),
+                    PgError::Audit(_) => ("58030", format!("interceptor: {e}")),
                     PgError::Malformed { .. } | PgError::Unsupported(_) => {
                         ("08P01", format!("interceptor: {e}"))
                     }
@@ -427,6 +452,7 @@ where
     let mut portals: HashMap<String, (String, Vec<i16>)> = HashMap::new();
     let mut token_n = 0u64;
     let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut intents: Vec<CommandRecord> = Vec::new();
     loop {
         let f = match reader.next().await? {
             Some(f) => f,
@@ -456,6 +482,7 @@ where
                     let stmts = stmt_ctxs(sql, &checked, shaped);
                     if checked.allowed() {
                         remember_prepared(&checked.statements, &mut sql_prepared);
+                        intents.push(c.intent("simple", sql, &checked.summary, &checked.decision));
                         let mut st = c.st();
                         st.pending.push_back(Pending::Exec(Box::new(Unit::new(
                             true,
@@ -528,6 +555,15 @@ where
                 Frontend::Execute { portal, .. } => {
                     let (statement, formats) = portals.get(portal).cloned().unwrap_or_default();
                     let (stmts, limit) = statements.get(&statement).cloned().unwrap_or_default();
+                    if let Some(first) = stmts.first() {
+                        let text: Vec<&str> = stmts.iter().map(|s| s.text.as_str()).collect();
+                        intents.push(c.intent(
+                            "extended",
+                            &text.join("; "),
+                            &first.summary,
+                            &first.decision,
+                        ));
+                    }
                     let mut u = Unit::new(false, stmts, limit);
                     u.portal = portal.to_owned();
                     u.statement = statement;
@@ -602,6 +638,16 @@ where
                     ))
                 }
             }
+        }
+        // (issue 6) Write before forward: the commands of this batch are on disk before
+        // any byte of it goes upstream; if they cannot be, none of it is sent.
+        if !intents.is_empty() {
+            c.ctx
+                .audit
+                .commit_many(&intents)
+                .await
+                .map_err(|e| PgError::Audit(e.to_string()))?;
+            intents.clear();
         }
         if !out.is_empty() {
             up.write_all(&out).await?;
