@@ -49,7 +49,11 @@ fn check(dir: &Path, root: &Path) -> verify::ChainReport {
 }
 
 fn lines(p: &Path) -> Vec<String> {
-    fs::read_to_string(p).unwrap().lines().map(str::to_owned).collect()
+    fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn put(p: &Path, l: &[String]) {
@@ -65,7 +69,10 @@ fn seal_and_open_round_trip() {
     let (line, h) = chain::seal(7, &chain::GENESIS, r#"{"a":1,"b":"x"}"#);
     assert!(line.starts_with(r#"{"seq":7,"prev":"000"#));
     let o = chain::open(line.trim_end()).unwrap();
-    assert_eq!((o.seq, o.prev, o.hash, o.hash_ok), (7, chain::GENESIS, h, true));
+    assert_eq!(
+        (o.seq, o.prev, o.hash, o.hash_ok),
+        (7, chain::GENESIS, h, true)
+    );
     let edited = line.replace(r#""a":1"#, r#""a":2"#);
     assert!(!chain::open(edited.trim_end()).unwrap().hash_ok);
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -80,7 +87,11 @@ async fn clean_chain_verifies_with_rotation_and_checkpoints() {
     assert!(segs.len() >= 3, "4 KiB segments rotate: {segs:?}");
     let r = check(&dir, t.path());
     assert!(r.ok(), "{:?}", r.problem);
-    assert_eq!(r.checkpoints as usize, segs.len(), "every segment closed and signed");
+    assert_eq!(
+        r.checkpoints as usize,
+        segs.len(),
+        "every segment closed and signed"
+    );
     // 200 records + one segment_open per segment.
     assert_eq!(r.records as usize, 200 + segs.len());
     // Private: 0700 directories, 0600 files.
@@ -104,8 +115,15 @@ async fn restart_continues_the_chain() {
 }
 
 fn expect(r: &verify::ChainReport, kind: Kind, file: &Path, line: u64) {
-    let p = r.problem.as_ref().unwrap_or_else(|| panic!("tampering not detected: {r:?}"));
-    assert_eq!((p.kind, p.file.as_path(), p.line), (kind, file, line), "{p}");
+    let p = r
+        .problem
+        .as_ref()
+        .unwrap_or_else(|| panic!("tampering not detected: {r:?}"));
+    assert_eq!(
+        (p.kind, p.file.as_path(), p.line),
+        (kind, file, line),
+        "{p}"
+    );
 }
 
 #[tokio::test]
@@ -140,7 +158,11 @@ async fn detects_an_inserted_record() {
     let mut l = lines(&s);
     // A forged record, correctly hashed and linked to the record before it.
     let before = chain::open(&l[1]).unwrap();
-    let (forged, _) = chain::seal(before.seq + 1, &before.hash, r#"{"type":"statement","statement":"forged"}"#);
+    let (forged, _) = chain::seal(
+        before.seq + 1,
+        &before.hash,
+        r#"{"type":"statement","statement":"forged"}"#,
+    );
     l.insert(2, forged.trim_end().to_owned());
     put(&s, &l);
     expect(&check(&dir, t.path()), Kind::Inserted, &s, 4);
@@ -213,7 +235,9 @@ async fn detects_a_rewritten_chain_by_its_signature() {
     assert!(matches!(p.kind, Kind::Edited | Kind::Inserted), "{p}");
     // A checkpoint signed by another key.
     let other = tempfile::tempdir().unwrap();
-    let k2 = checkpoint::load_or_create_key(other.path()).unwrap().verifying_key();
+    let k2 = checkpoint::load_or_create_key(other.path())
+        .unwrap()
+        .verifying_key();
     let r = verify::verify_chain(&make_chain(other.path(), 5).await, Some(&key(t.path())));
     assert_eq!(r.problem.unwrap().kind, Kind::Checkpoint);
     assert!(verify::verify_chain(&other.path().join("audit/test-chain"), Some(&k2)).ok());
@@ -236,7 +260,11 @@ async fn torn_tail_is_tolerated_only_while_open_and_cut_on_restart() {
     fs::write(&s, &bytes).unwrap();
     let r = check(&dir, t.path());
     assert!(r.ok(), "{:?}", r.problem);
-    assert!(r.warnings.iter().any(|w| w.contains("torn last line")), "{:?}", r.warnings);
+    assert!(
+        r.warnings.iter().any(|w| w.contains("torn last line")),
+        "{:?}",
+        r.warnings
+    );
     // The next daemon cuts it off (recording that), signs the segment, and goes on.
     let log = AuditLog::start(settings(t.path(), 1 << 20)).unwrap();
     log.commit(&rec(9)).await.unwrap();
@@ -245,7 +273,9 @@ async fn torn_tail_is_tolerated_only_while_open_and_cut_on_restart() {
     assert!(r.ok(), "{:?}", r.problem);
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
     let all = sessions::load(&dir).unwrap();
-    assert!(all.iter().any(|v| v["type"] == "segment_open" && v["recovered_torn_bytes"] == torn.len()));
+    assert!(all
+        .iter()
+        .any(|v| v["type"] == "segment_open" && v["recovered_torn_bytes"] == torn.len()));
 }
 
 #[tokio::test]
@@ -253,7 +283,11 @@ async fn one_daemon_per_directory() {
     let t = tempfile::tempdir().unwrap();
     let _a = AuditLog::start(settings(t.path(), 1 << 20)).unwrap();
     let b = AuditLog::start(settings(t.path(), 1 << 20));
-    assert!(matches!(b, Err(super::AuditError::Locked { .. })), "{:?}", b.err());
+    assert!(
+        matches!(b, Err(super::AuditError::Locked { .. })),
+        "{:?}",
+        b.err()
+    );
 }
 
 #[tokio::test]
@@ -274,7 +308,10 @@ async fn group_commit_orders_concurrent_committers() {
     let mut all = Vec::new();
     for t in tasks {
         let s = t.await.unwrap();
-        assert!(s.windows(2).all(|w| w[0] < w[1]), "a committer's records are in order");
+        assert!(
+            s.windows(2).all(|w| w[0] < w[1]),
+            "a committer's records are in order"
+        );
         all.extend(s);
     }
     all.sort();
@@ -318,12 +355,36 @@ fn sessions_group_and_filter() {
     assert_eq!(a.log[0].offset_ms, 1000.0);
     assert_eq!(a.log[1].offset_ms, 3000.0);
     assert_eq!(a.log[0].fields_masked, Some(2));
-    let f = sessions::Filter { identity: Some("curl".into()), ..Default::default() };
+    let f = sessions::Filter {
+        identity: Some("curl".into()),
+        ..Default::default()
+    };
     assert_eq!(s.iter().filter(|x| f.matches(x)).count(), 1);
-    let f = sessions::Filter { identity: Some("1000".into()), ..Default::default() };
-    assert_eq!(s.iter().filter(|x| f.matches(x)).map(|x| x.id.as_str()).collect::<Vec<_>>(), ["a-1"]);
-    let f = sessions::Filter { resource: Some("app".into()), ..Default::default() };
+    let f = sessions::Filter {
+        identity: Some("1000".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.iter()
+            .filter(|x| f.matches(x))
+            .map(|x| x.id.as_str())
+            .collect::<Vec<_>>(),
+        ["a-1"]
+    );
+    let f = sessions::Filter {
+        resource: Some("app".into()),
+        ..Default::default()
+    };
     assert_eq!(s.iter().filter(|x| f.matches(x)).count(), 1);
-    let f = sessions::Filter { since: Some(sessions::parse_since("2026-01-01T10:30:00Z").unwrap()), ..Default::default() };
-    assert_eq!(s.iter().filter(|x| f.matches(x)).map(|x| x.id.as_str()).collect::<Vec<_>>(), ["b-2"]);
+    let f = sessions::Filter {
+        since: Some(sessions::parse_since("2026-01-01T10:30:00Z").unwrap()),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.iter()
+            .filter(|x| f.matches(x))
+            .map(|x| x.id.as_str())
+            .collect::<Vec<_>>(),
+        ["b-2"]
+    );
 }
