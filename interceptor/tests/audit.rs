@@ -340,10 +340,8 @@ fn audit_kill9_under_pgbench_every_forwarded_statement_was_recorded() {
         return;
     }
     let pg = Pg::start();
-    pg.sql(
-        "postgres",
-        "ALTER SYSTEM SET log_statement = 'all'; SELECT pg_reload_conf()",
-    );
+    pg.sql("postgres", "ALTER SYSTEM SET log_statement = 'all'");
+    pg.sql("postgres", "SELECT pg_reload_conf()");
     let env = Env::new();
     let pol = policy(&env, &pg, "");
     let script = env.dir.path().join("marker.sql");
