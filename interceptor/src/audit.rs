@@ -11,6 +11,7 @@
 //! `commit` returns once a record is on disk (fdatasync), so callers can write before they
 //! forward; `record`/`record_any` queue a record without waiting.
 
+pub mod bench;
 pub mod chain;
 pub mod checkpoint;
 pub mod cmd;

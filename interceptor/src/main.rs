@@ -124,7 +124,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             require_root("doctor")?;
             Ok(interceptor::doctor::run())
         }
-        Command::Audit { command } => interceptor::audit::cmd::audit(command, &cli.state_dir),
+        Command::Audit { command } => interceptor::audit::cmd::audit(command, &cli.state_dir).await,
         Command::Sessions { command } => {
             interceptor::audit::cmd::sessions_cmd(command, &cli.state_dir).await
         }

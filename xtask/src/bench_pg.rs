@@ -177,7 +177,7 @@ with psycopg.connect(host=host, port=port, user="bench", dbname="bench", autocom
     print("%.4f %d" % (statistics.median(times), changed))
 "#;
 
-fn policy(port: u16, password_file: &Path, masking: bool) -> String {
+pub(crate) fn policy(port: u16, password_file: &Path, masking: bool) -> String {
     let masking = if masking {
         "      masking:
         columns:

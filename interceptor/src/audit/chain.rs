@@ -11,9 +11,11 @@ pub const GENESIS: [u8; 32] = [0; 32];
 const HASH_KEY: &str = ",\"hash\":\"";
 
 pub fn hex(b: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(b.len() * 2);
     for x in b {
-        s.push_str(&format!("{x:02x}"));
+        s.push(DIGITS[(x >> 4) as usize] as char);
+        s.push(DIGITS[(x & 15) as usize] as char);
     }
     s
 }

@@ -78,6 +78,17 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// (benchmark) N concurrent committers, each waiting for durability; prints JSON.
+    #[command(hide = true)]
+    Bench {
+        /// A scratch directory (its audit/ and key are created there).
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 256)]
+        committers: usize,
+        #[arg(long, default_value_t = 200_000)]
+        records: usize,
+    },
     /// The checkpoint signing key.
     Key {
         #[command(subcommand)]
@@ -131,8 +142,17 @@ pub enum SessionsCommand {
     },
 }
 
-pub fn audit(cmd: AuditCommand, state_dir: &Path) -> anyhow::Result<i32> {
+pub async fn audit(cmd: AuditCommand, state_dir: &Path) -> anyhow::Result<i32> {
     match cmd {
+        AuditCommand::Bench {
+            dir,
+            committers,
+            records,
+        } => {
+            let r = super::bench::run(&dir, committers, records).await?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(0)
+        }
         AuditCommand::Key {
             command: KeyCommand::Export,
         } => {
