@@ -6,6 +6,7 @@ mod bench;
 mod bench_pg;
 mod build;
 mod demo;
+mod fuzz;
 mod pg;
 mod setup;
 mod test;
@@ -41,6 +42,8 @@ enum Command {
     },
     /// Run the kernel-facing suite in VMs across kernels.
     VmTest(vm_test::VmTestArgs),
+    /// Run cargo-fuzz targets (`fuzz/`): `fuzz TARGET --time N` or `fuzz --all --time N`.
+    Fuzz(fuzz::FuzzArgs),
     /// (internal) the measuring client of `bench connect`.
     #[command(hide = true)]
     BenchClient { addr: String, iterations: usize },
@@ -66,6 +69,7 @@ fn run(command: Command) -> Result<()> {
         Command::Demo => demo::run_demo(),
         Command::Bench { which } => bench::run_bench(&which),
         Command::VmTest(args) => vm_test::run_vm_test(&args),
+        Command::Fuzz(args) => fuzz::run_fuzz(&args),
         Command::BenchClient { addr, iterations } => bench::client(&addr, iterations),
     }
 }
