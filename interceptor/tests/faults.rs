@@ -8,7 +8,7 @@ mod support;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,18 +20,19 @@ use support::*;
 /// Starts `interceptor attach` with its log (debug) in `log` instead of the test's stderr;
 /// returns the child and its `status` once it serves.
 fn spawn_attach(env: &Env, cg: &TestCgroup, policy: &Path, log: &Path) -> (Child, Value) {
-    let child = env
-        .cmd()
-        .arg("attach")
+    let mut cmd = env.cmd();
+    cmd.arg("attach")
         .arg("--cgroup")
         .arg(&cg.path)
         .arg("--policy")
         .arg(policy)
         .arg("--audit-log")
-        .arg(env.audit_path())
-        .stderr(File::create(log).unwrap())
-        .spawn()
-        .unwrap();
+        .arg(env.audit_path());
+    spawn_logged(env, cmd, log)
+}
+
+fn spawn_logged(env: &Env, mut cmd: Command, log: &Path) -> (Child, Value) {
+    let child = cmd.stderr(File::create(log).unwrap()).spawn().unwrap();
     let pid = u64::from(child.id());
     let status = wait_for("attach daemon status", Duration::from_secs(20), || {
         let out = env.cmd().args(["status", "--json"]).output().ok()?;
@@ -455,4 +456,97 @@ fn upstream_refusing_or_closing_gets_a_pg_fatal_naming_it_and_tcp_gets_a_reset()
             .is_some_and(|e| e.contains(&format!("127.0.0.2:{tcp_refused}")))),
         "{recs:?}"
     );
+}
+
+/// The shipped unit `interceptor/systemd/interceptor@.service`.
+fn unit() -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/interceptor@.service");
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn systemd_unit_verifies_and_its_exec_start_takes_over_after_kill_9() {
+    if !root_or_skip("systemd_unit_verifies_and_its_exec_start_takes_over_after_kill_9") {
+        return;
+    }
+    let unit = unit();
+    let key = |k: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k}= in the unit"))
+            .to_owned()
+    };
+    assert_eq!(key("Restart"), "always");
+    let env = Env::new();
+    let real_bin = |text: &str| text.replace("/usr/local/bin/interceptor", bin());
+    // systemd's own parser (PID 1 need not be systemd): unknown keys, bad values, bad paths.
+    match Command::new("systemd-analyze").arg("--version").output() {
+        Ok(_) => {
+            let f = env.dir.path().join("interceptor@agents.slice.service");
+            std::fs::write(&f, real_bin(&unit)).unwrap();
+            let out = Command::new("systemd-analyze")
+                .arg("verify")
+                .arg(&f)
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success() && said.trim().is_empty(), "{said}");
+        }
+        Err(e) => eprintln!("systemd-analyze not available ({e}): unit syntax not verified"),
+    }
+
+    // Run ExecStart as systemd would for this test's cgroup, with paths moved to the test dir.
+    let echo = Echo::start("127.0.0.2");
+    let cg = TestCgroup::new("unit");
+    let policy = env.policy("unit.yaml", &echo_policy(echo.port()));
+    let root = interceptor::cgroup::cgroup2_root().unwrap();
+    let relative = cg
+        .path
+        .strip_prefix(&root)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let exec = real_bin(&key("ExecStart"))
+        .replace("/run/interceptor", env.state().to_str().unwrap())
+        .replace("/sys/fs/cgroup/%I", cg.path.to_str().unwrap())
+        .replace("/etc/interceptor/%i.yaml", policy.to_str().unwrap())
+        .replace(
+            "/var/log/interceptor/%i.jsonl",
+            env.audit_path().to_str().unwrap(),
+        );
+    assert!(!exec.contains('%'), "unsubstituted specifier in {exec}");
+    let start = |n: u32| {
+        let mut words = exec.split_whitespace();
+        let mut cmd = Command::new(words.next().unwrap());
+        cmd.args(words);
+        spawn_logged(&env, cmd, &env.dir.path().join(format!("unit{n}.log")))
+    };
+    let connect = || {
+        let mut a = Agent::start(&cg);
+        let r = a.send(&format!("connect 4 127.0.0.2 {}", echo.port()));
+        if r["ok"] == true {
+            a.send("echo via-unit")
+        } else {
+            r
+        }
+    };
+    let (mut first, status) = start(1);
+    assert!(status["instance"]
+        .as_str()
+        .unwrap()
+        .ends_with(&relative.replace('/', "_")));
+    assert_eq!(connect()["reply"], "echo:via-unit");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(connect()["ok"], false, "closed while the unit restarts");
+    let (second, _) = start(2); // Restart=always
+    let second = Attached {
+        child: second,
+        listeners: Vec::new(),
+        instance: status["instance"].as_str().unwrap().to_owned(),
+    };
+    assert_eq!(connect()["reply"], "echo:via-unit");
+    assert_eq!(echo.accepted(), 2, "only the proxied connections arrived");
+    second.stop();
 }
