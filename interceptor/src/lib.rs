@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod ebpf;
 pub mod identity;
+pub mod limits;
 pub mod masking;
 pub mod metrics;
 pub mod policy;

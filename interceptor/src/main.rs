@@ -70,6 +70,12 @@ fn require_root(what: &str) -> anyhow::Result<()> {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    if matches!(cli.command, Command::Run { .. } | Command::Attach { .. }) {
+        match interceptor::limits::raise_nofile() {
+            Ok((before, after)) => tracing::debug!(before, after, "open files limit"),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+        }
+    }
     match cli.command {
         Command::Run {
             daemon: args,

@@ -124,6 +124,7 @@ async fn supervise(
                 return Err(std::io::Error::last_os_error());
             }
             libc::close(fd);
+            crate::limits::restore_nofile();
             if let Some((uid, gid, groups)) = &ids {
                 if libc::setgroups(groups.len(), groups.as_ptr()) != 0
                     || libc::setgid(*gid) != 0

@@ -7,8 +7,11 @@ mod bench_audit;
 mod bench_pg;
 mod build;
 mod demo;
+mod fuzz;
 mod pg;
 mod setup;
+mod soak;
+mod soak_client;
 mod test;
 mod util;
 mod vm_test;
@@ -42,6 +45,14 @@ enum Command {
     },
     /// Run the kernel-facing suite in VMs across kernels.
     VmTest(vm_test::VmTestArgs),
+    /// Run cargo-fuzz targets (`fuzz/`): `fuzz TARGET --time N` or `fuzz --all --time N`.
+    Fuzz(fuzz::FuzzArgs),
+    /// 1,000 concurrent agent connections (PostgreSQL + TCP) for a bounded time: throughput,
+    /// p99, daemon RSS and open fds at start and end (fails if they grow).
+    Soak(soak::SoakArgs),
+    /// (internal) the load of `soak`, run inside the agent cgroup.
+    #[command(hide = true)]
+    SoakClient(soak_client::SoakClientArgs),
     /// (internal) the measuring client of `bench connect`.
     #[command(hide = true)]
     BenchClient { addr: String, iterations: usize },
@@ -67,6 +78,9 @@ fn run(command: Command) -> Result<()> {
         Command::Demo => demo::run_demo(),
         Command::Bench { which } => bench::run_bench(&which),
         Command::VmTest(args) => vm_test::run_vm_test(&args),
+        Command::Fuzz(args) => fuzz::run_fuzz(&args),
+        Command::Soak(args) => soak::run(&args),
+        Command::SoakClient(args) => soak_client::run(&args),
         Command::BenchClient { addr, iterations } => bench::client(&addr, iterations),
     }
 }

@@ -35,10 +35,16 @@ pub struct SetupArgs {
     /// Only report what is present and what would be installed.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also install cargo-fuzz (for `cargo xtask fuzz`; CI does not need it).
+    #[arg(long)]
+    pub fuzz: bool,
 }
 
 pub fn run_setup(args: &SetupArgs) -> Result<()> {
     rust(args.dry_run)?;
+    if args.fuzz {
+        crate::fuzz::ensure_cargo_fuzz(args.dry_run)?;
+    }
     system_packages(args.dry_run)
 }
 

@@ -15,7 +15,7 @@
 //! Layout: `codec` (framing), `frontend`/`backend` (typed messages), `auth` (upstream
 //! login), `tls`, `upstream` (connect, pool), `enforce`, `shape` (classification cache
 //! keys), `mask`, `cancel`, `audit`,
-//! `session` (the two pumps), `error`.
+//! `startup` (the agent's startup phase, with a deadline), `session` (the two pumps), `error`.
 
 pub mod audit;
 pub mod auth;
@@ -28,6 +28,7 @@ pub mod frontend;
 pub mod mask;
 pub mod session;
 pub mod shape;
+pub mod startup;
 pub mod tls;
 pub mod upstream;
 

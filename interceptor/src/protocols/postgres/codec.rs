@@ -10,6 +10,9 @@ use super::error::{PgError, Result};
 /// Default limit for one message (64 MiB), like the server's own 1 GB field limit but tighter.
 pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
 
+/// At most this much buffer is reserved ahead of the bytes of a frame still to come.
+const RESERVE_AHEAD: usize = 256 << 10;
+
 /// The startup packet may not be larger than this (PostgreSQL allows 10000 bytes).
 pub const MAX_STARTUP: usize = 10_000;
 
@@ -93,7 +96,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             return Err(PgError::TooLarge { len, max: self.max });
         }
         if self.buf.len() < 1 + len {
-            self.buf.reserve(1 + len - self.buf.len());
+            // Grow with the bytes that actually arrive, not by the declared length: a
+            // header alone must not make the proxy allocate up to `max`.
+            self.buf
+                .reserve((1 + len - self.buf.len()).min(RESERVE_AHEAD));
             return Ok(None);
         }
         self.buf.advance(5);
@@ -275,6 +281,18 @@ mod tests {
             r.next_startup().await,
             Err(PgError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn a_large_declared_length_does_not_reserve_it() {
+        let mut r = FrameReader::with_buffered(
+            &b""[..],
+            DEFAULT_MAX_FRAME,
+            "client",
+            BytesMut::from(&b"Q\x03\xff\xff\xff"[..]),
+        );
+        assert!(r.try_frame().unwrap().is_none());
+        assert!(r.buf.capacity() < 1 << 20, "{}", r.buf.capacity());
     }
 
     #[test]

@@ -129,9 +129,23 @@ struct Common<'a> {
     denied: AtomicU64,
     masker: Option<Arc<Masker>>,
     pool_key: String,
+    /// Woken when the server owes nothing more (after the answers were written).
+    idle: tokio::sync::Notify,
 }
 
 impl Common<'_> {
+    /// Returns once the server owes no answer (every Query/Sync got its ReadyForQuery) and
+    /// those answers were written to the client.
+    async fn wait_idle(&self) {
+        loop {
+            let woken = self.idle.notified();
+            if self.st().outstanding == 0 {
+                return;
+            }
+            woken.await;
+        }
+    }
+
     fn st(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -218,39 +232,10 @@ pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
         cgroup: ctx.identity.cgroup.clone(),
     };
 
-    // 1. Client startup: refuse encryption, accept any credentials.
-    let params = loop {
-        let body = match creader.next_startup().await {
-            Ok(Some(b)) => b,
-            Ok(None) => return Outcome::default(),
-            Err(e) => {
-                let _ = cw
-                    .write_all(&fatal("08P01", &format!("interceptor: {e}")))
-                    .await;
-                return Outcome {
-                    error: Some(e.to_string()),
-                };
-            }
-        };
-        match Startup::parse(&body) {
-            Ok(Startup::Ssl) | Ok(Startup::GssEnc) => {
-                if let Err(e) = cw.write_all(b"N").await {
-                    return Outcome {
-                        error: Some(e.to_string()),
-                    };
-                }
-            }
-            Ok(Startup::Cancel { pid, key }) => return cancel_request(&ctx, pid, key).await,
-            Ok(Startup::Startup { params, .. }) => break params,
-            Err(e) => {
-                let _ = cw
-                    .write_all(&fatal("08P01", &format!("interceptor: {e}")))
-                    .await;
-                return Outcome {
-                    error: Some(e.to_string()),
-                };
-            }
-        }
+    // 1. Client startup: refuse encryption, accept any credentials (with a deadline).
+    let params = match super::startup::client_startup(&mut creader, &mut cw, &ctx).await {
+        super::startup::Begin::Params(p) => p,
+        super::startup::Begin::Done(outcome) => return outcome,
     };
 
     // 2. Upstream: pooled or new.
@@ -341,6 +326,7 @@ pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
         denied: AtomicU64::new(0),
         masker,
         pool_key: pool_key.clone(),
+        idle: tokio::sync::Notify::new(),
     };
     let mut error = None;
     let mut clean_end = false;
@@ -407,7 +393,7 @@ pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
     Outcome { error }
 }
 
-async fn cancel_request(ctx: &Ctx, pid: i32, key: i32) -> Outcome {
+pub(super) async fn cancel_request(ctx: &Ctx, pid: i32, key: i32) -> Outcome {
     match global().cancels.get(pid, key) {
         None => {
             tracing::info!(session = %ctx.session, "cancel request with an unknown key ignored");
@@ -456,7 +442,12 @@ where
     loop {
         let f = match reader.next().await? {
             Some(f) => f,
-            None => return Ok(false),
+            None => {
+                // Half-closed: the client sent its last request and shut down its sending
+                // side. Like PostgreSQL, answer what it asked before ending the session.
+                c.wait_idle().await;
+                return Ok(false);
+            }
         };
         let mut terminate = false;
         let mut frames = vec![f];
@@ -755,6 +746,9 @@ where
             c.ctx.bytes_down.fetch_add(out.len() as u64, Relaxed);
             client.write_all(&out).await?;
             out.clear();
+        }
+        if c.st().outstanding == 0 {
+            c.idle.notify_waiters();
         }
     }
 }

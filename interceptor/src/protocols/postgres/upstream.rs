@@ -74,9 +74,32 @@ pub async fn connect(name: &str, r: &PostgresResource, timeout: Duration) -> Res
         message,
     };
     let password = secret(name, r)?;
-    let mut tcp = crate::proxy::session::connect_upstream(addr, timeout)
+    let tcp = crate::proxy::session::connect_upstream(addr, timeout)
         .await
         .map_err(|e| up_err(format!("cannot connect to {addr}: {e}")))?;
+    // A server that accepts and then hangs up or resets is named like one that refuses.
+    handshake(name, r, tcp, password, addr)
+        .await
+        .map_err(|e| match e {
+            PgError::Io(e) => up_err(format!("{addr} failed during the handshake: {e}")),
+            PgError::Closed(_) => {
+                up_err(format!("{addr} closed the connection during the handshake"))
+            }
+            other => other,
+        })
+}
+
+async fn handshake(
+    name: &str,
+    r: &PostgresResource,
+    mut tcp: tokio::net::TcpStream,
+    password: Option<Vec<u8>>,
+    addr: SocketAddr,
+) -> Result<Upstream> {
+    let up_err = |message: String| PgError::Upstream {
+        resource: name.to_owned(),
+        message,
+    };
     let (stream, tls, binding): (BoxStream, bool, Option<Option<Vec<u8>>>) = match tls::config(
         name, r,
     )? {
