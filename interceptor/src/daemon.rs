@@ -40,6 +40,8 @@ pub enum DaemonError {
     Control(#[from] control::ControlError),
     #[error(transparent)]
     Cgroup(#[from] crate::cgroup::CgroupError),
+    #[error(transparent)]
+    Harden(#[from] crate::harden::HardenError),
 }
 
 /// How to start a daemon instance.
@@ -99,6 +101,8 @@ impl Daemon {
         let mut programs = Programs::load()?;
         let clients = programs.take_clients()?;
         let counters = Arc::new(programs.take_counters()?);
+        let kernel_policy = programs.take_kernel_policy()?;
+        let udp_callers = programs.take_udp_callers()?;
         let (l4, l6) = proxy::bind(opts.listen_port).await?;
         let v4 = l4.local_addr().map_err(|source| proxy::ProxyError::Bind {
             addr: ([127, 0, 0, 1], opts.listen_port).into(),
@@ -143,6 +147,9 @@ impl Daemon {
             )));
         }
         tasks.push(tokio::spawn(refresh_dns(shared.clone())));
+        let harden =
+            crate::harden::Harden::start(kernel_policy, udp_callers, shared.clone()).await?;
+        tasks.push(harden.spawn_reapply());
 
         let pin_dir = ebpf::pin_dir(&opts.instance);
         let attachment = programs.attach(opts.cgroup.path(), &pin_dir)?;
