@@ -147,8 +147,13 @@ impl Daemon {
             )));
         }
         tasks.push(tokio::spawn(refresh_dns(shared.clone())));
-        let harden =
-            crate::harden::Harden::start(kernel_policy, udp_callers, shared.clone()).await?;
+        let harden = crate::harden::Harden::start(
+            kernel_policy,
+            udp_callers,
+            programs.packet_guard(),
+            shared.clone(),
+        )
+        .await?;
         tasks.push(harden.spawn_reapply());
 
         let pin_dir = ebpf::pin_dir(&opts.instance);
@@ -166,6 +171,7 @@ impl Daemon {
         let handler = Arc::new(ControlHandler {
             shared: shared.clone(),
             counters: counters.clone(),
+            harden: harden.clone(),
             opts: opts.clone(),
             started,
             started_at: now_rfc3339(),
@@ -291,6 +297,7 @@ fn session_prefix() -> String {
 struct ControlHandler {
     shared: Arc<Shared>,
     counters: Arc<Counters>,
+    harden: Arc<crate::harden::Harden>,
     opts: Options,
     started: Instant,
     started_at: String,
@@ -340,6 +347,12 @@ impl Handler for ControlHandler {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
+            outside: crate::outside::scan(self.opts.cgroup.path(), &self.shared.listeners)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot list the cgroup's connections");
+                    Vec::new()
+                }),
+            guards: self.harden.status_json(),
         }
     }
 

@@ -10,7 +10,7 @@ use std::{
 
 use crate::{
     dns::{DnsError, DnsProxy},
-    ebpf::{Applied, EbpfError, KernelPolicy, UdpCallers},
+    ebpf::{Applied, EbpfError, KernelPolicy, PacketGuard, UdpCallers},
     policy::{self, Policy},
     proxy::Shared,
 };
@@ -31,6 +31,7 @@ pub struct Harden {
     dns: DnsProxy,
     shared: Arc<Shared>,
     last: Mutex<Applied>,
+    packet: PacketGuard,
 }
 
 impl Harden {
@@ -38,6 +39,7 @@ impl Harden {
     pub async fn start(
         kernel: KernelPolicy,
         callers: UdpCallers,
+        packet: PacketGuard,
         shared: Arc<Shared>,
     ) -> Result<Arc<Self>, HardenError> {
         let resolvers = policy::dns_resolvers(&shared.policy().dns());
@@ -47,6 +49,7 @@ impl Harden {
             dns,
             shared,
             last: Mutex::new(Applied::default()),
+            packet,
         });
         let applied = h.apply()?;
         tracing::info!(
@@ -88,6 +91,18 @@ impl Harden {
     /// What the kernel maps hold now (for status).
     pub fn applied(&self) -> Applied {
         self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// For `status`: the kernel maps' contents and how packet sockets are guarded.
+    pub fn status_json(&self) -> serde_json::Value {
+        let packet = match self.packet {
+            PacketGuard::Lsm { active: true } => "lsm_cgroup socket_create (active)",
+            PacketGuard::Lsm { active: false } => {
+                "lsm_cgroup socket_create loaded, but the BPF LSM is not active (boot with lsm=...,bpf)"
+            }
+            PacketGuard::Unavailable => "not guarded by the interceptor (needs CAP_NET_RAW)",
+        };
+        serde_json::json!({ "applied": self.applied(), "packet_sockets": packet })
     }
 
     /// Re-applies every `REAPPLY_PERIOD` until the task is aborted.

@@ -15,6 +15,7 @@ pub mod harden;
 pub mod identity;
 pub mod masking;
 pub mod metrics;
+pub mod outside;
 pub mod policy;
 pub mod protocols;
 pub mod proxy;

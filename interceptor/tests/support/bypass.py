@@ -130,8 +130,9 @@ def tcp(family, host, port, text):
 def tfo(host, port, text):
     try:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.settimeout(5)
+        # Blocking: a non-blocking TFO sendto without a cookie returns EINPROGRESS.
         s.sendto((text + "\n").encode(), socket.MSG_FASTOPEN, (host, int(port)))
+        s.settimeout(5)
         reply = s.recv(4096).decode().strip()
         out(ok=bool(reply), reply=reply, peer=fmt(s.getpeername()))
     except OSError as e:

@@ -5,7 +5,7 @@
 
 DNS (on HOST:DNS_PORT): answers every A query with 127.0.0.99 for names it knows
 ("*.example.test" and "allowed.test"), NXDOMAIN otherwise. UDP echo (on HOST:ECHO_PORT,
-0 = none): replies "echo:" + payload. Prints "ready DNS_PORT ECHO_PORT" when bound and one
+0 = any free port): replies "echo:" + payload. Prints "ready DNS_PORT ECHO_PORT" when bound and one
 line per datagram received: "dns NAME" / "echo PAYLOAD" (the tests count what arrived).
 """
 import select
@@ -39,13 +39,10 @@ def main():
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     d = socket.socket(fam, socket.SOCK_DGRAM)
     d.bind((host, dport))
-    socks = [d]
-    e = None
-    if eport:
-        e = socket.socket(fam, socket.SOCK_DGRAM)
-        e.bind((host, eport))
-        socks.append(e)
-    print("ready %d %d" % (d.getsockname()[1], e.getsockname()[1] if e else 0), flush=True)
+    e = socket.socket(fam, socket.SOCK_DGRAM)
+    e.bind((host, eport))
+    socks = [d, e]
+    print("ready %d %d" % (d.getsockname()[1], e.getsockname()[1]), flush=True)
     while True:
         for s in select.select(socks, [], [])[0]:
             data, peer = s.recvfrom(65535)
