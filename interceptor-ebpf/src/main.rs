@@ -8,6 +8,10 @@
 //!    the `CLIENTS` LRU hash keyed by the client address, where the proxy finds it after
 //!    `accept()`.
 //! 3. `getpeername4` / `getpeername6`: the application sees the address it asked for.
+//!
+//! Datagram sockets (`udp.rs`) and socket creation (`sockets.rs`) are guarded too: UDP is
+//! denied unless the policy allows the destination, DNS to an allowed resolver is sent to the
+//! daemon's DNS proxy, and raw / packet sockets are refused unless the cgroup may have them.
 #![no_std]
 #![no_main]
 
@@ -26,11 +30,18 @@ use interceptor_common::{
     PROXY_MARK,
 };
 
+mod sockets;
+mod udp;
+
 const SOCK_STREAM: u32 = 1;
+const SOCK_DGRAM: u32 = 2;
+const SOCK_RAW: u32 = 3;
+const IPPROTO_UDP: u32 = 17;
+const IPPROTO_UDPLITE: u32 = 136;
 const BPF_SOCK_OPS_TCP_CONNECT_CB: u32 = 3;
 /// Return codes of cgroup sock_addr programs: 1 lets the syscall proceed, 0 fails it (EPERM).
-const PROCEED: i32 = 1;
-const REFUSE: i32 = 0;
+pub(crate) const PROCEED: i32 = 1;
+pub(crate) const REFUSE: i32 = 0;
 
 #[btf_map]
 static CONFIG: Array<ProxyConfig, 1> = Array::new();
@@ -46,7 +57,7 @@ static CLIENTS: LruHashMap<SockAddrKey, ConnRecord, { CLIENT_MAP_ENTRIES as usiz
 static COUNTERS: PerCpuArray<u64, { counter::COUNT as usize }> = PerCpuArray::new();
 
 #[inline(always)]
-fn count(index: u32) {
+pub(crate) fn count(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU while the program runs.
         unsafe { *slot += 1 };
@@ -54,28 +65,60 @@ fn count(index: u32) {
 }
 
 #[inline(always)]
-fn sock(ctx: &SockAddrContext) -> *mut bpf_sock {
+pub(crate) fn sock(ctx: &SockAddrContext) -> *mut bpf_sock {
     // SAFETY: the kernel passes a valid context; `sk` is always set for these hooks.
     unsafe { (*ctx.sock_addr).__bindgen_anon_1.sk }
 }
 
-/// Checks shared by both connect hooks. `Err(code)` ends the hook with that code.
+/// What kind of socket a sock_addr hook runs for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Tcp,
+    Udp,
+    /// Raw and ICMP sockets: their creation was already allowed by `sock_create`.
+    RawOrIcmp,
+    /// Anything else (e.g. SCTP seqpacket): refused.
+    Other,
+}
+
 #[inline(always)]
-fn admit(ctx: &SockAddrContext) -> Result<ProxyConfig, i32> {
-    // SAFETY: valid context pointer.
-    let type_ = unsafe { (*ctx.sock_addr).type_ };
-    if type_ != SOCK_STREAM {
-        // UDP and other datagram sockets are outside this program's scope.
-        count(counter::SKIPPED_NOT_TCP);
-        return Err(PROCEED);
+pub(crate) fn kind(ctx: &SockAddrContext) -> Kind {
+    // SAFETY: valid context pointer; type and protocol are readable in every sock_addr hook.
+    let (type_, protocol) = unsafe { ((*ctx.sock_addr).type_, (*ctx.sock_addr).protocol) };
+    match type_ {
+        SOCK_STREAM => Kind::Tcp,
+        SOCK_DGRAM if protocol == IPPROTO_UDP || protocol == IPPROTO_UDPLITE => Kind::Udp,
+        SOCK_DGRAM | SOCK_RAW => Kind::RawOrIcmp,
+        _ => Kind::Other,
     }
+}
+
+#[inline(always)]
+pub(crate) fn marked(ctx: &SockAddrContext) -> bool {
     let sk = sock(ctx);
-    if !sk.is_null() && unsafe { (*sk).mark } == PROXY_MARK {
+    // SAFETY: `sk` is checked for null; `mark` is readable.
+    !sk.is_null() && unsafe { (*sk).mark } == PROXY_MARK
+}
+
+/// Checks shared by both connect hooks. `Err(code)` ends the hook with that code; `Ok(None)`
+/// hands a UDP socket to the datagram path.
+#[inline(always)]
+fn admit(ctx: &SockAddrContext) -> Result<Option<ProxyConfig>, i32> {
+    if marked(ctx) {
         count(counter::SKIPPED_MARKED);
         return Err(PROCEED);
     }
+    match kind(ctx) {
+        Kind::Tcp => {}
+        Kind::Udp => return Ok(None),
+        Kind::RawOrIcmp => return Err(PROCEED),
+        Kind::Other => {
+            count(counter::DENIED_OTHER_TYPE);
+            return Err(REFUSE);
+        }
+    }
     match CONFIG.get(0) {
-        Some(cfg) if cfg.v4_port != 0 => Ok(*cfg),
+        Some(cfg) if cfg.v4_port != 0 => Ok(Some(*cfg)),
         _ => {
             count(counter::REFUSED_NOT_SERVING);
             Err(REFUSE)
@@ -85,22 +128,11 @@ fn admit(ctx: &SockAddrContext) -> Result<ProxyConfig, i32> {
 
 /// Stores the record for this socket; `false` when the kernel has no storage for it.
 #[inline(always)]
-fn remember(ctx: &SockAddrContext, orig: SockAddrKey) -> bool {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
-    let mut rec = ConnRecord {
-        orig,
-        tgid: (pid_tgid >> 32) as u32,
-        pid: pid_tgid as u32,
-        uid: uid_gid as u32,
-        gid: (uid_gid >> 32) as u32,
-        // SAFETY: plain helper calls without pointer arguments.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        time_boot_ns: unsafe { bpf_ktime_get_boot_ns() },
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    };
+pub(crate) fn remember(ctx: &SockAddrContext, orig: SockAddrKey) -> bool {
+    let rec = caller(orig);
+    let mut init = rec;
     // SAFETY: the context's socket is valid for the duration of the hook.
-    let slot = unsafe { STORAGE.get_or_insert_ptr_mut(ctx, Some(&mut rec)) };
+    let slot = unsafe { STORAGE.get_or_insert_ptr_mut(ctx, Some(&mut init)) };
     if slot.is_null() {
         count(counter::REFUSED_NO_STORAGE);
         return false;
@@ -110,10 +142,29 @@ fn remember(ctx: &SockAddrContext, orig: SockAddrKey) -> bool {
     true
 }
 
+/// Who is calling, and where they asked to go.
+#[inline(always)]
+pub(crate) fn caller(orig: SockAddrKey) -> ConnRecord {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    ConnRecord {
+        orig,
+        tgid: (pid_tgid >> 32) as u32,
+        pid: pid_tgid as u32,
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        // SAFETY: plain helper calls without pointer arguments.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        time_boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
+}
+
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
     let cfg = match admit(&ctx) {
-        Ok(cfg) => cfg,
+        Ok(Some(cfg)) => cfg,
+        Ok(None) => return udp::connect4(&ctx),
         Err(code) => return code,
     };
     let sa = ctx.sock_addr;
@@ -139,7 +190,7 @@ pub fn connect4(ctx: SockAddrContext) -> i32 {
 /// at a constant offset from the context pointer: the verifier rejects stores through a
 /// context pointer that the compiler has offset (e.g. when it copies the array in one go).
 #[inline(always)]
-fn set_user_ip6(sa: *mut aya_ebpf::bindings::bpf_sock_addr, ip6: [u32; 4]) {
+pub(crate) fn set_user_ip6(sa: *mut aya_ebpf::bindings::bpf_sock_addr, ip6: [u32; 4]) {
     // SAFETY: `sa` is the valid context pointer of a connect6/getpeername6 hook.
     unsafe {
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*sa).user_ip6[0]), ip6[0]);
@@ -150,14 +201,15 @@ fn set_user_ip6(sa: *mut aya_ebpf::bindings::bpf_sock_addr, ip6: [u32; 4]) {
 }
 
 #[inline(always)]
-fn is_v4_mapped(a: &[u32; 4]) -> bool {
+pub(crate) fn is_v4_mapped(a: &[u32; 4]) -> bool {
     a[0] == 0 && a[1] == 0 && a[2] == 0xffffu32.to_be()
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn connect6(ctx: SockAddrContext) -> i32 {
     let cfg = match admit(&ctx) {
-        Ok(cfg) => cfg,
+        Ok(Some(cfg)) => cfg,
+        Ok(None) => return udp::connect6(&ctx),
         Err(code) => return code,
     };
     let sa = ctx.sock_addr;
@@ -165,7 +217,12 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
     let port = u16::from_be(unsafe { (*sa).user_port } as u16);
     if is_v4_mapped(&ip6) {
         // An AF_INET6 socket talking IPv4: send it to the IPv4 listener, still mapped.
-        let orig = SockAddrKey { family: AF_INET, port, _pad: 0, addr: [ip6[3], 0, 0, 0] };
+        let orig = SockAddrKey {
+            family: AF_INET,
+            port,
+            _pad: 0,
+            addr: [ip6[3], 0, 0, 0],
+        };
         if !remember(&ctx, orig) {
             return REFUSE;
         }
@@ -180,7 +237,12 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
         count(counter::REFUSED_NOT_SERVING);
         return REFUSE;
     }
-    let orig = SockAddrKey { family: AF_INET6, port, _pad: 0, addr: ip6 };
+    let orig = SockAddrKey {
+        family: AF_INET6,
+        port,
+        _pad: 0,
+        addr: ip6,
+    };
     if !remember(&ctx, orig) {
         return REFUSE;
     }
@@ -211,11 +273,26 @@ pub fn handoff(ctx: SockOpsContext) -> u32 {
     }
     let ip6 = ctx.local_ip6();
     let key = if ctx.family() == u32::from(AF_INET) {
-        SockAddrKey { family: AF_INET, port: ctx.local_port() as u16, _pad: 0, addr: [ctx.local_ip4(), 0, 0, 0] }
+        SockAddrKey {
+            family: AF_INET,
+            port: ctx.local_port() as u16,
+            _pad: 0,
+            addr: [ctx.local_ip4(), 0, 0, 0],
+        }
     } else if is_v4_mapped(&ip6) {
-        SockAddrKey { family: AF_INET, port: ctx.local_port() as u16, _pad: 0, addr: [ip6[3], 0, 0, 0] }
+        SockAddrKey {
+            family: AF_INET,
+            port: ctx.local_port() as u16,
+            _pad: 0,
+            addr: [ip6[3], 0, 0, 0],
+        }
     } else {
-        SockAddrKey { family: AF_INET6, port: ctx.local_port() as u16, _pad: 0, addr: ip6 }
+        SockAddrKey {
+            family: AF_INET6,
+            port: ctx.local_port() as u16,
+            _pad: 0,
+            addr: ip6,
+        }
     };
     // SAFETY: `rec` points at a live storage value.
     let value = unsafe { *rec };

@@ -55,6 +55,10 @@ pub enum Command {
         cgroup: PathBuf,
         #[command(flatten)]
         daemon: DaemonArgs,
+        /// Connections the cgroup opened before attach bypass the proxy: `--strict` (=refuse)
+        /// detaches and fails while any exist, `--strict=destroy` closes them; default: warn.
+        #[arg(long, value_enum, default_value = "warn", num_args = 0..=1, default_missing_value = "refuse", require_equals = true)]
+        strict: crate::attach::Strict,
     },
     /// Remove the kernel programs a crashed `attach` left pinned on a cgroup.
     /// Connects from the cgroup stay refused until then; afterwards they go out unchecked.

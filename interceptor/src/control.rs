@@ -50,6 +50,13 @@ pub struct Status {
     pub pending_handoffs: usize,
     pub counters: BTreeMap<String, u64>,
     pub kernel_counters: BTreeMap<String, u64>,
+    /// Established TCP connections of the cgroup that do not go through the proxy (they
+    /// existed before attach).
+    #[serde(default)]
+    pub outside: Vec<crate::outside::OutsideConn>,
+    /// What the socket guards hold: socket kinds per cgroup, UDP entries, DNS listeners.
+    #[serde(default)]
+    pub guards: serde_json::Value,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -184,6 +191,23 @@ pub fn render(s: &Status) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     let _ = writeln!(out, "  kernel:    {}", kernel.join(" "));
+    if !s.guards.is_null() {
+        let _ = writeln!(out, "  guards:    {}", s.guards);
+    }
+    if !s.outside.is_empty() {
+        let _ = writeln!(
+            out,
+            "  WARNING: {} established connection(s) bypass the proxy (opened before attach):",
+            s.outside.len()
+        );
+        for o in &s.outside {
+            let _ = writeln!(
+                out,
+                "    pid {} ({}) {} -> {}",
+                o.pid, o.comm, o.local, o.remote
+            );
+        }
+    }
     if !s.live.is_empty() {
         let _ = writeln!(
             out,

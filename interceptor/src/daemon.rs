@@ -42,6 +42,8 @@ pub enum DaemonError {
     Cgroup(#[from] crate::cgroup::CgroupError),
     #[error("audit sink: {0}")]
     Sink(String),
+    #[error(transparent)]
+    Harden(#[from] crate::harden::HardenError),
 }
 
 /// How to start a daemon instance.
@@ -104,6 +106,8 @@ impl Daemon {
         let mut programs = Programs::load()?;
         let clients = programs.take_clients()?;
         let counters = Arc::new(programs.take_counters()?);
+        let kernel_policy = programs.take_kernel_policy()?;
+        let udp_callers = programs.take_udp_callers()?;
         let (l4, l6) = proxy::bind(opts.listen_port).await?;
         let v4 = l4.local_addr().map_err(|source| proxy::ProxyError::Bind {
             addr: ([127, 0, 0, 1], opts.listen_port).into(),
@@ -149,6 +153,14 @@ impl Daemon {
             )));
         }
         tasks.push(tokio::spawn(refresh_dns(shared.clone())));
+        let harden = crate::harden::Harden::start(
+            kernel_policy,
+            udp_callers,
+            programs.packet_guard(),
+            shared.clone(),
+        )
+        .await?;
+        tasks.push(harden.spawn_reapply());
 
         let pin_dir = ebpf::pin_dir(&opts.instance);
         let attachment = programs.attach(opts.cgroup.path(), &pin_dir)?;
@@ -165,6 +177,7 @@ impl Daemon {
         let handler = Arc::new(ControlHandler {
             shared: shared.clone(),
             counters: counters.clone(),
+            harden: harden.clone(),
             opts: opts.clone(),
             started,
             started_at: now_rfc3339(),
@@ -323,6 +336,7 @@ fn session_prefix() -> String {
 struct ControlHandler {
     shared: Arc<Shared>,
     counters: Arc<Counters>,
+    harden: Arc<crate::harden::Harden>,
     opts: Options,
     started: Instant,
     started_at: String,
@@ -372,6 +386,12 @@ impl Handler for ControlHandler {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
+            outside: crate::outside::scan(self.opts.cgroup.path(), &self.shared.listeners)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot list the cgroup's connections");
+                    Vec::new()
+                }),
+            guards: self.harden.status_json(),
         }
     }
 

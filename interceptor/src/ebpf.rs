@@ -18,6 +18,9 @@ use aya::{
 };
 use interceptor_common::{counter, names, ConnRecord, ProxyConfig, SockAddrKey, AF_INET, AF_INET6};
 
+mod guard;
+pub use guard::{bpf_lsm_active, Applied, KernelPolicy, PacketGuard, UdpCallers};
+
 /// The object built by `cargo xtask build`, embedded by build.rs (empty if it was not built).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/interceptor-ebpf.o"));
 
@@ -48,6 +51,8 @@ pub enum EbpfError {
     Missing(&'static str),
     #[error("pinning link at {path}: {detail} (is bpffs mounted at /sys/fs/bpf?)")]
     Pin { path: PathBuf, detail: String },
+    #[error("policy cannot be written to the kernel maps: {detail}")]
+    Policy { detail: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -60,6 +65,7 @@ pub enum EbpfError {
 pub struct Programs {
     ebpf: Ebpf,
     config: Array<MapData, ProxyConfig>,
+    packet: PacketGuard,
 }
 
 /// Program name and the hook it attaches to.
@@ -86,8 +92,28 @@ impl Programs {
         let prog: &mut SockOps = program(&mut ebpf, name)?;
         prog.load()
             .map_err(|source| EbpfError::Program { name, source })?;
+        let packet = guard::load(&mut ebpf)?;
         let config = take_map(&mut ebpf, names::MAP_CONFIG)?;
-        Ok(Self { ebpf, config })
+        Ok(Self {
+            ebpf,
+            config,
+            packet,
+        })
+    }
+
+    /// How packet sockets are guarded on this kernel.
+    pub fn packet_guard(&self) -> PacketGuard {
+        self.packet
+    }
+
+    /// The maps the daemon fills from the policy's `sockets:` and `dns:` sections.
+    pub fn take_kernel_policy(&mut self) -> Result<KernelPolicy, EbpfError> {
+        KernelPolicy::take(&mut self.ebpf)
+    }
+
+    /// The map where the datagram hooks note who sent DNS from which socket.
+    pub fn take_udp_callers(&mut self) -> Result<UdpCallers, EbpfError> {
+        UdpCallers::take(&mut self.ebpf)
     }
 
     /// Tells the hooks where the proxy listens. Until this is called every connect from an
@@ -150,6 +176,7 @@ impl Programs {
             .take_link(id)
             .map_err(|source| EbpfError::Program { name, source })?;
         links.push((name, fd_link(name, link)?));
+        links.extend(guard::attach(&mut self.ebpf, &cg, self.packet)?);
 
         let mut pinned = Vec::new();
         for (name, link) in links {
@@ -174,7 +201,7 @@ impl Programs {
     }
 }
 
-fn fd_link<L>(name: &'static str, link: L) -> Result<FdLink, EbpfError>
+pub(crate) fn fd_link<L>(name: &'static str, link: L) -> Result<FdLink, EbpfError>
 where
     FdLink: TryFrom<L>,
     <FdLink as TryFrom<L>>::Error: std::fmt::Display,
@@ -185,7 +212,7 @@ where
     })
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, EbpfError>
+pub(crate) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, EbpfError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
@@ -194,7 +221,7 @@ where
         .map_err(|source| EbpfError::Program { name, source })
 }
 
-fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
+pub(crate) fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {

@@ -106,11 +106,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Attach {
             cgroup,
             daemon: args,
+            strict,
         } => {
             require_root("attach")?;
             let cg = Cgroup::open(&cgroup)?;
             let instance = attach::instance_name(&cg.relative());
-            attach::attach(options(&args, instance, "attach", cg, &cli.state_dir)).await?;
+            attach::attach(
+                options(&args, instance, "attach", cg, &cli.state_dir),
+                strict,
+            )
+            .await?;
             Ok(0)
         }
         Command::Detach { cgroup } => {

@@ -20,6 +20,7 @@ mod model;
 mod net;
 mod pg;
 mod ports;
+mod sockets;
 mod sql_eval;
 
 #[cfg(test)]
@@ -41,6 +42,10 @@ pub use pg::{
     DEFAULT_PG_PORT,
 };
 pub use ports::PortSet;
+pub use sockets::{
+    dns_resolvers, evaluate_dns, socket_bits, udp_entries, Dns, SocketGrant, Sockets,
+    UdpDestination, DNS_PORT,
+};
 pub use sql_eval::{evaluate_sql, SqlDecision, SqlRequest, SqlStatement};
 
 /// The JSON schema (draft 7) of the policy format (`PolicyDoc`),

@@ -27,7 +27,40 @@ pub mod names {
     pub const PROG_GETPEERNAME4: &str = "getpeername4";
     pub const PROG_GETPEERNAME6: &str = "getpeername6";
     pub const PROG_SOCK_OPS: &str = "handoff";
+    pub const MAP_SOCKET_POLICY: &str = "SOCKET_POLICY";
+    pub const MAP_UDP_ALLOW: &str = "UDP_ALLOW";
+    pub const MAP_DNS_REDIRECT: &str = "DNS_REDIRECT";
+    pub const MAP_DNS_REVERSE: &str = "DNS_REVERSE";
+    pub const MAP_UDP_CALLERS: &str = "UDP_CALLERS";
+    pub const PROG_SOCK_CREATE: &str = "sock_create";
+    pub const PROG_LSM_SOCKET: &str = "lsm_socket_create";
+    pub const PROG_SENDMSG4: &str = "sendmsg4";
+    pub const PROG_SENDMSG6: &str = "sendmsg6";
+    pub const PROG_RECVMSG4: &str = "recvmsg4";
+    pub const PROG_RECVMSG6: &str = "recvmsg6";
+    /// The LSM hook `PROG_LSM_SOCKET` attaches to (per cgroup, `BPF_LSM_CGROUP`).
+    pub const LSM_SOCKET_HOOK: &str = "socket_create";
 }
+
+/// Bits of a `SOCKET_POLICY` value: which socket kinds a cgroup may create. The map is keyed
+/// by cgroup id; key 0 holds the instance default for cgroups without their own entry.
+pub mod sockets {
+    /// `SOCK_RAW` in `AF_INET`/`AF_INET6` and ICMP datagram ("ping") sockets.
+    pub const ALLOW_RAW: u32 = 1;
+    /// `AF_PACKET` sockets of any type.
+    pub const ALLOW_PACKET: u32 = 2;
+    /// Key of the default entry.
+    pub const DEFAULT_KEY: u64 = 0;
+}
+
+/// Capacity of the UDP allow map (exact address + port entries; port 0 = every port).
+pub const UDP_ALLOW_ENTRIES: u32 = 4096;
+/// Capacity of the DNS redirect maps (one entry per allowed resolver address).
+pub const DNS_RESOLVER_ENTRIES: u32 = 64;
+/// Capacity of the socket-cookie → caller map the DNS proxy reads.
+pub const UDP_CALLER_ENTRIES: u32 = 16_384;
+/// Capacity of the per-cgroup socket policy map.
+pub const SOCKET_POLICY_ENTRIES: u32 = 1024;
 
 /// An IPv4 or IPv6 socket address as the kernel hooks see it.
 ///
@@ -36,7 +69,7 @@ pub mod names {
 /// `addr[0]` with the other words zero. `port` is in host byte order.
 /// IPv4-mapped IPv6 addresses are always stored as `AF_INET`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SockAddrKey {
     pub family: u16,
     pub port: u16,
@@ -92,7 +125,14 @@ pub mod counter {
     pub const SKIPPED_NOT_TCP: u32 = 6;
     pub const HANDED_TO_PROXY: u32 = 7;
     pub const PEERNAME_RESTORED: u32 = 8;
-    pub const COUNT: u32 = 9;
+    pub const DENIED_RAW: u32 = 9;
+    pub const DENIED_PACKET: u32 = 10;
+    pub const DENIED_UDP: u32 = 11;
+    pub const ALLOWED_UDP: u32 = 12;
+    pub const DNS_REDIRECTED: u32 = 13;
+    pub const DNS_REPLY_RESTORED: u32 = 14;
+    pub const DENIED_OTHER_TYPE: u32 = 15;
+    pub const COUNT: u32 = 16;
     pub const NAMES: [&str; COUNT as usize] = [
         "redirected_v4",
         "redirected_v6",
@@ -103,6 +143,13 @@ pub mod counter {
         "skipped_not_tcp",
         "handed_to_proxy",
         "peername_restored",
+        "denied_raw_socket",
+        "denied_packet_socket",
+        "denied_udp",
+        "allowed_udp",
+        "dns_redirected",
+        "dns_reply_source_restored",
+        "denied_other_socket_type",
     ];
 }
 

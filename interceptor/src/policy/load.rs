@@ -207,6 +207,16 @@ impl Policy {
     }
 
     /// The document the policy was compiled from.
+    /// The `sockets:` section (defaults when absent).
+    pub fn sockets(&self) -> super::sockets::Sockets {
+        self.doc.sockets.clone().unwrap_or_default()
+    }
+
+    /// The `dns:` section (no resolvers when absent).
+    pub fn dns(&self) -> super::sockets::Dns {
+        self.doc.dns.clone().unwrap_or_default()
+    }
+
     pub fn doc(&self) -> &PolicyDoc {
         &self.doc
     }
@@ -309,6 +319,12 @@ impl Policy {
         }
         let (pg_resources, sql_rules) =
             compile_sql(&doc, &index, &identities, locator.as_ref(), origin)?;
+        if let Some(s) = &doc.sockets {
+            super::sockets::udp_entries(s).map_err(|e| {
+                let pos = locator.as_ref().and_then(|l| l.section("sockets"));
+                PolicyError::invalid(origin, pos, format!("sockets.udp: {e}"))
+            })?;
+        }
         let dns_refresh = Duration::from_secs(
             doc.dns_refresh_secs
                 .map_or(DEFAULT_DNS_REFRESH_SECS, |n| n.get()),

@@ -91,6 +91,12 @@ impl<'a> Locator<'a> {
             .map_or(0, |i| i + 1)
     }
 
+    /// Position of a top-level `section:` key.
+    pub(crate) fn section(&self, section: &str) -> Option<Pos> {
+        let line = self.section_start(section);
+        (line > 0).then_some((line, 1))
+    }
+
     /// Position of the value of rule `name`'s `name:` entry.
     pub(crate) fn rule(&self, name: &str) -> Option<Pos> {
         let (line, _, value_at) = self.rule_line(name)?;

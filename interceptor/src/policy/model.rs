@@ -72,6 +72,12 @@ pub struct PolicyDoc {
         deserialize_with = "checked_list"
     )]
     pub sql_rules: Vec<super::pg::SqlRule>,
+    /// Raw and packet sockets, and UDP destinations (kernel-enforced). Absent: all denied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sockets: Option<super::sockets::Sockets>,
+    /// DNS resolvers the agent may use through the DNS proxy, and the names it may ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<super::sockets::Dns>,
 }
 
 impl Checked for PolicyDoc {
@@ -591,6 +597,11 @@ fn refresh_secs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NonZeroU64>, D
         }
     }
     d.deserialize_any(V)
+}
+
+/// `deserialize_with` for a required path glob (e.g. `sockets.cgroups[].cgroup`).
+pub(super) fn path_glob<'de, D: Deserializer<'de>>(d: D) -> Result<Pattern, D::Error> {
+    path_pattern(d).map(|p| p.expect("path_pattern returns Some"))
 }
 
 /// `deserialize_with` for `cgroup` and `exe`: a glob on an absolute path.

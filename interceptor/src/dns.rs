@@ -1,0 +1,234 @@
+//! UDP DNS proxy: one listener per allowed resolver (on 127.0.0.1 or ::1). The kernel
+//! rewrites the agent's datagrams to a resolver onto that resolver's listener; the proxy finds
+//! the caller (sock_diag → socket cookie → `UDP_CALLERS`), decides the name with
+//! `policy::evaluate_dns` (pure), forwards allowed queries to the real resolver (SO_MARK) and
+//! relays the answer, or answers REFUSED. One audit record per query.
+
+pub mod wire;
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    os::fd::AsFd,
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use interceptor_common::PROXY_MARK;
+use serde::Serialize;
+use tokio::net::UdpSocket;
+
+use crate::{
+    audit::now_rfc3339,
+    ebpf::UdpCallers,
+    identity::Identity,
+    policy::{self, Verdict},
+    proxy::Shared,
+    sockdiag,
+};
+
+/// How long the proxy waits for the real resolver.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("cannot bind the DNS proxy listener on {addr}: {source} (is loopback up?)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One audit record per DNS query.
+#[derive(Debug, Clone, Serialize)]
+pub struct DnsRecord {
+    pub time: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub instance: String,
+    pub identity: Option<Identity>,
+    pub client: String,
+    pub resolver: String,
+    pub qname: String,
+    pub qtype: String,
+    /// The answer's rcode as the agent got it (REFUSED when denied).
+    pub rcode: Option<String>,
+    pub decision: Verdict,
+    pub rule: Option<String>,
+    pub reason: String,
+    pub duration_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The running listeners: (resolver, listener address).
+pub struct DnsProxy {
+    pub listeners: Vec<(IpAddr, SocketAddr)>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl DnsProxy {
+    /// Binds one listener per resolver and starts serving. IPv6 resolvers are skipped (with
+    /// a warning) when the host has no IPv6 loopback: DNS to them then stays denied.
+    pub async fn start(
+        resolvers: &[IpAddr],
+        shared: Arc<Shared>,
+        callers: Arc<UdpCallers>,
+    ) -> Result<DnsProxy, DnsError> {
+        let mut listeners = Vec::new();
+        let mut tasks = Vec::new();
+        for &resolver in resolvers {
+            let addr: SocketAddr = if resolver.is_ipv4() {
+                (Ipv4Addr::LOCALHOST, 0).into()
+            } else {
+                (Ipv6Addr::LOCALHOST, 0).into()
+            };
+            let sock = match UdpSocket::bind(addr).await {
+                Ok(s) => s,
+                Err(e) if resolver.is_ipv6() => {
+                    tracing::warn!(%resolver, error = %e, "no IPv6 loopback for the DNS proxy: DNS to this resolver stays denied");
+                    continue;
+                }
+                Err(source) => return Err(DnsError::Bind { addr, source }),
+            };
+            let local = sock
+                .local_addr()
+                .map_err(|source| DnsError::Bind { addr, source })?;
+            listeners.push((resolver, local));
+            tasks.push(tokio::spawn(serve(
+                Arc::new(sock),
+                local,
+                resolver,
+                shared.clone(),
+                callers.clone(),
+            )));
+        }
+        Ok(DnsProxy { listeners, tasks })
+    }
+
+    pub fn stop(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn serve(
+    sock: Arc<UdpSocket>,
+    local: SocketAddr,
+    resolver: IpAddr,
+    shared: Arc<Shared>,
+    callers: Arc<UdpCallers>,
+) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, peer) = match sock.recv_from(&mut buf).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "DNS proxy receive failed");
+                continue;
+            }
+        };
+        let query = buf[..n].to_vec();
+        let (sock, shared, callers) = (sock.clone(), shared.clone(), callers.clone());
+        tokio::spawn(async move {
+            handle(&sock, local, peer, resolver, query, &shared, &callers).await;
+        });
+    }
+}
+
+/// The caller of a datagram from `peer` to our listener `local`.
+fn caller(
+    shared: &Shared,
+    callers: &UdpCallers,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Option<Identity> {
+    let sock = sockdiag::udp_socket(peer, local).ok().flatten()?;
+    let rec = callers.get(sock.cookie)?;
+    Some(Identity::from_record(
+        &rec,
+        Path::new("/proc"),
+        shared.cgroup_name(rec.cgroup_id),
+    ))
+}
+
+async fn handle(
+    sock: &UdpSocket,
+    local: SocketAddr,
+    peer: SocketAddr,
+    resolver: IpAddr,
+    query: Vec<u8>,
+    shared: &Shared,
+    callers: &UdpCallers,
+) {
+    let started = Instant::now();
+    let Some(q) = wire::parse_query(&query) else {
+        tracing::debug!(%peer, "DNS proxy: not a single-question query; dropped");
+        return;
+    };
+    let identity = tokio::task::block_in_place(|| caller(shared, callers, peer, local));
+    let decision = match &identity {
+        None => policy::Decision {
+            verdict: Verdict::Deny,
+            rule: None,
+            reason: "no kernel record of the sender (not from the guarded cgroup)".into(),
+        },
+        Some(_) => policy::evaluate_dns(&shared.policy().dns(), &q.name),
+    };
+    let resolver_addr = SocketAddr::new(resolver, policy::DNS_PORT);
+    let (reply, error) = if decision.is_allow() {
+        match forward(resolver_addr, &query, q.id).await {
+            Ok(r) => (r, None),
+            Err(e) => (wire::error_reply(&query, &q, wire::RCODE_SERVFAIL), Some(e)),
+        }
+    } else {
+        (wire::error_reply(&query, &q, wire::RCODE_REFUSED), None)
+    };
+    let rcode = wire::answer_rcode(&reply, q.id);
+    if let Err(e) = sock.send_to(&reply, peer).await {
+        tracing::debug!(%peer, error = %e, "DNS proxy: reply not delivered");
+    }
+    shared.audit.record_any(&DnsRecord {
+        time: now_rfc3339(),
+        kind: "dns",
+        instance: shared.instance.clone(),
+        identity,
+        client: peer.to_string(),
+        resolver: resolver_addr.to_string(),
+        qname: q.name,
+        qtype: wire::qtype_name(q.qtype),
+        rcode: rcode.map(wire::rcode_name),
+        decision: decision.verdict,
+        rule: decision.rule,
+        reason: decision.reason,
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        error,
+    });
+}
+
+/// Sends the query to the real resolver from a marked socket and waits for its answer.
+async fn forward(resolver: SocketAddr, query: &[u8], id: u16) -> Result<Vec<u8>, String> {
+    let any: SocketAddr = if resolver.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let up = UdpSocket::bind(any).await.map_err(|e| e.to_string())?;
+    nix::sys::socket::setsockopt(&up.as_fd(), nix::sys::socket::sockopt::Mark, &PROXY_MARK)
+        .map_err(|e| format!("SO_MARK: {e}"))?;
+    up.connect(resolver).await.map_err(|e| e.to_string())?;
+    up.send(query).await.map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 65535];
+    let deadline = tokio::time::Instant::now() + UPSTREAM_TIMEOUT;
+    loop {
+        let n = tokio::time::timeout_at(deadline, up.recv(&mut buf))
+            .await
+            .map_err(|_| format!("no answer from {resolver} within {UPSTREAM_TIMEOUT:?}"))?
+            .map_err(|e| format!("{resolver}: {e}"))?;
+        if wire::answer_rcode(&buf[..n], id).is_some() {
+            return Ok(buf[..n].to_vec());
+        }
+    }
+}
