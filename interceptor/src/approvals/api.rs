@@ -164,6 +164,7 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(route(req, &registry, &policy).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
             let _ = conn.await;
