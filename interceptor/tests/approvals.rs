@@ -365,8 +365,11 @@ fn held_request_expires_and_daemon_stop_fails_waiters_without_running_them() {
     assert!(abandoned, "the abandonment is audited");
 }
 
-/// A one-request-at-a-time HTTP receiver on 127.0.0.1 recording (headers, body).
-fn webhook_receiver() -> (u16, Arc<Mutex<Vec<(String, String)>>>) {
+/// (headers, body) of each delivery.
+type Deliveries = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A one-request-at-a-time HTTP receiver on 127.0.0.1 recording what it got.
+fn webhook_receiver() -> (u16, Deliveries) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let got = Arc::new(Mutex::new(Vec::new()));
