@@ -35,7 +35,8 @@ pub struct Issuer {
     pub issuer: String,
     /// Expected `aud` claim (one of the token's audiences).
     pub audience: String,
-    /// JSON Web Key Set file (read when the policy is loaded). One of `jwks_file`, `jwks_url`.
+    /// JSON Web Key Set file (read when the policy is loaded; a relative path is relative
+    /// to the policy file). One of `jwks_file`, `jwks_url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_file: Option<PathBuf>,
     /// JSON Web Key Set URL (`http://` or `https://`), fetched when the policy is loaded.
@@ -194,11 +195,13 @@ impl CompiledApprovals {
 
 /// Compiles `auth` and `approvals` (loads JWKS files, fetches JWKS URLs) and checks that
 /// every hold rule can be decided by someone. `hold_rules` are the names of the SQL rules
-/// whose action is `hold`.
+/// whose action is `hold`. A relative `jwks_file` is relative to `base` (the policy
+/// file's directory).
 pub(super) fn compile(
     auth: Option<&AuthDoc>,
     approvals: Option<&ApprovalsDoc>,
     hold_rules: &[&str],
+    base: Option<&std::path::Path>,
 ) -> Result<(crate::auth::Issuers, Option<CompiledApprovals>), String> {
     let mut issuers = Vec::new();
     for (i, doc) in auth
@@ -208,7 +211,10 @@ pub(super) fn compile(
         .enumerate()
     {
         let keys = match (&doc.jwks_file, &doc.jwks_url) {
-            (Some(f), _) => crate::auth::jwks::from_file(f),
+            (Some(f), _) => crate::auth::jwks::from_file(&match base {
+                Some(b) if f.is_relative() => b.join(f),
+                _ => f.clone(),
+            }),
             (None, Some(u)) => crate::auth::jwks::fetch(u),
             (None, None) => Err("no jwks_file or jwks_url".into()),
         }

@@ -324,17 +324,21 @@ impl Policy {
             .iter()
             .filter_map(|r| Some((r.name.as_str().to_owned(), r.timeout_secs?.get())))
             .collect();
-        let (issuers, approvals) =
-            super::approvals::compile(doc.auth.as_ref(), doc.approvals.as_ref(), &hold_rules)
-                .map_err(|e| {
-                    let key = if e.starts_with("auth") {
-                        "auth"
-                    } else {
-                        "approvals"
-                    };
-                    let pos = locator.as_ref().and_then(|l| l.top_key(key));
-                    PolicyError::invalid(origin, pos, e)
-                })?;
+        let (issuers, approvals) = super::approvals::compile(
+            doc.auth.as_ref(),
+            doc.approvals.as_ref(),
+            &hold_rules,
+            Path::new(origin).parent().filter(|d| d.is_dir()),
+        )
+        .map_err(|e| {
+            let key = if e.starts_with("auth") {
+                "auth"
+            } else {
+                "approvals"
+            };
+            let pos = locator.as_ref().and_then(|l| l.top_key(key));
+            PolicyError::invalid(origin, pos, e)
+        })?;
         let dns_refresh = Duration::from_secs(
             doc.dns_refresh_secs
                 .map_or(DEFAULT_DNS_REFRESH_SECS, |n| n.get()),

@@ -196,7 +196,10 @@ fn hold_rules_hold_and_token_expiry_denies() {
     assert_eq!(d.verdict, Verdict::Hold);
     assert_eq!(d.rule.as_deref(), Some("hold-writes"));
     assert_eq!(d.statement, Some(1));
-    assert_eq!(decide(&p, std::slice::from_ref(&read)).verdict, Verdict::Allow);
+    assert_eq!(
+        decide(&p, std::slice::from_ref(&read)).verdict,
+        Verdict::Allow
+    );
     // An expired agent token denies everything, reads included.
     let tok = AgentToken {
         subject: "agent-7".into(),
