@@ -94,6 +94,72 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Decide commands held by `hold` rules (asks every running daemon).
+    Approvals {
+        #[command(flatten)]
+        auth: ApproverAuth,
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
+    /// The agent token of running daemons.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ApproverAuth {
+    /// File holding the approver's JWT.
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+    /// The approver's JWT.
+    #[arg(
+        long,
+        global = true,
+        env = "INTERCEPTOR_APPROVER_TOKEN",
+        hide_env_values = true
+    )]
+    pub approver_token: Option<String>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// Pending requests, then recently decided ones.
+    List,
+    /// One request.
+    Show { id: String },
+    /// Let the held command run.
+    Approve {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Also approve the same statement shape from the same identity for this long
+        /// (e.g. 15m).
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        for_: Option<std::time::Duration>,
+    },
+    /// Refuse the held command (the agent gets the reason).
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Give running daemons a fresh agent token (e.g. before the old one expires).
+    Set {
+        /// File holding the new token.
+        file: PathBuf,
+        /// Only this daemon instance (run-PID or attach-NAME; see `interceptor status`).
+        #[arg(long)]
+        instance: Option<String>,
+    },
 }
 
 #[derive(Debug, Args, Clone)]
@@ -116,6 +182,17 @@ pub struct DaemonArgs {
     /// Upstream connect timeout in seconds.
     #[arg(long, default_value_t = 10)]
     pub connect_timeout: u64,
+    /// Serve the approvals HTTP API (JSON) on this local address, e.g. 127.0.0.1:9470.
+    #[arg(long)]
+    pub approvals_listen: Option<SocketAddr>,
+    /// Bind the agents to this OIDC/JWT token file (checked against `auth.issuers`); its
+    /// subject and groups become part of their identity. Rewrite the file or use
+    /// `interceptor token set` to renew it.
+    #[arg(long, conflicts_with = "token_env")]
+    pub token: Option<PathBuf>,
+    /// Like --token, with the token in this environment variable of the daemon.
+    #[arg(long)]
+    pub token_env: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,6 @@
 //! Local control socket of a running daemon (`<state dir>/run/<instance>.sock`): `status`
-//! and `reload`, one JSON line each way. `interceptor status` asks every daemon it finds.
+//! and `reload` (plain words), or a JSON `Request` (approvals, agent token), one line each
+//! way. `interceptor status` asks every daemon it finds.
 
 use std::{
     collections::BTreeMap,
@@ -63,14 +64,39 @@ pub struct Status {
 #[serde(tag = "result", rename_all = "lowercase")]
 pub enum Reply {
     Status(Box<Status>),
-    Reloaded { summary: String },
-    Error { message: String },
+    Reloaded {
+        summary: String,
+    },
+    Error {
+        message: String,
+    },
+    /// Answer of an approvals call: HTTP-like status and JSON body.
+    Approvals {
+        status: u16,
+        body: serde_json::Value,
+    },
+    /// The agent token was replaced.
+    Token {
+        summary: String,
+    },
+}
+
+/// A structured request (one JSON line).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Request {
+    Approvals(crate::approvals::api::Authed),
+    /// A fresh agent token for `run --token` / `attach --token` agents.
+    Token(String),
 }
 
 /// What the server needs from the daemon.
 pub trait Handler: Send + Sync + 'static {
     fn status(&self) -> Status;
     fn reload(&self) -> Result<String, String>;
+    /// `peer_pid`: the calling process (SO_PEERCRED).
+    fn approvals(&self, req: crate::approvals::api::Authed, peer_pid: Option<i32>) -> Reply;
+    fn set_token(&self, token: &str) -> Result<String, String>;
 }
 
 pub fn socket_dir(state_dir: &Path) -> PathBuf {
@@ -98,6 +124,7 @@ pub async fn serve(
             };
             let handler = handler.clone();
             tokio::spawn(async move {
+                let peer_pid = stream.peer_cred().ok().and_then(|c| c.pid());
                 let (rd, mut wr) = stream.into_split();
                 let mut line = String::new();
                 let mut rd = BufReader::new(rd);
@@ -112,6 +139,16 @@ pub async fn serve(
                     "reload" => match tokio::task::block_in_place(|| handler.reload()) {
                         Ok(summary) => Reply::Reloaded { summary },
                         Err(message) => Reply::Error { message },
+                    },
+                    json if json.starts_with('{') => match serde_json::from_str::<Request>(json) {
+                        Ok(Request::Approvals(a)) => handler.approvals(a, peer_pid),
+                        Ok(Request::Token(t)) => match handler.set_token(&t) {
+                            Ok(summary) => Reply::Token { summary },
+                            Err(message) => Reply::Error { message },
+                        },
+                        Err(e) => Reply::Error {
+                            message: format!("unreadable request: {e}"),
+                        },
                     },
                     other => Reply::Error {
                         message: format!("unknown command {other:?}; expected status or reload"),
@@ -133,7 +170,7 @@ pub async fn request(path: &Path, command: &str) -> Result<Reply, ControlError> 
     };
     let fut = async {
         let mut s = UnixStream::connect(path).await.map_err(io_err)?;
-        s.write_all(format!("{command}\n").as_bytes())
+        s.write_all(format!("{}\n", command.trim_end()).as_bytes())
             .await
             .map_err(io_err)?;
         let mut line = String::new();

@@ -44,6 +44,14 @@ pub enum DaemonError {
     Sink(String),
     #[error(transparent)]
     Harden(#[from] crate::harden::HardenError),
+    #[error("agent token: {0}")]
+    Token(String),
+    #[error("cannot serve the approvals API on {addr}: {source}")]
+    ApprovalsApi {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How to start a daemon instance.
@@ -63,6 +71,53 @@ pub struct Options {
     pub audit: crate::audit::cmd::AuditArgs,
     pub metrics_addr: Option<SocketAddr>,
     pub connect_timeout: Duration,
+    /// Address of the approvals HTTP API, if served.
+    pub approvals_listen: Option<SocketAddr>,
+    /// Where the agents' token comes from, if they have one.
+    pub token: Option<TokenArg>,
+}
+
+/// Source of an agent token.
+#[derive(Debug, Clone)]
+pub enum TokenArg {
+    File(PathBuf),
+    /// Environment variable of the daemon.
+    Env(String),
+}
+
+fn bind_token(arg: &TokenArg, policy: &Policy) -> Result<crate::auth::TokenBinding, DaemonError> {
+    use crate::auth::TokenBinding;
+    if policy.issuers().is_empty() {
+        return Err(DaemonError::Token(
+            "an agent token was given but the policy configures no `auth.issuers` to check it"
+                .into(),
+        ));
+    }
+    match arg {
+        TokenArg::File(f) => {
+            TokenBinding::from_file(policy.issuers(), f.clone()).map_err(DaemonError::Token)
+        }
+        TokenArg::Env(v) => {
+            let t = std::env::var(v)
+                .map_err(|_| DaemonError::Token(format!("--token-env {v}: not set")))?;
+            TokenBinding::new(policy.issuers(), &t, None)
+                .map_err(|e| DaemonError::Token(format!("--token-env {v}: {e}")))
+        }
+    }
+}
+
+/// Starts (or stops) the webhook notifier for the policy's `approvals.webhook`.
+fn set_notifier(shared: &Shared, policy: &Policy) {
+    let n = policy
+        .approvals()
+        .and_then(|a| a.webhook.as_ref())
+        .and_then(|w| {
+            crate::approvals::webhook::Notifier::start(w, shared.instance.clone())
+                .map_err(|e| tracing::error!(error = %e, "approval webhook disabled"))
+                .ok()
+        })
+        .map(Arc::new);
+    shared.approvals.set_notifier(n);
 }
 
 pub struct Daemon {
@@ -122,7 +177,28 @@ impl Daemon {
         let audit = AuditLog::start(audit_settings.clone())?;
         let sink = start_sink(&opts, &audit_settings, &audit)?;
         let (shutdown, _) = watch::channel(false);
-        let listeners: Vec<SocketAddr> = std::iter::once(v4).chain(v6).collect();
+        let mut listeners: Vec<SocketAddr> = std::iter::once(v4).chain(v6).collect();
+        let token = match &opts.token {
+            Some(arg) => {
+                let b = bind_token(arg, &policy)?;
+                let c = b.claims();
+                tracing::info!(subject = %c.subject, groups = ?c.groups, issuer = %c.issuer, expires = c.expires, "agent token bound");
+                Some(Arc::new(b))
+            }
+            None => None,
+        };
+        let api_listener = match opts.approvals_listen {
+            Some(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| DaemonError::ApprovalsApi { addr, source })?;
+                // The agents must not reach it: it is one of the proxy's own listeners.
+                listeners.push(l.local_addr().unwrap_or(addr));
+                Some(l)
+            }
+            None => None,
+        };
+        let approvals = crate::approvals::Registry::new(opts.instance.clone(), audit.clone());
         let shared = Arc::new(Shared {
             instance: opts.instance.clone(),
             policy: RwLock::new(Arc::new(policy)),
@@ -138,7 +214,10 @@ impl Daemon {
             session_prefix: session_prefix(),
             connect_timeout: opts.connect_timeout,
             shutdown: shutdown.clone(),
+            approvals,
+            token,
         });
+        set_notifier(&shared, &shared.policy());
         let sessions = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
         let mut tasks = vec![tokio::spawn(proxy::serve(
             l4,
@@ -161,6 +240,15 @@ impl Daemon {
         )
         .await?;
         tasks.push(harden.spawn_reapply());
+        if let Some(l) = api_listener {
+            let (reg, s) = (shared.approvals.clone(), shared.clone());
+            let policy: Arc<dyn Fn() -> Arc<Policy> + Send + Sync> = Arc::new(move || s.policy());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::approvals::api::serve(l, reg, policy).await {
+                    tracing::error!(error = %e, "approvals API failed");
+                }
+            }));
+        }
 
         let pin_dir = ebpf::pin_dir(&opts.instance);
         let attachment = programs.attach(opts.cgroup.path(), &pin_dir)?;
@@ -232,6 +320,8 @@ impl Daemon {
         for t in &self.tasks {
             t.abort();
         }
+        // Held commands fail now, without running.
+        self.shared.approvals.abandon_all();
         let mut sessions = std::mem::take(&mut *self.sessions.lock().await);
         let drained = tokio::time::timeout(grace, async {
             while sessions.join_next().await.is_some() {}
@@ -293,6 +383,7 @@ fn reload(shared: &Shared, path: &std::path::Path) -> Result<String, String> {
     match load_policy(path) {
         Ok(p) => {
             let summary = p.summary();
+            set_notifier(shared, &p);
             shared.set_policy(p);
             shared.metrics.policy_reloads.fetch_add(1, Relaxed);
             tracing::info!(policy = %path.display(), "policy reloaded; live connections keep running");
@@ -397,5 +488,55 @@ impl Handler for ControlHandler {
 
     fn reload(&self) -> Result<String, String> {
         reload(&self.shared, &self.opts.policy_path)
+    }
+
+    fn approvals(
+        &self,
+        req: crate::approvals::api::Authed,
+        peer_pid: Option<i32>,
+    ) -> control::Reply {
+        let inside = peer_pid.is_some_and(|pid| self.pid_inside_cgroup(pid));
+        let policy = self.shared.policy();
+        let a = crate::approvals::api::handle(
+            &policy,
+            &self.shared.approvals,
+            &req.token,
+            req.call,
+            inside,
+        );
+        control::Reply::Approvals {
+            status: a.status,
+            body: a.body,
+        }
+    }
+
+    fn set_token(&self, token: &str) -> Result<String, String> {
+        let Some(b) = &self.shared.token else {
+            return Err(format!(
+                "{} was started without --token; its agents have no token to renew",
+                self.opts.instance
+            ));
+        };
+        let policy = self.shared.policy();
+        let c = b.set(policy.issuers(), token).map_err(|e| e.to_string())?;
+        tracing::info!(subject = %c.subject, expires = c.expires, "agent token replaced");
+        Ok(format!(
+            "{}: agent token of {} bound, expires at {} (unix)",
+            self.opts.instance, c.subject, c.expires
+        ))
+    }
+}
+
+impl ControlHandler {
+    /// Whether process `pid` runs in the attached cgroup or below it.
+    fn pid_inside_cgroup(&self, pid: i32) -> bool {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+            return false;
+        };
+        let Some(rel) = text.lines().find_map(|l| l.strip_prefix("0::")) else {
+            return false;
+        };
+        let path = self.shared.cgroup_root.join(rel.trim_start_matches('/'));
+        path.starts_with(&self.shared.cgroup_top)
     }
 }

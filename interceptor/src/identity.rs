@@ -25,6 +25,9 @@ pub struct Identity {
     /// were not taken from it.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub pid_reused: bool,
+    /// Subject of the agent token bound to the cgroup (`run --token`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 impl Identity {
@@ -55,6 +58,7 @@ impl Identity {
             cgroup,
             cgroup_id: rec.cgroup_id,
             pid_reused,
+            subject: None,
         }
     }
 }

@@ -2,8 +2,10 @@
 //! of a cgroup, process identity, policy decisions, relay and audit.
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod approvals;
 pub mod attach;
 pub mod audit;
+pub mod auth;
 pub mod cgroup;
 pub mod cli;
 pub mod control;

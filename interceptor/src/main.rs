@@ -7,7 +7,7 @@ use clap::Parser;
 use interceptor::{
     attach,
     cgroup::Cgroup,
-    cli::{Cli, Command, DaemonArgs, LogFormat, PolicyCommand},
+    cli::{Cli, Command, DaemonArgs, LogFormat, PolicyCommand, TokenCommand},
     control, daemon, ebpf,
     policy::{self, Policy},
     run,
@@ -59,6 +59,12 @@ fn options(
         audit: args.audit.clone(),
         metrics_addr: args.metrics_addr,
         connect_timeout: Duration::from_secs(args.connect_timeout),
+        approvals_listen: args.approvals_listen,
+        token: match (&args.token, &args.token_env) {
+            (Some(f), _) => Some(daemon::TokenArg::File(f.clone())),
+            (None, Some(v)) => Some(daemon::TokenArg::Env(v.clone())),
+            (None, None) => None,
+        },
     }
 }
 
@@ -165,6 +171,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 }
             }
             Ok(i32::from(failed))
+        }
+        Command::Approvals { auth, command } => {
+            interceptor::approvals::client::run(&cli.state_dir, &auth, command).await
+        }
+        Command::Token {
+            command: TokenCommand::Set { file, instance },
+        } => {
+            interceptor::approvals::client::set_token(&cli.state_dir, &file, instance.as_deref())
+                .await
         }
         Command::Policy {
             command: PolicyCommand::Schema,

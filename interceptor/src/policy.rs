@@ -10,6 +10,7 @@
 //! locations), `locate` (locations of errors found after parsing), `load`
 //! (`Policy`: compile, load, DNS), `eval` (`evaluate`), `error`.
 
+mod approvals;
 mod de;
 mod error;
 mod eval;
@@ -28,8 +29,12 @@ mod tests;
 #[cfg(test)]
 mod tests_sql;
 
+pub use approvals::{ApprovalsDoc, Approver, AuthDoc, CompiledApprovals, Issuer, Webhook};
 pub use error::PolicyError;
-pub use eval::{evaluate, ConnRequest, Decision, Subject, Verdict, OWN_LISTENER_REASON};
+pub use eval::{
+    evaluate, AgentToken, ConnRequest, Decision, Subject, Verdict, OWN_LISTENER_REASON,
+    TOKEN_EXPIRED_REASON,
+};
 pub use glob::{CommPattern, Pattern};
 pub use load::{NameResolution, Policy};
 pub use model::{

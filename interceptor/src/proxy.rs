@@ -71,6 +71,10 @@ pub struct Shared {
     pub connect_timeout: Duration,
     /// Set to `true` when the daemon stops: live relays end and write their audit records.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Held commands waiting for approvers.
+    pub approvals: Arc<crate::approvals::Registry>,
+    /// The agents' token (`run --token`), if one is bound.
+    pub token: Option<Arc<crate::auth::TokenBinding>>,
 }
 
 impl Shared {
@@ -79,6 +83,11 @@ impl Shared {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The bound agent token as the evaluators see it now (expiry checked).
+    pub fn agent_token(&self, policy: &Policy) -> Option<crate::policy::AgentToken> {
+        self.token.as_ref().map(|t| t.view(policy.issuers()))
     }
 
     pub fn set_policy(&self, p: Policy) {

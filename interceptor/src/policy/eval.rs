@@ -19,6 +19,29 @@ pub struct Subject<'a> {
     pub exe: Option<&'a str>,
     /// Process name (comm), at most 15 bytes.
     pub comm: &'a str,
+    /// The agent's token bound to its cgroup (`run --token`), if any.
+    pub token: Option<&'a AgentToken>,
+}
+
+/// What the daemon knows of the token bound to an agent's cgroup. `expired` is computed
+/// by the caller (the evaluators read no clock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentToken {
+    /// The `sub` claim.
+    pub subject: String,
+    pub groups: Vec<String>,
+    pub expired: bool,
+}
+
+/// Reason given to everything an agent with an expired token tries.
+pub const TOKEN_EXPIRED_REASON: &str =
+    "token expired: the agent's identity token is no longer valid; supply a fresh one (`interceptor token set`)";
+
+impl Subject<'_> {
+    /// The denial for an agent whose bound token has expired.
+    pub fn token_expired(&self) -> bool {
+        self.token.is_some_and(|t| t.expired)
+    }
 }
 
 /// One intercepted connection attempt.
@@ -34,6 +57,8 @@ pub struct ConnRequest<'a> {
 pub enum Verdict {
     Allow,
     Deny,
+    /// Wait for a human decision (approvals); only SQL and HTTP rules hold.
+    Hold,
 }
 
 impl Verdict {
@@ -41,6 +66,7 @@ impl Verdict {
         match self {
             Verdict::Allow => "allow",
             Verdict::Deny => "deny",
+            Verdict::Hold => "hold",
         }
     }
 }
@@ -96,6 +122,13 @@ impl Decision {
 /// otherwise the policy default. Pure: no I/O, no DNS, no clock. DNS names
 /// match the addresses recorded by the last `Policy::resolve_names`.
 pub fn evaluate(policy: &Policy, req: &ConnRequest) -> Decision {
+    if req.subject.token_expired() {
+        return Decision {
+            verdict: Verdict::Deny,
+            rule: None,
+            reason: TOKEN_EXPIRED_REASON.to_owned(),
+        };
+    }
     let ip = req.dst.ip().to_canonical();
     let port = req.dst.port();
     for rule in &policy.rules {
@@ -144,5 +177,13 @@ impl Identity {
             && opt(&self.comm, |c| c.is_match(s.comm))
             && opt(&self.cgroup, |c| s.cgroup.is_some_and(|cg| c.is_match(cg)))
             && opt(&self.exe, |e| s.exe.is_some_and(|x| e.is_match(x)))
+            && opt(&self.subject, |p| {
+                s.token
+                    .is_some_and(|t| !t.expired && p.is_match(&t.subject))
+            })
+            && opt(&self.groups, |gs| {
+                s.token
+                    .is_some_and(|t| !t.expired && t.groups.iter().any(|g| gs.contains(g)))
+            })
     }
 }

@@ -34,6 +34,10 @@ pub struct Policy {
     /// PostgreSQL resources by name (sorted by name).
     pub(super) pg_resources: Vec<(String, PostgresResource)>,
     pub(super) sql_rules: Vec<CompiledSqlRule>,
+    pub(super) issuers: crate::auth::Issuers,
+    pub(super) approvals: Option<super::approvals::CompiledApprovals>,
+    /// hold rule name → its own `timeout_secs`.
+    pub(super) hold_timeouts: HashMap<String, u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -325,6 +329,32 @@ impl Policy {
                 PolicyError::invalid(origin, pos, format!("sockets.udp: {e}"))
             })?;
         }
+        let hold_rules: Vec<&str> = doc
+            .sql_rules
+            .iter()
+            .filter(|r| r.action == SqlAction::Hold)
+            .map(|r| r.name.as_str())
+            .collect();
+        let hold_timeouts = doc
+            .sql_rules
+            .iter()
+            .filter_map(|r| Some((r.name.as_str().to_owned(), r.timeout_secs?.get())))
+            .collect();
+        let (issuers, approvals) = super::approvals::compile(
+            doc.auth.as_ref(),
+            doc.approvals.as_ref(),
+            &hold_rules,
+            Path::new(origin).parent().filter(|d| d.is_dir()),
+        )
+        .map_err(|e| {
+            let key = if e.starts_with("auth") {
+                "auth"
+            } else {
+                "approvals"
+            };
+            let pos = locator.as_ref().and_then(|l| l.top_key(key));
+            PolicyError::invalid(origin, pos, e)
+        })?;
         let dns_refresh = Duration::from_secs(
             doc.dns_refresh_secs
                 .map_or(DEFAULT_DNS_REFRESH_SECS, |n| n.get()),
@@ -339,7 +369,32 @@ impl Policy {
             dns_refresh,
             pg_resources,
             sql_rules,
+            issuers,
+            approvals,
+            hold_timeouts,
         })
+    }
+
+    /// Token issuers (`auth.issuers`), with their keys.
+    pub fn issuers(&self) -> &crate::auth::Issuers {
+        &self.issuers
+    }
+
+    /// The compiled `approvals` section, if any.
+    pub fn approvals(&self) -> Option<&super::approvals::CompiledApprovals> {
+        self.approvals.as_ref()
+    }
+
+    /// How long a statement held by `rule` waits for a decision.
+    pub fn hold_timeout(&self, rule: &str) -> Duration {
+        let secs = self.hold_timeouts.get(rule).copied().unwrap_or_else(|| {
+            self.approvals
+                .as_ref()
+                .map_or(super::approvals::DEFAULT_HOLD_TIMEOUT_SECS, |a| {
+                    a.timeout_secs
+                })
+        });
+        Duration::from_secs(secs)
     }
 
     /// The PostgreSQL resource at this destination, if any: (name, resource).

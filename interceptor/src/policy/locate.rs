@@ -97,6 +97,14 @@ impl<'a> Locator<'a> {
         (line > 0).then_some((line, 1))
     }
 
+    /// Position of a top-level `key:` (line, column 1).
+    pub(crate) fn top_key(&self, key: &str) -> Option<Pos> {
+        self.lines
+            .iter()
+            .position(|l| l.starts_with(key) && after_key(l, key).is_some())
+            .map(|i| (i + 1, 1))
+    }
+
     /// Position of the value of rule `name`'s `name:` entry.
     pub(crate) fn rule(&self, name: &str) -> Option<Pos> {
         let (line, _, value_at) = self.rule_line(name)?;

@@ -78,11 +78,17 @@ pub struct PolicyDoc {
     /// DNS resolvers the agent may use through the DNS proxy, and the names it may ask for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<super::sockets::Dns>,
+    /// Token issuers (OIDC/JWT) for agent identities and approvers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<super::approvals::AuthDoc>,
+    /// Who decides commands held by `hold` rules, and how long they wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<super::approvals::ApprovalsDoc>,
 }
 
 impl Checked for PolicyDoc {
     const EXPECTING: &'static str =
-        "a policy mapping with `version: 1` and optionally `identities`, `rules`, `default`, `resources`, `sql_rules`";
+        "a policy mapping with `version: 1` and optionally `identities`, `rules`, `default`, `resources`, `sql_rules`, `auth`, `approvals`";
 }
 
 /// Selects calling processes. Every field given must match; a field left
@@ -117,6 +123,13 @@ pub struct Identity {
     /// Glob on the process name (comm, at most 15 bytes), e.g. "python3".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comm: Option<CommPattern>,
+    /// Glob on the subject (`sub` claim) of the agent's token (`run --token`). Does not
+    /// match when the agent has no valid token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Pattern>,
+    /// Groups (any of) the agent's token must carry. Does not match without a valid token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
 }
 
 /// One rule: if the caller matches `identity` and the destination matches
@@ -220,7 +233,7 @@ impl fmt::Display for Destination {
     }
 }
 
-/// `allow` or `deny`. (`hold` is reserved for a later version.)
+/// `allow` or `deny` (`hold` exists for `sql_rules` only).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Action {
     Allow,
@@ -254,8 +267,8 @@ fn parse_action(s: &str) -> Result<Action, String> {
         "allow" => Ok(Action::Allow),
         "deny" => Ok(Action::Deny),
         "hold" => Err(
-            "action `hold` is not supported yet (reserved for a later version); \
-                       use `allow` or `deny`"
+            "action `hold` applies to statements and requests (`sql_rules`), not to \
+             connections; use `allow` or `deny`"
                 .to_owned(),
         ),
         other => Err(format!(

@@ -187,7 +187,7 @@ pub struct SqlRule {
     /// Resource name or list of names (any of). Absent: every resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<ResourceRef>,
-    /// allow or deny (`hold` is reserved for approvals, not supported yet).
+    /// allow, deny, or hold (wait for an approver; needs an `approvals` section).
     pub action: SqlAction,
     /// allow: every operation of the statement must be listed; deny: any listed one matches.
     /// Absent: any operations.
@@ -207,10 +207,14 @@ pub struct SqlRule {
     /// Free text; shown in denials instead of the generated reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// hold: seconds to wait for a decision before denying (default:
+    /// `approvals.timeout_secs`, else 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<NonZeroU64>,
 }
 
 impl Checked for SqlRule {
-    const EXPECTING: &'static str = "an SQL rule mapping (name, identity, resource, action, operations, tables, functions, row_limit, reason)";
+    const EXPECTING: &'static str = "an SQL rule mapping (name, identity, resource, action, operations, tables, functions, row_limit, reason, timeout_secs)";
     const EXPECTING_LIST: &'static str = "a list of SQL rules";
     const LIST: &'static str = "sql_rules";
 
@@ -237,7 +241,10 @@ impl Checked for SqlRule {
             }
         }
         if self.action == SqlAction::Deny && self.row_limit.is_some() {
-            return Err("`row_limit` only applies to `allow` rules".into());
+            return Err("`row_limit` only applies to `allow` and `hold` rules".into());
+        }
+        if self.action != SqlAction::Hold && self.timeout_secs.is_some() {
+            return Err("`timeout_secs` only applies to `hold` rules".into());
         }
         Ok(())
     }
@@ -248,6 +255,8 @@ impl Checked for SqlRule {
 pub enum SqlAction {
     Allow,
     Deny,
+    /// Park the statement until an approver decides (see `approvals`).
+    Hold,
 }
 
 impl SqlAction {
@@ -255,6 +264,7 @@ impl SqlAction {
         match self {
             SqlAction::Allow => "allow",
             SqlAction::Deny => "deny",
+            SqlAction::Hold => "hold",
         }
     }
 }
@@ -269,14 +279,16 @@ fn parse_sql_action(s: &str) -> Result<SqlAction, String> {
     match s {
         "allow" => Ok(SqlAction::Allow),
         "deny" => Ok(SqlAction::Deny),
-        "hold" => Err("action `hold` (wait for a human approval) is not supported yet: approvals are issue 5; use `allow` or `deny`".into()),
-        other => Err(format!("unknown action {other:?}, expected `allow` or `deny`")),
+        "hold" => Ok(SqlAction::Hold),
+        other => Err(format!(
+            "unknown action {other:?}, expected `allow`, `deny` or `hold`"
+        )),
     }
 }
 
 impl<'de> Deserialize<'de> for SqlAction {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(StrVisitor("`allow` or `deny`", parse_sql_action))
+        d.deserialize_str(StrVisitor("`allow`, `deny` or `hold`", parse_sql_action))
     }
 }
 
@@ -289,13 +301,15 @@ impl JsonSchema for SqlAction {
         SchemaObject {
             metadata: Some(Box::new(Metadata {
                 description: Some(
-                    "allow: run the statement; deny: answer with an error (SQLSTATE 42501)."
+                    "allow: run the statement; deny: answer with an error (SQLSTATE 42501); \
+                     hold: park it until an approver decides (approved: it runs; denied or \
+                     timed out: SQLSTATE 42501)."
                         .to_owned(),
                 ),
                 ..Default::default()
             })),
             instance_type: Some(InstanceType::String.into()),
-            enum_values: Some(vec!["allow".into(), "deny".into()]),
+            enum_values: Some(vec!["allow".into(), "deny".into(), "hold".into()]),
             ..Default::default()
         }
         .into()

@@ -47,10 +47,22 @@ pub struct SqlDecision {
 }
 
 /// Decides a request. Pure: no I/O, no clock. An empty request (no statements) is allowed
-/// without a rule (PostgreSQL answers it with EmptyQueryResponse).
+/// without a rule (PostgreSQL answers it with EmptyQueryResponse). A denied statement
+/// denies the request; otherwise a held statement holds it (hold rules match like deny
+/// rules: any listed operation, table or function).
 pub fn evaluate_sql(policy: &Policy, req: &SqlRequest) -> SqlDecision {
+    if req.subject.token_expired() {
+        return SqlDecision {
+            verdict: Verdict::Deny,
+            rule: None,
+            reason: super::eval::TOKEN_EXPIRED_REASON.to_owned(),
+            row_limit: None,
+            statement: None,
+        };
+    }
     let mut rule = None;
     let mut row_limit: Option<u64> = None;
+    let mut hold: Option<SqlDecision> = None;
     for (i, st) in req.statements.iter().enumerate() {
         let d = evaluate_statement(policy, req, st);
         if d.verdict == Verdict::Deny {
@@ -59,6 +71,15 @@ pub fn evaluate_sql(policy: &Policy, req: &SqlRequest) -> SqlDecision {
                 ..d
             };
         }
+        if d.verdict == Verdict::Hold {
+            if hold.is_none() {
+                hold = Some(SqlDecision {
+                    statement: Some(i),
+                    ..d
+                });
+            }
+            continue;
+        }
         if rule.is_none() {
             rule = d.rule;
         }
@@ -66,6 +87,9 @@ pub fn evaluate_sql(policy: &Policy, req: &SqlRequest) -> SqlDecision {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+    }
+    if let Some(h) = hold {
+        return h;
     }
     let reason = match &rule {
         Some(r) => format!("allowed by rule {r}"),
@@ -94,6 +118,20 @@ fn evaluate_statement(policy: &Policy, req: &SqlRequest, st: &SqlStatement) -> S
     let mut misses: Vec<(&CompiledSqlRule, String)> = Vec::new();
     for r in policy.sql_rules.iter().filter(applicable) {
         match r.action {
+            SqlAction::Hold => {
+                if deny_matches(r, st) {
+                    let reason = r.reason.clone().unwrap_or_else(|| {
+                        format!("{} needs an approval (hold rule {})", describe(st), r.name)
+                    });
+                    return SqlDecision {
+                        verdict: Verdict::Hold,
+                        rule: Some(r.name.clone()),
+                        reason,
+                        row_limit: r.row_limit,
+                        statement: None,
+                    };
+                }
+            }
             SqlAction::Deny => {
                 if deny_matches(r, st) {
                     let reason = r.reason.clone().unwrap_or_else(|| {

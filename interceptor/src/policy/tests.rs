@@ -40,6 +40,7 @@ fn subject<'a>() -> Subject<'a> {
         gid: 1000,
         exe: Some("/usr/bin/python3.12"),
         comm: "python3",
+        token: None,
     }
 }
 
@@ -360,12 +361,12 @@ identities:
 fn error_hold_and_actions() {
     assert_err(
         "version: 1\nrules:\n  - name: a\n    action: hold\n    to: [{any: true}]\n",
-        "rules[0].action: action `hold` is not supported yet",
+        "rules[0].action: action `hold` applies to statements and requests",
         Some(4),
     );
     assert_err(
         "version: 1\ndefault: hold\n",
-        "default: action `hold` is not supported yet",
+        "default: action `hold` applies to statements and requests",
         Some(2),
     );
     assert_err(

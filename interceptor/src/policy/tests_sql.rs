@@ -29,6 +29,7 @@ fn subject<'a>() -> Subject<'a> {
         gid: 1000,
         exe: Some("/usr/bin/psql"),
         comm: "psql",
+        token: None,
     }
 }
 
@@ -144,9 +145,11 @@ fn sql_rule_errors() {
     };
     let e = err("  - name: h\n    action: hold\n");
     assert!(
-        e.contains("not supported yet") && e.contains("issue 5"),
+        e.contains("holds statements for approval") && e.contains("no `approvals` section"),
         "{e}"
     );
+    let e = err("  - name: h\n    action: allow\n    timeout_secs: 5\n");
+    assert!(e.contains("only applies to `hold` rules"), "{e}");
     let e = err("  - name: r\n    action: allow\n    resource: nodb\n");
     assert!(
         e.contains("unknown resource \"nodb\"") && e.starts_with("t.yaml:15"),
@@ -167,4 +170,64 @@ fn sql_rule_errors() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("unknown field `databse`"), "{e}");
+}
+
+#[test]
+fn hold_rules_hold_and_token_expiry_denies() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(
+        &jwks,
+        r#"{"keys":[{"kty":"oct","kid":"k1","alg":"HS256","k":"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}"#,
+    )
+    .unwrap();
+    let text = format!(
+        "{BASE}sql_rules:\n  - {{name: hold-writes, action: hold, operations: [write], timeout_secs: 7}}\n  - {{name: reads, action: allow, operations: [read]}}\n\
+         auth:\n  issuers:\n    - {{name: idp, issuer: 'https://idp', audience: a, jwks_file: '{}'}}\n\
+         approvals:\n  timeout_secs: 30\n  approvers:\n    - {{name: dbas, issuer: idp, groups: [dba]}}\n",
+        jwks.display()
+    );
+    let p = Policy::from_str(&text, "t.yaml").unwrap();
+    assert_eq!(p.hold_timeout("hold-writes").as_secs(), 7);
+    assert_eq!(p.hold_timeout("other").as_secs(), 30);
+    let write = st("DELETE", &[SqlOperation::Write], &["orders"]);
+    let read = st("SELECT", &[SqlOperation::Read], &["orders"]);
+    let d = decide(&p, &[read.clone(), write.clone()]);
+    assert_eq!(d.verdict, Verdict::Hold);
+    assert_eq!(d.rule.as_deref(), Some("hold-writes"));
+    assert_eq!(d.statement, Some(1));
+    assert_eq!(
+        decide(&p, std::slice::from_ref(&read)).verdict,
+        Verdict::Allow
+    );
+    // An expired agent token denies everything, reads included.
+    let tok = AgentToken {
+        subject: "agent-7".into(),
+        groups: vec![],
+        expired: true,
+    };
+    let s = Subject {
+        token: Some(&tok),
+        ..subject()
+    };
+    let d = evaluate_sql(
+        &p,
+        &SqlRequest {
+            subject: s,
+            resource: "appdb",
+            statements: &[read],
+        },
+    );
+    assert_eq!(d.verdict, Verdict::Deny);
+    assert!(d.reason.contains("token expired"), "{}", d.reason);
+    // Unknown approver issuer, hold without a covering approver.
+    let bad = text.replace("issuer: idp, groups", "issuer: nope, groups");
+    let e = Policy::from_str(&bad, "t.yaml").unwrap_err().to_string();
+    assert!(e.contains("unknown issuer \"nope\""), "{e}");
+    let bad = text.replace("groups: [dba]}", "groups: [dba], rules: [other-*]}");
+    let e = Policy::from_str(&bad, "t.yaml").unwrap_err().to_string();
+    assert!(
+        e.contains("no approver") && e.contains("hold-writes"),
+        "{e}"
+    );
 }

@@ -25,6 +25,7 @@ pub mod codec;
 pub mod enforce;
 pub mod error;
 pub mod frontend;
+pub mod hold;
 pub mod mask;
 pub mod session;
 pub mod shape;

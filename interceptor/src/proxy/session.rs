@@ -58,11 +58,13 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         return;
     };
     let dst = key_addr(&kernel.orig);
-    let identity = Identity::from_record(
+    let mut identity = Identity::from_record(
         &kernel,
         Path::new("/proc"),
         shared.cgroup_name(kernel.cgroup_id),
     );
+    let token = shared.agent_token(&shared.policy());
+    identity.subject = token.as_ref().map(|t| t.subject.clone());
     rec.destination = Some(dst.to_string());
 
     // 2. The decision (pure), or the built-in loop guard.
@@ -76,6 +78,7 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             gid: identity.gid,
             exe: identity.exe.as_deref(),
             comm: &identity.comm,
+            token: token.as_ref(),
         };
         evaluate(&policy, &ConnRequest { subject, dst })
     };
@@ -279,6 +282,8 @@ async fn serve_postgres(
         bytes_up: up.clone(),
         bytes_down: down.clone(),
         stop: shared.shutdown.subscribe(),
+        approvals: shared.approvals.clone(),
+        token: shared.token.clone(),
     };
     rec.identity = Some(identity);
     let outcome = postgres::serve(client, ctx).await;

@@ -42,6 +42,10 @@ pub struct Ctx {
     pub bytes_up: Arc<AtomicU64>,
     pub bytes_down: Arc<AtomicU64>,
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// Where `hold` rules park statements.
+    pub approvals: Arc<crate::approvals::Registry>,
+    /// The agents' bound token, if any (checked for expiry per statement).
+    pub token: Option<Arc<crate::auth::TokenBinding>>,
 }
 
 /// How the session ended, for the connection record.
@@ -144,6 +148,51 @@ impl Common<'_> {
             }
             woken.await;
         }
+    }
+
+    /// A held statement waits here for its approval; anything else passes through.
+    /// What the session already queued for upstream is sent first, so earlier statements
+    /// are not held back with it.
+    async fn settle<W, CW>(
+        &self,
+        checked: Checked,
+        sql: &str,
+        policy: &Policy,
+        client: &tokio::sync::Mutex<CW>,
+        out: &mut BytesMut,
+        up: &mut W,
+    ) -> Result<Checked>
+    where
+        W: AsyncWrite + Unpin,
+        CW: AsyncWrite + Unpin,
+    {
+        if checked.decision.verdict != Verdict::Hold {
+            return Ok(checked);
+        }
+        if !out.is_empty() {
+            up.write_all(out).await?;
+            out.clear();
+        }
+        let who = super::hold::Who {
+            session: &self.ctx.session,
+            identity: serde_json::to_value(&self.who).unwrap_or_default(),
+            agent_subject: self.ctx.token.as_ref().map(|t| t.claims().subject),
+            resource: &self.ctx.resource,
+        };
+        let (checked, id) = super::hold::resolve(
+            &self.ctx.approvals,
+            policy,
+            self.masker.as_deref(),
+            who,
+            sql,
+            checked,
+            client,
+        )
+        .await;
+        if let (Some(id), true) = (id, checked.allowed()) {
+            self.ctx.approvals.executed(&id, sql);
+        }
+        Ok(checked)
     }
 
     fn st(&self) -> std::sync::MutexGuard<'_, State> {
@@ -336,10 +385,13 @@ pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
         // 3. The pumps.
         let mut stop = ctx.stop.clone();
         let Upstream { reader, writer, .. } = &mut up;
-        let r = tokio::select! {
-            r = client_pump(&common, &mut creader, writer) => r,
-            r = server_pump(&common, reader, &mut cw) => r.map(|()| false),
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => Err(PgError::Closed("daemon shutdown")),
+        let r = {
+            let shared_cw = tokio::sync::Mutex::new(&mut cw);
+            tokio::select! {
+                r = client_pump(&common, &mut creader, writer, &shared_cw) => r,
+                r = server_pump(&common, reader, &shared_cw) => r.map(|()| false),
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => Err(PgError::Closed("daemon shutdown")),
+            }
         };
         match r {
             Ok(terminated) => clean_end = terminated,
@@ -414,25 +466,18 @@ pub(super) async fn cancel_request(ctx: &Ctx, pid: i32, key: i32) -> Outcome {
 }
 
 /// Client → upstream. `Ok(true)`: the client sent Terminate; `Ok(false)`: it closed.
-async fn client_pump<R, W>(c: &Common<'_>, reader: &mut FrameReader<R>, up: &mut W) -> Result<bool>
+async fn client_pump<R, W, CW>(
+    c: &Common<'_>,
+    reader: &mut FrameReader<R>,
+    up: &mut W,
+    client: &tokio::sync::Mutex<CW>,
+) -> Result<bool>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
+    CW: AsyncWrite + Unpin,
 {
     let policy = c.ctx.policy.clone();
-    let subject = Subject {
-        cgroup: c.ctx.identity.cgroup.as_deref(),
-        uid: c.ctx.identity.uid,
-        gid: c.ctx.identity.gid,
-        exe: c.ctx.identity.exe.as_deref(),
-        comm: &c.ctx.identity.comm,
-    };
-    let enforcer = Enforcer {
-        policy: &policy,
-        subject,
-        resource: &c.ctx.resource,
-        masking: c.masker.is_some(),
-    };
     let mut sql_prepared: HashMap<String, Statement> = HashMap::new();
     let mut statements: HashMap<String, (Vec<StmtCtx>, Option<u64>)> = HashMap::new();
     let mut portals: HashMap<String, (String, Vec<i16>)> = HashMap::new();
@@ -454,6 +499,21 @@ where
         while let Some(f) = reader.try_frame()? {
             frames.push(f);
         }
+        // The bound token's expiry is checked for every batch of messages.
+        let token = c.ctx.token.as_ref().map(|t| t.view(policy.issuers()));
+        let enforcer = Enforcer {
+            policy: &policy,
+            subject: Subject {
+                cgroup: c.ctx.identity.cgroup.as_deref(),
+                uid: c.ctx.identity.uid,
+                gid: c.ctx.identity.gid,
+                exe: c.ctx.identity.exe.as_deref(),
+                comm: &c.ctx.identity.comm,
+                token: token.as_ref(),
+            },
+            resource: &c.ctx.resource,
+            masking: c.masker.is_some(),
+        };
         for f in &frames {
             c.ctx.bytes_up.fetch_add(5 + f.body.len() as u64, Relaxed);
             let msg = Frontend::parse(f)?;
@@ -470,6 +530,9 @@ where
                 Frontend::Query(sql) => {
                     let (cls, shaped) = classify(sql, c.st().scs);
                     let checked = enforcer.check(&cls, &sql_prepared);
+                    let checked = c
+                        .settle(checked, sql, &policy, client, &mut out, up)
+                        .await?;
                     let stmts = stmt_ctxs(sql, &checked, shaped);
                     if checked.allowed() {
                         remember_prepared(&checked.statements, &mut sql_prepared);
@@ -506,6 +569,9 @@ where
                 Frontend::Parse { name, query } => {
                     let (cls, shaped) = classify(query, c.st().scs);
                     let checked = enforcer.check(&cls, &sql_prepared);
+                    let checked = c
+                        .settle(checked, query, &policy, client, &mut out, up)
+                        .await?;
                     let stmts = stmt_ctxs(query, &checked, shaped);
                     c.st().pending.push_back(Pending::Parse);
                     if checked.allowed() {
@@ -721,7 +787,7 @@ fn remember_prepared(stmts: &[Statement], prepared: &mut HashMap<String, Stateme
 async fn server_pump<R, W>(
     c: &Common<'_>,
     reader: &mut FrameReader<R>,
-    client: &mut W,
+    client: &tokio::sync::Mutex<W>,
 ) -> Result<()>
 where
     R: AsyncRead + Unpin,
@@ -744,7 +810,7 @@ where
         }
         if !out.is_empty() {
             c.ctx.bytes_down.fetch_add(out.len() as u64, Relaxed);
-            client.write_all(&out).await?;
+            client.lock().await.write_all(&out).await?;
             out.clear();
         }
         if c.st().outstanding == 0 {

@@ -1,0 +1,229 @@
+use std::time::Duration;
+
+use super::*;
+use crate::auth::Claims;
+use crate::policy::Policy;
+
+async fn audit() -> AuditLog {
+    AuditLog::open(std::path::Path::new("/dev/null"))
+        .await
+        .unwrap()
+}
+
+fn policy() -> Policy {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, r#"{"keys":[{"kty":"oct","kid":"k1","alg":"HS256","k":"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}"#).unwrap();
+    let text = format!(
+        "version: 1\n\
+         resources:\n  db: {{postgres: {{address: 127.0.0.2, database: d, user: u, password_env: X}}}}\n\
+         sql_rules:\n  - {{name: hold-deletes, action: hold, operations: [write]}}\n  - {{name: hold-ddl, action: hold, operations: [ddl]}}\n\
+         auth:\n  issuers:\n    - {{name: idp, issuer: 'https://idp', audience: a, jwks_file: '{}'}}\n\
+         approvals:\n  approvers:\n    - {{name: dbas, issuer: idp, groups: [dba], rules: ['hold-del*']}}\n    - {{name: ops, issuer: idp, groups: [ops], rules: [hold-ddl]}}\n",
+        jwks.display()
+    );
+    Policy::from_str(&text, "test").unwrap()
+}
+
+fn req(rule: &str, agent: Option<&str>) -> HoldRequest {
+    HoldRequest {
+        protocol: "postgres",
+        session: "s-1".into(),
+        identity: serde_json::json!({"pid": 1, "uid": 1000}),
+        agent_subject: agent.map(str::to_owned),
+        resource: "db".into(),
+        command: "DELETE FROM t".into(),
+        classification: "DeleteStmt write".into(),
+        rule: rule.into(),
+        reason: "needs approval".into(),
+        fingerprint: format!("{rule}|DELETE FROM t"),
+    }
+}
+
+fn approver(sub: &str, groups: &[&str]) -> Approver {
+    Approver {
+        claims: Claims {
+            issuer: "idp".into(),
+            subject: sub.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            expires: u64::MAX,
+        },
+        inside_agent_cgroup: false,
+    }
+}
+
+fn ticket(r: &Registry, rq: HoldRequest, t: Duration) -> Ticket {
+    match r.open(rq, t) {
+        Opened::Waiting(t) => t,
+        Opened::Granted(_) => panic!("unexpected grant"),
+    }
+}
+
+#[tokio::test]
+async fn approve_wakes_the_waiter() {
+    let p = policy();
+    let r = Registry::new("i".into(), audit().await);
+    let t = ticket(
+        &r,
+        req("hold-deletes", Some("agent-7")),
+        Duration::from_secs(30),
+    );
+    let id = t.id.clone();
+    assert_eq!(r.list().len(), 1);
+    let d = r
+        .decide(
+            p.approvals(),
+            &id,
+            &approver("bob", &["dba"]),
+            true,
+            Some("ok".into()),
+            Scope::Once,
+        )
+        .unwrap();
+    assert_eq!(d.request.state, "approved");
+    assert_eq!(
+        r.wait(t).await,
+        Outcome::Approved {
+            by: "bob (dbas)".into(),
+            reason: Some("ok".into())
+        }
+    );
+    assert_eq!(r.show(&id).unwrap().state, "approved");
+}
+
+#[tokio::test]
+async fn deny_and_expiry() {
+    let p = policy();
+    let r = Registry::new("i".into(), audit().await);
+    let t = ticket(&r, req("hold-deletes", None), Duration::from_secs(30));
+    let id = t.id.clone();
+    r.decide(
+        p.approvals(),
+        &id,
+        &approver("bob", &["dba"]),
+        false,
+        Some("no".into()),
+        Scope::Once,
+    )
+    .unwrap();
+    assert!(matches!(r.wait(t).await, Outcome::Denied { .. }));
+    let t = ticket(&r, req("hold-deletes", None), Duration::from_millis(50));
+    let id = t.id.clone();
+    assert!(matches!(r.wait(t).await, Outcome::Expired { .. }));
+    assert_eq!(r.show(&id).unwrap().state, "expired");
+    // Deciding it afterwards finds nothing pending.
+    let e = r
+        .decide(
+            p.approvals(),
+            &id,
+            &approver("bob", &["dba"]),
+            true,
+            None,
+            Scope::Once,
+        )
+        .unwrap_err();
+    assert!(matches!(e, DecideError::NotFound(_)));
+}
+
+#[tokio::test]
+async fn rights_are_checked() {
+    let p = policy();
+    let r = Registry::new("i".into(), audit().await);
+    let t = ticket(
+        &r,
+        req("hold-deletes", Some("alice")),
+        Duration::from_secs(30),
+    );
+    let id = t.id.clone();
+    // Not in the group.
+    let e = r
+        .decide(
+            p.approvals(),
+            &id,
+            &approver("eve", &["dev"]),
+            true,
+            None,
+            Scope::Once,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, DecideError::Forbidden(ref m) if m.contains("no approver grant")),
+        "{e}"
+    );
+    // Self-approval.
+    let e = r
+        .decide(
+            p.approvals(),
+            &id,
+            &approver("alice", &["dba"]),
+            true,
+            None,
+            Scope::Once,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, DecideError::Forbidden(ref m) if m.contains("own request")),
+        "{e}"
+    );
+    // From inside the agent's cgroup.
+    let mut inside = approver("bob", &["dba"]);
+    inside.inside_agent_cgroup = true;
+    let e = r
+        .decide(p.approvals(), &id, &inside, true, None, Scope::Once)
+        .unwrap_err();
+    assert!(
+        matches!(e, DecideError::Forbidden(ref m) if m.contains("inside")),
+        "{e}"
+    );
+    // A rule the grant does not cover.
+    let t2 = ticket(&r, req("hold-ddl", None), Duration::from_secs(30));
+    let e = r
+        .decide(
+            p.approvals(),
+            &t2.id,
+            &approver("bob", &["dba"]),
+            true,
+            None,
+            Scope::Once,
+        )
+        .unwrap_err();
+    assert!(matches!(e, DecideError::Forbidden(_)), "{e}");
+    // Still pending after the refusals.
+    assert_eq!(r.show(&id).unwrap().state, "pending");
+}
+
+#[tokio::test]
+async fn standing_grant_covers_the_same_shape() {
+    let p = policy();
+    let r = Registry::new("i".into(), audit().await);
+    let t = ticket(&r, req("hold-deletes", None), Duration::from_secs(30));
+    r.decide(
+        p.approvals(),
+        &t.id,
+        &approver("bob", &["dba"]),
+        true,
+        None,
+        Scope::For(Duration::from_secs(60)),
+    )
+    .unwrap();
+    r.wait(t).await;
+    assert!(matches!(
+        r.open(req("hold-deletes", None), Duration::from_secs(30)),
+        Opened::Granted(Outcome::Approved { .. })
+    ));
+    // Another shape is not covered.
+    let mut other = req("hold-deletes", None);
+    other.fingerprint = "something else".into();
+    assert!(matches!(
+        r.open(other, Duration::from_secs(30)),
+        Opened::Waiting(_)
+    ));
+}
+
+#[tokio::test]
+async fn abandon_fails_waiters() {
+    let r = Registry::new("i".into(), audit().await);
+    let t = ticket(&r, req("hold-deletes", None), Duration::from_secs(30));
+    r.abandon_all();
+    assert_eq!(r.wait(t).await, Outcome::Abandoned);
+}

@@ -1,0 +1,160 @@
+//! Webhook notifications of approval events: `POST <url>` with a JSON body
+//! `{"event": "...", "instance": "...", "request": {...}}`, signed with HMAC-SHA256 over the
+//! body (`X-Interceptor-Signature: sha256=<hex>`, `X-Interceptor-Event: <event>`).
+//! Delivered in order by one background task, retried with exponential back-off; a
+//! failing receiver never delays enforcement.
+
+use std::time::Duration;
+
+use hmac::{KeyInit, Mac};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::registry::RequestView;
+use crate::policy::Webhook;
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+pub struct Notifier {
+    tx: mpsc::UnboundedSender<(String, RequestView)>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    event: &'a str,
+    instance: &'a str,
+    request: &'a RequestView,
+}
+
+/// Parsed `http://host:port/path`.
+struct Target {
+    authority: String,
+    path: String,
+}
+
+fn target(url: &str) -> Result<Target, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("webhook url {url:?} must start with http://"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let authority = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    Ok(Target {
+        authority,
+        path: path.to_owned(),
+    })
+}
+
+/// The signing key named by the webhook's `secret_file` / `secret_env`.
+pub fn secret(w: &Webhook) -> Result<Vec<u8>, String> {
+    if let Some(f) = &w.secret_file {
+        let mut s = std::fs::read(f)
+            .map_err(|e| format!("cannot read webhook secret_file {}: {e}", f.display()))?;
+        if s.last() == Some(&b'\n') {
+            s.pop();
+        }
+        return Ok(s);
+    }
+    if let Some(v) = &w.secret_env {
+        return std::env::var(v)
+            .map(String::into_bytes)
+            .map_err(|_| format!("webhook secret_env {v} is not set in the daemon's environment"));
+    }
+    Err("the webhook has no secret".into())
+}
+
+pub fn sign(key: &[u8], body: &[u8]) -> String {
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(body);
+    let out = mac.finalize().into_bytes();
+    let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+impl Notifier {
+    /// Starts the delivery task for `w`.
+    pub fn start(w: &Webhook, instance: String) -> Result<Notifier, String> {
+        let key = secret(w)?;
+        let t = target(&w.url)?;
+        let attempts = w.attempts.unwrap_or(4).max(1);
+        let url = w.url.clone();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(String, RequestView)>();
+        tokio::spawn(async move {
+            while let Some((event, view)) = rx.recv().await {
+                let body = match serde_json::to_vec(&Body {
+                    event: &event,
+                    instance: &instance,
+                    request: &view,
+                }) {
+                    Ok(b) => b,
+                    Err(_) => continue,
+                };
+                let sig = sign(&key, &body);
+                let mut delay = Duration::from_millis(500);
+                for attempt in 1..=attempts {
+                    match post(&t, &event, &sig, &body).await {
+                        Ok(()) => {
+                            tracing::debug!(%url, %event, id = %view.id, "webhook delivered");
+                            break;
+                        }
+                        Err(e) if attempt < attempts => {
+                            tracing::warn!(%url, %event, id = %view.id, attempt, error = %e, "webhook failed; retrying");
+                            tokio::time::sleep(delay).await;
+                            delay *= 2;
+                        }
+                        Err(e) => {
+                            tracing::error!(%url, %event, id = %view.id, attempts, error = %e, "webhook gave up");
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Notifier { tx })
+    }
+
+    pub fn send(&self, event: &str, view: RequestView) {
+        let _ = self.tx.send((event.to_owned(), view));
+    }
+}
+
+async fn post(t: &Target, event: &str, sig: &str, body: &[u8]) -> Result<(), String> {
+    let fut = async {
+        let mut s = TcpStream::connect(&t.authority)
+            .await
+            .map_err(|e| format!("connect {}: {e}", t.authority))?;
+        let head = format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Interceptor-Event: {event}\r\nX-Interceptor-Signature: {sig}\r\nConnection: close\r\nUser-Agent: interceptor\r\n\r\n",
+            t.path,
+            t.authority,
+            body.len()
+        );
+        s.write_all(head.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        s.write_all(body).await.map_err(|e| e.to_string())?;
+        let mut status = [0u8; 12];
+        s.read_exact(&mut status)
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?;
+        let code = std::str::from_utf8(&status[9..12]).unwrap_or("");
+        if code.starts_with('2') {
+            Ok(())
+        } else {
+            Err(format!("receiver answered HTTP {code}"))
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .map_err(|_| "no answer within 10 s".to_owned())?
+}

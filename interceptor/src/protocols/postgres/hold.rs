@@ -1,0 +1,112 @@
+//! A statement held by a `hold` rule: the agent gets a NoticeResponse naming the approval
+//! request, the session waits for the decision (other sessions are unaffected), and the
+//! statement then runs (approved) or fails with SQLSTATE 42501 naming who denied it, or
+//! that nobody decided in time.
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::backend;
+use super::enforce::Checked;
+use crate::approvals::{HoldRequest, Opened, Outcome, Registry};
+use crate::masking::Masker;
+use crate::policy::{Policy, Verdict};
+
+/// Facts about the session the request shows.
+pub struct Who<'a> {
+    pub session: &'a str,
+    pub identity: serde_json::Value,
+    pub agent_subject: Option<String>,
+    pub resource: &'a str,
+}
+
+/// Resolves a held `checked` into an allowed or denied one. `notice` writes a frame to
+/// the agent.
+pub async fn resolve<W: AsyncWrite + Unpin>(
+    registry: &Registry,
+    policy: &Policy,
+    masker: Option<&Masker>,
+    who: Who<'_>,
+    sql: &str,
+    mut checked: Checked,
+    client: &tokio::sync::Mutex<W>,
+) -> (Checked, Option<String>) {
+    let rule = checked.decision.rule.clone().unwrap_or_default();
+    // The statement as approvers see it: personal data in literals masked like results.
+    let command = match masker.and_then(|m| m.mask_text(sql)) {
+        Some((masked, _)) => masked,
+        None => sql.to_owned(),
+    };
+    let fingerprint = format!(
+        "{}|{}|{}|{}",
+        who.agent_subject.as_deref().unwrap_or(""),
+        who.identity
+            .get("uid")
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
+        who.resource,
+        super::shape::literal_shape(sql).map_or_else(|| sql.to_owned(), |s| s.into_owned())
+    );
+    let timeout = policy.hold_timeout(&rule);
+    let req = HoldRequest {
+        protocol: "postgres",
+        session: who.session.to_owned(),
+        identity: who.identity,
+        agent_subject: who.agent_subject,
+        resource: who.resource.to_owned(),
+        command,
+        classification: checked.summary.clone(),
+        rule: rule.clone(),
+        reason: checked.decision.reason.clone(),
+        fingerprint,
+    };
+    let mut id = None;
+    let outcome = match registry.open(req, timeout) {
+        Opened::Granted(o) => o,
+        Opened::Waiting(ticket) => {
+            let msg = format!(
+                "interceptor: statement held for approval by rule {rule}; request {} waits up to {}s (an approver runs `interceptor approvals approve {}`)",
+                ticket.id,
+                timeout.as_secs(),
+                ticket.id
+            );
+            let mut n = backend::error("NOTICE", "01000", &msg, None, None);
+            n.tag = backend::NOTICE;
+            let _ = client.lock().await.write_all(&n.to_bytes()).await;
+            id = Some(ticket.id.clone());
+            registry.wait(ticket).await
+        }
+    };
+    match outcome {
+        Outcome::Approved { by, reason } => {
+            checked.decision.verdict = Verdict::Allow;
+            checked.decision.reason = format!(
+                "approved by {by}{}",
+                reason.map(|r| format!(": {r}")).unwrap_or_default()
+            );
+        }
+        Outcome::Denied { by, reason } => {
+            checked.decision.verdict = Verdict::Deny;
+            checked.decision.reason = format!(
+                "approval request {} denied by {by}{}",
+                id.as_deref().unwrap_or("?"),
+                reason.map(|r| format!(": {r}")).unwrap_or_default()
+            );
+        }
+        Outcome::Expired { after } => {
+            checked.decision.verdict = Verdict::Deny;
+            checked.decision.reason = format!(
+                "approval request {} was not decided within {}s",
+                id.as_deref().unwrap_or("?"),
+                after.as_secs()
+            );
+        }
+        Outcome::Abandoned => {
+            checked.decision.verdict = Verdict::Deny;
+            checked.decision.reason = format!(
+                "approval request {} abandoned: the interceptor is stopping; nothing was run",
+                id.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    (checked, id)
+}
