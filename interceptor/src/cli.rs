@@ -75,6 +75,11 @@ pub enum Command {
     /// Check that this kernel can run the interceptor (cgroup2, bpffs, BTF, programs load);
     /// exit 3 with `unsupported: <reason>` if not.
     Doctor,
+    /// The local CA that signs certificates for intercepted TLS (HTTP services).
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Policy tools.
     Policy {
         #[command(subcommand)]
@@ -110,4 +115,20 @@ pub enum PolicyCommand {
     },
     /// Print the policy JSON Schema.
     Schema,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create the CA under <state dir>/ca (key 0600) unless it exists; print its path.
+    Init {
+        /// Replace an existing CA (clients must then trust the new one).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the CA certificate (PEM) to stdout, to install in clients' trust stores.
+    Export {
+        /// Print the system roots followed by the CA (what `run` gives its child).
+        #[arg(long)]
+        bundle: bool,
+    },
 }

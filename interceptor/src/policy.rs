@@ -14,6 +14,8 @@ mod de;
 mod error;
 mod eval;
 mod glob;
+mod http;
+mod http_eval;
 mod load;
 mod locate;
 mod model;
@@ -25,11 +27,18 @@ mod sql_eval;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_http;
+#[cfg(test)]
 mod tests_sql;
 
 pub use error::PolicyError;
 pub use eval::{evaluate, ConnRequest, Decision, Subject, Verdict, OWN_LISTENER_REASON};
 pub use glob::{CommPattern, Pattern};
+pub use http::{
+    HeaderMatch, HttpRule, HttpService, InjectHeader, TlsHandling, DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_MASK_BYTES,
+};
+pub use http_eval::{evaluate_http, HttpDecision, HttpEffects, HttpRequest};
 pub use load::{NameResolution, Policy};
 pub use model::{
     Action, Destination, IdList, Identity, IdentityRef, Name, PolicyDoc, Rule, Version,

@@ -87,7 +87,9 @@ pub async fn run(
         }
     };
     opts.cgroup = cgroup.clone();
-    let result = supervise(&cgroup, creds, &command).await;
+    // (issue 4) When the policy intercepts TLS, the child trusts the local CA.
+    let ca_env = crate::protocols::http::child_ca_env(&opts.state_dir);
+    let result = supervise(&cgroup, creds, &command, &ca_env).await;
     // The command is done: end whatever it left behind, then stop serving and detach.
     if let Err(e) = cgroup.kill_all(Duration::from_secs(5)) {
         tracing::error!(error = %e, "processes left in the cgroup");
@@ -103,10 +105,12 @@ async fn supervise(
     cgroup: &Cgroup,
     creds: Option<Creds>,
     command: &[String],
+    env: &[(&'static str, std::path::PathBuf)],
 ) -> Result<i32, RunError> {
     let procs = CString::new(cgroup.procs_file().as_os_str().as_bytes()).expect("path without NUL");
     let mut cmd = tokio::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     if let Some(c) = &creds {
         cmd.env("USER", &c.name)
             .env("LOGNAME", &c.name)

@@ -34,6 +34,9 @@ pub struct Policy {
     /// PostgreSQL resources by name (sorted by name).
     pub(super) pg_resources: Vec<(String, PostgresResource)>,
     pub(super) sql_rules: Vec<CompiledSqlRule>,
+    /// HTTP services by name (sorted by name) and HTTP rules.
+    pub(super) http_services: Vec<(String, super::http::HttpService)>,
+    pub(super) http_rules: Vec<super::http_eval::CompiledHttpRule>,
 }
 
 #[derive(Debug, Clone)]
@@ -309,6 +312,8 @@ impl Policy {
         }
         let (pg_resources, sql_rules) =
             compile_sql(&doc, &index, &identities, locator.as_ref(), origin)?;
+        let (http_services, http_rules) =
+            super::http_eval::compile_http(&doc, &index, &identities, locator.as_ref(), origin)?;
         let dns_refresh = Duration::from_secs(
             doc.dns_refresh_secs
                 .map_or(DEFAULT_DNS_REFRESH_SECS, |n| n.get()),
@@ -323,6 +328,8 @@ impl Policy {
             dns_refresh,
             pg_resources,
             sql_rules,
+            http_services,
+            http_rules,
         })
     }
 

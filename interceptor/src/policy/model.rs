@@ -72,11 +72,27 @@ pub struct PolicyDoc {
         deserialize_with = "checked_list"
     )]
     pub sql_rules: Vec<super::pg::SqlRule>,
+    /// HTTP(S) services, by name. Connections to a service's address and port are spoken
+    /// to in HTTP; they still need an `allow` rule.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "super::de::service_map"
+    )]
+    pub http_services: BTreeMap<String, super::http::HttpService>,
+    /// Rules for the requests sent to HTTP services, evaluated in order; the first match
+    /// wins; a request no rule matches is denied.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "checked_list"
+    )]
+    pub http_rules: Vec<super::http::HttpRule>,
 }
 
 impl Checked for PolicyDoc {
     const EXPECTING: &'static str =
-        "a policy mapping with `version: 1` and optionally `identities`, `rules`, `default`, `resources`, `sql_rules`";
+        "a policy mapping with `version: 1` and optionally `identities`, `rules`, `default`, `resources`, `sql_rules`, `http_services`, `http_rules`";
 }
 
 /// Selects calling processes. Every field given must match; a field left
