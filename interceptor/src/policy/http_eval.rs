@@ -360,4 +360,25 @@ impl Policy {
             .iter()
             .any(|(_, s)| s.tls == super::http::TlsHandling::Intercept)
     }
+
+    /// Names of the daemon environment variables holding secrets (PostgreSQL passwords,
+    /// masking keys, injected headers): `interceptor run` removes them from the child's
+    /// environment, so the agent cannot read what the daemon injects for it.
+    pub fn secret_env_vars(&self) -> Vec<String> {
+        let doc = self.doc();
+        let mut v: Vec<String> = Vec::new();
+        for r in doc.resources.values() {
+            v.extend(r.postgres.password_env.clone());
+            v.extend(r.postgres.masking.as_ref().and_then(|m| m.key_env.clone()));
+        }
+        for s in doc.http_services.values() {
+            v.extend(s.masking.as_ref().and_then(|m| m.key_env.clone()));
+        }
+        for r in &doc.http_rules {
+            v.extend(r.inject.iter().filter_map(|i| i.secret_env.clone()));
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
 }
