@@ -89,6 +89,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::audit::cmd::SessionsCommand,
     },
+    /// The local CA that signs certificates for intercepted TLS (HTTP services).
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Policy tools.
     Policy {
         #[command(subcommand)]
@@ -204,4 +209,20 @@ pub enum PolicyCommand {
     },
     /// Print the policy JSON Schema.
     Schema,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create the CA under <state dir>/ca (key 0600) unless it exists; print its path.
+    Init {
+        /// Replace an existing CA (clients must then trust the new one).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the CA certificate (PEM) to stdout, to install in clients' trust stores.
+    Export {
+        /// Print the system roots followed by the CA (what `run` gives its child).
+        #[arg(long)]
+        bundle: bool,
+    },
 }

@@ -52,6 +52,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    HttpTls(#[from] crate::protocols::http::tls::TlsError),
 }
 
 /// How to start a daemon instance.
@@ -158,6 +160,7 @@ impl Daemon {
     /// Loads everything, starts serving, then attaches to the cgroup.
     pub async fn start(opts: Options) -> Result<Self, DaemonError> {
         let policy = tokio::task::block_in_place(|| load_policy(&opts.policy_path))?;
+        crate::protocols::http::init(&opts.state_dir, &policy)?;
         let mut programs = Programs::load()?;
         let clients = programs.take_clients()?;
         let counters = Arc::new(programs.take_counters()?);

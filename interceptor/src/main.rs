@@ -181,6 +181,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             interceptor::approvals::client::set_token(&cli.state_dir, &file, instance.as_deref())
                 .await
         }
+        Command::Ca { command } => ca_command(&cli.state_dir, command),
         Command::Policy {
             command: PolicyCommand::Schema,
         } => {
@@ -211,6 +212,32 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(if bad > 0 { 1 } else { 0 })
         }
     }
+}
+
+/// (issue 4) `interceptor ca init|export`.
+fn ca_command(
+    state_dir: &std::path::Path,
+    command: interceptor::cli::CaCommand,
+) -> anyhow::Result<i32> {
+    use interceptor::protocols::http::tls;
+    match command {
+        interceptor::cli::CaCommand::Init { force } => {
+            let (cert, created) = tls::init(state_dir, force)?;
+            let what = if created { "created" } else { "exists" };
+            println!("{what}: {}", cert.display());
+        }
+        interceptor::cli::CaCommand::Export { bundle } => {
+            let (cert, _) = tls::ca_paths(state_dir);
+            let pem = std::fs::read_to_string(&cert).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read {}: {e} (run `interceptor ca init` first)",
+                    cert.display()
+                )
+            })?;
+            print!("{}", if bundle { tls::bundle(&pem) } else { pem });
+        }
+    }
+    Ok(0)
 }
 
 async fn status(state_dir: &std::path::Path, json: bool) -> anyhow::Result<i32> {

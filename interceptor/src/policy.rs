@@ -15,6 +15,8 @@ mod de;
 mod error;
 mod eval;
 mod glob;
+mod http;
+mod http_eval;
 mod load;
 mod locate;
 mod model;
@@ -27,6 +29,8 @@ mod sql_eval;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_http;
+#[cfg(test)]
 mod tests_sql;
 
 pub use approvals::{ApprovalsDoc, Approver, AuthDoc, CompiledApprovals, Issuer, Webhook};
@@ -36,6 +40,11 @@ pub use eval::{
     TOKEN_EXPIRED_REASON,
 };
 pub use glob::{CommPattern, Pattern};
+pub use http::{
+    HeaderMatch, HttpRule, HttpService, InjectHeader, TlsHandling, DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_MASK_BYTES,
+};
+pub use http_eval::{evaluate_http, HttpDecision, HttpEffects, HttpRequest};
 pub use load::{NameResolution, Policy};
 pub use model::{
     Action, Destination, IdList, Identity, IdentityRef, Name, PolicyDoc, Rule, Version,

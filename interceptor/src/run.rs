@@ -87,7 +87,15 @@ pub async fn run(
         }
     };
     opts.cgroup = cgroup.clone();
-    let result = supervise(&cgroup, creds, &command).await;
+    // (issue 4) When the policy intercepts TLS, the child trusts the local CA.
+    // Secrets the daemon holds in its environment are not passed on to the child.
+    let ca_env = crate::protocols::http::child_ca_env(&opts.state_dir);
+    let secrets = std::fs::read_to_string(&opts.policy_path)
+        .ok()
+        .and_then(|t| crate::policy::Policy::from_str(&t, "policy").ok())
+        .map(|p| p.secret_env_vars())
+        .unwrap_or_default();
+    let result = supervise(&cgroup, creds, &command, &ca_env, &secrets).await;
     // The command is done: end whatever it left behind, then stop serving and detach.
     if let Err(e) = cgroup.kill_all(Duration::from_secs(5)) {
         tracing::error!(error = %e, "processes left in the cgroup");
@@ -103,10 +111,16 @@ async fn supervise(
     cgroup: &Cgroup,
     creds: Option<Creds>,
     command: &[String],
+    env: &[(&'static str, std::path::PathBuf)],
+    secrets: &[String],
 ) -> Result<i32, RunError> {
     let procs = CString::new(cgroup.procs_file().as_os_str().as_bytes()).expect("path without NUL");
     let mut cmd = tokio::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    for s in secrets {
+        cmd.env_remove(s);
+    }
     if let Some(c) = &creds {
         cmd.env("USER", &c.name)
             .env("LOGNAME", &c.name)

@@ -158,6 +158,29 @@ where
     d.deserialize_map(NamedMapVisitor::<V>("resource name", PhantomData))
 }
 
+/// Deserializes the `http_services` mapping `name -> V` like `identity_map`; each service
+/// is checked where it stands.
+pub(crate) fn service_map<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Checked,
+{
+    d.deserialize_map(NamedMapVisitor::<CheckedValue<V>>(
+        "service name",
+        PhantomData,
+    ))
+    .map(|m| m.into_iter().map(|(k, v)| (k, v.0)).collect())
+}
+
+/// A value deserialized with `checked`.
+struct CheckedValue<V>(V);
+
+impl<'de, V: Checked> Deserialize<'de> for CheckedValue<V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked(d).map(CheckedValue)
+    }
+}
+
 const IDENTITY_NAME: &str = "identity name";
 
 struct NamedMapVisitor<V>(&'static str, PhantomData<V>);

@@ -38,6 +38,9 @@ pub struct Policy {
     pub(super) approvals: Option<super::approvals::CompiledApprovals>,
     /// hold rule name → its own `timeout_secs`.
     pub(super) hold_timeouts: HashMap<String, u64>,
+    /// HTTP services by name (sorted by name) and HTTP rules.
+    pub(super) http_services: Vec<(String, super::http::HttpService)>,
+    pub(super) http_rules: Vec<super::http_eval::CompiledHttpRule>,
 }
 
 #[derive(Debug, Clone)]
@@ -355,6 +358,8 @@ impl Policy {
             let pos = locator.as_ref().and_then(|l| l.top_key(key));
             PolicyError::invalid(origin, pos, e)
         })?;
+        let (http_services, http_rules) =
+            super::http_eval::compile_http(&doc, &index, &identities, locator.as_ref(), origin)?;
         let dns_refresh = Duration::from_secs(
             doc.dns_refresh_secs
                 .map_or(DEFAULT_DNS_REFRESH_SECS, |n| n.get()),
@@ -372,6 +377,8 @@ impl Policy {
             issuers,
             approvals,
             hold_timeouts,
+            http_services,
+            http_rules,
         })
     }
 

@@ -84,11 +84,27 @@ pub struct PolicyDoc {
     /// Who decides commands held by `hold` rules, and how long they wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approvals: Option<super::approvals::ApprovalsDoc>,
+    /// HTTP(S) services, by name. Connections to a service's address and port are spoken
+    /// to in HTTP; they still need an `allow` rule.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "super::de::service_map"
+    )]
+    pub http_services: BTreeMap<String, super::http::HttpService>,
+    /// Rules for the requests sent to HTTP services, evaluated in order; the first match
+    /// wins; a request no rule matches is denied.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "checked_list"
+    )]
+    pub http_rules: Vec<super::http::HttpRule>,
 }
 
 impl Checked for PolicyDoc {
     const EXPECTING: &'static str =
-        "a policy mapping with `version: 1` and optionally `identities`, `rules`, `default`, `resources`, `sql_rules`, `auth`, `approvals`";
+        "a policy mapping with `version: 1` and optionally `identities`, `rules`, `default`, `resources`, `sql_rules`, `http_services`, `http_rules`, `sockets`, `dns`, `auth`, `approvals`";
 }
 
 /// Selects calling processes. Every field given must match; a field left

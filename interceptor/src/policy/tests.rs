@@ -751,6 +751,7 @@ fn examples_load() {
             "demo.yaml",
             "deny-all.yaml",
             "egress.yaml",
+            "http.yaml",
             "postgres.yaml"
         ]
     );

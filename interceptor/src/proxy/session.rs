@@ -132,6 +132,17 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         return;
     }
 
+    // 3b. (issue 4) An HTTP service of the policy: protocol detection, then HTTP rules per
+    //     request (protocols::http), or SNI passthrough.
+    if let Some((name, svc)) = policy.http_service(dst) {
+        let (name, svc) = (name.to_owned(), svc.clone());
+        serve_http(
+            client, &shared, rec, identity, n, dst, name, svc, policy, started,
+        )
+        .await;
+        return;
+    }
+
     // 3. Allowed: connect upstream (marked, so no hook ever redirects it) and relay.
     let upstream = match connect_upstream(dst, shared.connect_timeout).await {
         Ok(s) => s,
@@ -221,7 +232,7 @@ fn is_own_listener(dst: SocketAddr, listeners: &[SocketAddr]) -> bool {
 }
 
 /// Closes with RST instead of FIN, so the client sees "connection reset".
-fn reset(s: &TcpStream) {
+pub(crate) fn reset(s: &TcpStream) {
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
@@ -287,6 +298,72 @@ async fn serve_postgres(
     };
     rec.identity = Some(identity);
     let outcome = postgres::serve(client, ctx).await;
+    shared
+        .live
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&n);
+    shared.metrics.active.fetch_sub(1, Relaxed);
+    rec.bytes_up = up.load(Relaxed);
+    rec.bytes_down = down.load(Relaxed);
+    shared.metrics.bytes_up.fetch_add(rec.bytes_up, Relaxed);
+    shared.metrics.bytes_down.fetch_add(rec.bytes_down, Relaxed);
+    rec.error = outcome.error;
+    finish(shared, rec, started);
+}
+
+/// (issue 4) Serves an HTTP service connection (`protocols::http::serve`) and writes the
+/// connection record, like the splice path does.
+#[allow(clippy::too_many_arguments)]
+async fn serve_http(
+    client: TcpStream,
+    shared: &Arc<Shared>,
+    mut rec: ConnectionRecord,
+    identity: Identity,
+    n: u64,
+    dst: SocketAddr,
+    service: String,
+    svc: crate::policy::HttpService,
+    policy: Arc<crate::policy::Policy>,
+    started: Instant,
+) {
+    use crate::protocols::http;
+    shared.metrics.allowed.fetch_add(1, Relaxed);
+    shared.metrics.active.fetch_add(1, Relaxed);
+    let up = Arc::new(AtomicU64::new(0));
+    let down = Arc::new(AtomicU64::new(0));
+    let live = |m: &mut std::collections::HashMap<u64, LiveConn>| {
+        m.insert(
+            n,
+            LiveConn {
+                session: rec.session.clone(),
+                pid: identity.pid,
+                comm: identity.comm.clone(),
+                destination: dst,
+                rule: rec.rule.clone(),
+                started,
+                bytes_up: up.clone(),
+                bytes_down: down.clone(),
+            },
+        );
+    };
+    live(&mut shared.live.lock().unwrap_or_else(|e| e.into_inner()));
+    let ctx = http::Ctx {
+        session: rec.session.clone(),
+        instance: shared.instance.clone(),
+        identity: identity.clone(),
+        policy,
+        service,
+        svc,
+        dst,
+        audit: shared.audit.clone(),
+        connect_timeout: shared.connect_timeout,
+        bytes_up: up.clone(),
+        bytes_down: down.clone(),
+        stop: shared.shutdown.subscribe(),
+    };
+    rec.identity = Some(identity);
+    let outcome = http::serve(client, ctx).await;
     shared
         .live
         .lock()

@@ -1,0 +1,384 @@
+//! The pure HTTP evaluator: `evaluate_http(policy, request) -> HttpDecision`, and the
+//! compilation of `http_services` / `http_rules`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use super::error::PolicyError;
+use super::eval::{Subject, Verdict};
+use super::glob::Pattern;
+use super::http::{HttpService, InjectHeader};
+use super::load::Policy;
+use super::locate::Locator;
+use super::model::{Identity, PolicyDoc};
+use super::pg::SqlAction;
+use crate::masking::FieldRule;
+
+/// What an allowing rule does to the request and its response.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpEffects {
+    pub inject: Vec<InjectHeader>,
+    /// Run the service's detectors over the response body.
+    pub mask: bool,
+    pub mask_fields: Vec<FieldRule>,
+    pub allow_upgrade: bool,
+}
+
+impl HttpEffects {
+    /// Whether the response body must be inspected.
+    pub fn masks(&self) -> bool {
+        self.mask || !self.mask_fields.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct CompiledHttpRule {
+    name: String,
+    action: SqlAction,
+    identities: Option<Vec<usize>>,
+    services: Option<Vec<String>>,
+    methods: Option<Vec<String>>,
+    paths: Option<Vec<Pattern>>,
+    /// (lower-case name, value glob)
+    headers: Vec<(String, Option<Pattern>)>,
+    effects: HttpEffects,
+    reason: Option<String>,
+}
+
+impl CompiledHttpRule {
+    /// Whether the rule looks inside requests (so it cannot decide on an SNI alone).
+    fn inspects(&self) -> bool {
+        self.methods.is_some()
+            || self.paths.is_some()
+            || !self.headers.is_empty()
+            || self.effects != HttpEffects::default()
+    }
+}
+
+/// One HTTP request (or, for TLS passthrough, one connection known by its SNI only).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRequest<'a> {
+    pub subject: Subject<'a>,
+    /// The service the original destination belongs to.
+    pub service: &'a str,
+    /// The host the agent names: the `Host` header (port removed), else the SNI.
+    pub host: Option<&'a str>,
+    /// The TLS SNI, when the agent sent one.
+    pub sni: Option<&'a str>,
+    /// `None` for TLS passthrough: only rules that do not look inside requests match.
+    pub method: Option<&'a str>,
+    /// Path without the query string.
+    pub path: Option<&'a str>,
+    pub headers: Option<&'a http::HeaderMap>,
+}
+
+/// The outcome for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpDecision<'p> {
+    pub verdict: Verdict,
+    /// The deciding rule; `None` for a forged host or when no rule matched.
+    pub rule: Option<&'p str>,
+    pub reason: String,
+    /// Effects of the allowing rule (empty for a denial).
+    pub effects: Option<&'p HttpEffects>,
+}
+
+impl HttpDecision<'_> {
+    fn deny(reason: String) -> Self {
+        HttpDecision {
+            verdict: Verdict::Deny,
+            rule: None,
+            reason,
+            effects: None,
+        }
+    }
+}
+
+/// Decides one request. First the host: it must be served by the service of the
+/// original destination (forged `Host` or SNI → deny), and `Host` must agree with the SNI.
+/// Then the first matching HTTP rule; none → deny. Pure: no I/O.
+pub fn evaluate_http<'p>(policy: &'p Policy, req: &HttpRequest) -> HttpDecision<'p> {
+    let Some(svc) = policy.http_service_named(req.service) else {
+        return HttpDecision::deny(format!("unknown HTTP service {:?}", req.service));
+    };
+    for (what, name) in [("SNI", req.sni), ("Host", req.host)] {
+        if let Some(name) = name {
+            if !svc.serves(name) {
+                return HttpDecision::deny(format!(
+                    "forged host: {what} {name:?} is not served at {}:{} (service {} serves {})",
+                    svc.address,
+                    svc.port,
+                    req.service,
+                    svc.hosts.join(", ")
+                ));
+            }
+        }
+    }
+    if let (Some(sni), Some(host)) = (req.sni, req.host) {
+        if !sni
+            .trim_end_matches('.')
+            .eq_ignore_ascii_case(host.trim_end_matches('.'))
+        {
+            return HttpDecision::deny(format!(
+                "Host {host:?} differs from the TLS SNI {sni:?}; one connection serves one host"
+            ));
+        }
+    }
+    if req.host.is_none() && req.method.is_some() {
+        return HttpDecision::deny("request without a Host header".into());
+    }
+    for rule in &policy.http_rules {
+        if let Some(ids) = &rule.identities {
+            if !ids
+                .iter()
+                .any(|&i| policy.identities[i].1.matches(&req.subject))
+            {
+                continue;
+            }
+        }
+        if rule
+            .services
+            .as_ref()
+            .is_some_and(|s| !s.iter().any(|s| s == req.service))
+        {
+            continue;
+        }
+        let Some(method) = req.method else {
+            // Passthrough: only a rule that needs nothing from inside the request decides.
+            if rule.inspects() {
+                continue;
+            }
+            return decided(rule, "SNI", req.sni.unwrap_or("-"));
+        };
+        if rule
+            .methods
+            .as_ref()
+            .is_some_and(|m| !m.iter().any(|m| m == method))
+        {
+            continue;
+        }
+        let path = req.path.unwrap_or("/");
+        if rule
+            .paths
+            .as_ref()
+            .is_some_and(|p| !p.iter().any(|p| p.is_match(path)))
+        {
+            continue;
+        }
+        if !rule.headers.iter().all(|(name, glob)| {
+            req.headers.is_some_and(|h| {
+                h.get_all(name.as_str()).iter().any(|v| {
+                    glob.as_ref()
+                        .is_none_or(|g| v.to_str().is_ok_and(|v| g.is_match(v)))
+                })
+            })
+        }) {
+            continue;
+        }
+        return decided(rule, method, path);
+    }
+    HttpDecision::deny(match req.method {
+        Some(m) => format!(
+            "no HTTP rule allows {m} {} on service {}; default deny",
+            req.path.unwrap_or("/"),
+            req.service
+        ),
+        None => format!(
+            "TLS passthrough to service {}: no HTTP rule without methods/paths/headers/effects allows it; default deny",
+            req.service
+        ),
+    })
+}
+
+fn decided<'p>(rule: &'p CompiledHttpRule, what: &str, detail: &str) -> HttpDecision<'p> {
+    let verdict = match rule.action {
+        SqlAction::Allow => Verdict::Allow,
+        SqlAction::Deny => Verdict::Deny,
+    };
+    HttpDecision {
+        verdict,
+        rule: Some(&rule.name),
+        reason: rule.reason.clone().unwrap_or_else(|| {
+            format!(
+                "matched HTTP rule {} ({} {what} {detail})",
+                rule.name,
+                verdict.as_str()
+            )
+        }),
+        effects: (verdict == Verdict::Allow).then_some(&rule.effects),
+    }
+}
+
+pub(super) type HttpParts = (Vec<(String, HttpService)>, Vec<CompiledHttpRule>);
+
+/// Compiles the HTTP sections: destinations unique (also against PostgreSQL resources),
+/// rule references resolved.
+pub(super) fn compile_http(
+    doc: &PolicyDoc,
+    index: &HashMap<&str, usize>,
+    identities: &[(String, Identity)],
+    locator: Option<&Locator>,
+    origin: &str,
+) -> Result<HttpParts, PolicyError> {
+    let mut services: Vec<(String, HttpService)> = Vec::new();
+    for (name, s) in &doc.http_services {
+        let same = |a: std::net::IpAddr, p: u16| {
+            a.to_canonical() == s.address.to_canonical() && p == s.port
+        };
+        let clash = services
+            .iter()
+            .find(|(_, o)| same(o.address, o.port))
+            .map(|(n, _)| format!("HTTP service {n:?}"))
+            .or_else(|| {
+                doc.resources
+                    .iter()
+                    .find(|(_, r)| same(r.postgres.address, r.postgres.port))
+                    .map(|(n, _)| format!("PostgreSQL resource {n:?}"))
+            });
+        if let Some(other) = clash {
+            return Err(PolicyError::invalid(
+                origin,
+                locator.and_then(|l| {
+                    l.in_item("http_services", name, "address", &s.address.to_string())
+                }),
+                format!(
+                    "http_services.{name}: {}:{} is already {other}; one destination can be only one service",
+                    s.address, s.port
+                ),
+            ));
+        }
+        services.push((name.clone(), s.clone()));
+    }
+    let mut rules = Vec::with_capacity(doc.http_rules.len());
+    for (ri, rule) in doc.http_rules.iter().enumerate() {
+        let rname = rule.name.as_str();
+        let bad = |key: &str, value: &str, msg: String| {
+            PolicyError::invalid(
+                origin,
+                locator.and_then(|l| l.in_item("http_rules", rname, key, value)),
+                format!("http_rules[{ri}].{key}: {msg}"),
+            )
+        };
+        let identities_idx =
+            match &rule.identity {
+                None => None,
+                Some(refs) => {
+                    let mut ids = Vec::new();
+                    for name in &refs.0 {
+                        let Some(&i) = index.get(name.as_str()) else {
+                            let known: Vec<&str> =
+                                identities.iter().map(|(n, _)| n.as_str()).collect();
+                            return Err(bad(
+                                "identity",
+                                name,
+                                format!(
+                                "unknown identity {name:?} in HTTP rule {rname:?} (defined: {})",
+                                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                            ),
+                            ));
+                        };
+                        ids.push(i);
+                    }
+                    Some(ids)
+                }
+            };
+        let services_ref = match &rule.service {
+            None => None,
+            Some(refs) => {
+                for name in refs.names() {
+                    if !doc.http_services.contains_key(name) {
+                        let defined: Vec<&str> =
+                            doc.http_services.keys().map(String::as_str).collect();
+                        return Err(bad(
+                            "service",
+                            name,
+                            format!(
+                                "unknown HTTP service {name:?} in HTTP rule {rname:?} ({})",
+                                if defined.is_empty() {
+                                    "no services are defined; add it under `http_services:`"
+                                        .to_owned()
+                                } else {
+                                    format!("defined services: {}", defined.join(", "))
+                                }
+                            ),
+                        ));
+                    }
+                }
+                Some(refs.names().into_iter().map(str::to_owned).collect())
+            }
+        };
+        rules.push(CompiledHttpRule {
+            name: rname.to_owned(),
+            action: rule.action,
+            identities: identities_idx,
+            services: services_ref,
+            methods: rule.methods.clone(),
+            paths: rule.paths.clone(),
+            headers: rule
+                .headers
+                .iter()
+                .map(|h| (h.name.to_ascii_lowercase(), h.value.clone()))
+                .collect(),
+            effects: HttpEffects {
+                inject: rule.inject.clone(),
+                mask: rule.mask,
+                mask_fields: rule.mask_fields.clone(),
+                allow_upgrade: rule.allow_upgrade,
+            },
+            reason: rule.reason.clone(),
+        });
+    }
+    Ok((services, rules))
+}
+
+impl Policy {
+    /// The HTTP service at this destination, if any: (name, service).
+    pub fn http_service(&self, dst: SocketAddr) -> Option<(&str, &HttpService)> {
+        let ip = dst.ip().to_canonical();
+        self.http_services
+            .iter()
+            .find(|(_, s)| s.address.to_canonical() == ip && s.port == dst.port())
+            .map(|(n, s)| (n.as_str(), s))
+    }
+
+    /// The HTTP service called `name`.
+    pub fn http_service_named(&self, name: &str) -> Option<&HttpService> {
+        self.http_services
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s)
+    }
+
+    /// Every HTTP service: (name, service), sorted by name.
+    pub fn http_services(&self) -> impl Iterator<Item = (&str, &HttpService)> {
+        self.http_services.iter().map(|(n, s)| (n.as_str(), s))
+    }
+
+    /// Whether any service intercepts TLS (then `run` hands the child the CA bundle).
+    pub fn intercepts_tls(&self) -> bool {
+        self.http_services
+            .iter()
+            .any(|(_, s)| s.tls == super::http::TlsHandling::Intercept)
+    }
+
+    /// Names of the daemon environment variables holding secrets (PostgreSQL passwords,
+    /// masking keys, injected headers): `interceptor run` removes them from the child's
+    /// environment, so the agent cannot read what the daemon injects for it.
+    pub fn secret_env_vars(&self) -> Vec<String> {
+        let doc = self.doc();
+        let mut v: Vec<String> = Vec::new();
+        for r in doc.resources.values() {
+            v.extend(r.postgres.password_env.clone());
+            v.extend(r.postgres.masking.as_ref().and_then(|m| m.key_env.clone()));
+        }
+        for s in doc.http_services.values() {
+            v.extend(s.masking.as_ref().and_then(|m| m.key_env.clone()));
+        }
+        for r in &doc.http_rules {
+            v.extend(r.inject.iter().filter_map(|i| i.secret_env.clone()));
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
+}

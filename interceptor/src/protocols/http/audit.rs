@@ -1,0 +1,42 @@
+//! The audit record of one HTTP request (or one TLS passthrough connection). It never
+//! holds header values or bodies: injected secrets cannot reach the log.
+
+use serde::Serialize;
+
+use crate::policy::Verdict;
+use crate::protocols::postgres::audit::Who;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpRecord {
+    pub time: String,
+    /// `http_request`, or `http_passthrough` for a TLS connection decided on its SNI.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub session: String,
+    pub instance: String,
+    pub identity: Who,
+    pub service: String,
+    /// `plain`, `intercept` or `passthrough`.
+    pub tls: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Status sent to the agent (0 when none was sent).
+    pub status: u16,
+    pub decision: Verdict,
+    pub rule: Option<String>,
+    pub reason: String,
+    /// Names of the injected headers (never their values).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub injected: Vec<String>,
+    /// Request and response body bytes (the whole connection for passthrough).
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub fields_masked: u64,
+    pub duration_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -1,0 +1,130 @@
+//! Header hygiene and credential injection on requests the policy allows.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::policy::InjectHeader;
+
+/// Errors reading an injected secret.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    #[error("secret for header {header}: environment variable {var} of the daemon is not set (set it where the daemon starts)")]
+    MissingEnv { header: String, var: String },
+    #[error("secret for header {header}: cannot read {path}: {source} (the daemon must be able to read the file)")]
+    File {
+        header: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("secret for header {header} is not a valid header value (control characters?)")]
+    BadValue { header: String },
+}
+
+/// Reads the secret of `i` now (so a rotated file or a changed environment is picked up).
+fn secret(i: &InjectHeader) -> Result<String, InjectError> {
+    if let Some(var) = &i.secret_env {
+        return std::env::var(var).map_err(|_| InjectError::MissingEnv {
+            header: i.header.clone(),
+            var: var.clone(),
+        });
+    }
+    let path = i.secret_file.as_deref().expect("checked: env or file");
+    let s = std::fs::read_to_string(path).map_err(|source| InjectError::File {
+        header: i.header.clone(),
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(s.strip_suffix('\n').unwrap_or(&s).to_owned())
+}
+
+/// Replaces each injected header: the agent's copies are removed, the daemon's value set.
+/// Returns the names injected.
+pub fn apply(headers: &mut HeaderMap, inject: &[InjectHeader]) -> Result<Vec<String>, InjectError> {
+    let mut names = Vec::with_capacity(inject.len());
+    for i in inject {
+        let name = HeaderName::from_bytes(i.header.as_bytes()).expect("checked when loading");
+        let mut v =
+            HeaderValue::from_str(&format!("{}{}", i.prefix, secret(i)?)).map_err(|_| {
+                InjectError::BadValue {
+                    header: i.header.clone(),
+                }
+            })?;
+        v.set_sensitive(true);
+        headers.remove(&name);
+        headers.insert(name, v);
+        names.push(i.header.clone());
+    }
+    Ok(names)
+}
+
+/// Removes hop-by-hop headers (and those the `Connection` header names) before forwarding.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in [
+        header::CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(n);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_the_agents_copy_and_marks_it_sensitive() {
+        let mut h = HeaderMap::new();
+        h.append("authorization", "Bearer agent-guess".parse().unwrap());
+        h.append("Authorization", "Basic x".parse().unwrap());
+        std::env::set_var("INJECT_TEST_TOKEN", "s3cret");
+        let i = InjectHeader {
+            header: "Authorization".into(),
+            prefix: "Bearer ".into(),
+            secret_file: None,
+            secret_env: Some("INJECT_TEST_TOKEN".into()),
+        };
+        let names = apply(&mut h, &[i.clone()]).unwrap();
+        assert_eq!(names, ["Authorization"]);
+        let all: Vec<_> = h.get_all("authorization").iter().collect();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0], "Bearer s3cret");
+        assert!(all[0].is_sensitive());
+        let missing = InjectHeader {
+            secret_env: Some("INJECT_TEST_UNSET_VAR".into()),
+            ..i
+        };
+        assert!(matches!(
+            apply(&mut h, &[missing]),
+            Err(InjectError::MissingEnv { .. })
+        ));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "close, x-private".parse().unwrap());
+        h.insert("x-private", "1".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("accept", "*/*".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
+    }
+}

@@ -1,0 +1,495 @@
+//! The server side: hyper HTTP/1.1 (keep-alive, chunked, upgrades only when a rule allows
+//! them) over the plain or intercepted agent connection; per request: decide, inject,
+//! forward, mask, audit.
+
+use std::convert::Infallible;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use super::audit::HttpRecord;
+use super::mask::{self, BodyKind};
+use super::respond::{full, json_error, Body, REQUEST_TIMEOUT_RAW};
+use super::upstream::{Target, Upstream};
+use super::{global, inject, Ctx, Outcome};
+use crate::policy::{evaluate_http, HttpEffects, HttpRequest, Verdict};
+
+/// One agent connection being served.
+struct Conn {
+    ctx: Arc<Ctx>,
+    tls: &'static str,
+    sni: Option<String>,
+    upstream: tokio::sync::Mutex<Upstream>,
+}
+
+/// Plain HTTP from the agent, plain HTTP upstream.
+pub async fn serve_plain(client: TcpStream, ctx: Arc<Ctx>) -> Outcome {
+    // A second handle on the socket, to answer 408 after hyper gave up on a slow head.
+    let dup = client.as_fd().try_clone_to_owned().ok();
+    let target = Target {
+        dst: ctx.dst,
+        tls: None,
+        connect_timeout: ctx.connect_timeout,
+    };
+    let conn = Conn {
+        ctx: ctx.clone(),
+        tls: "plain",
+        sni: None,
+        upstream: tokio::sync::Mutex::new(Upstream::new(target)),
+    };
+    let out = serve_conn(TokioIo::new(client), conn).await;
+    if out.timed_out {
+        if let Some(fd) = dup {
+            use std::io::Write;
+            let _ = (&std::net::TcpStream::from(fd)).write(REQUEST_TIMEOUT_RAW);
+        }
+        super::refuse(
+            &ctx,
+            "plain",
+            out.started,
+            408,
+            "the request head did not arrive within header_timeout_secs".into(),
+        );
+    }
+    Outcome { error: out.error }
+}
+
+/// TLS from the agent, terminated with a certificate of the local CA for its SNI.
+pub async fn serve_tls(client: TcpStream, ctx: Arc<Ctx>, sni: Option<String>) -> Outcome {
+    let started = Instant::now();
+    if let Some(s) = &sni {
+        if !ctx.svc.serves(s) {
+            crate::proxy::session::reset(&client);
+            let mut rec = ctx.record("http_request", "intercept");
+            rec.host = Some(s.clone());
+            rec.reason = format!(
+                "forged host: SNI {s:?} is not served at {}:{} (service {} serves {})",
+                ctx.svc.address,
+                ctx.svc.port,
+                ctx.service,
+                ctx.svc.hosts.join(", ")
+            );
+            rec.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+            ctx.audit.record_any(&rec);
+            return Outcome { error: None };
+        }
+    }
+    let name = sni.clone().unwrap_or_else(|| ctx.svc.address.to_string());
+    let setup = global().ca().and_then(|ca| {
+        let server = ca.server_config(&name).map_err(|e| e.to_string())?;
+        let client = global().client_config(&ctx.service, &ctx.svc)?;
+        Ok((server, client))
+    });
+    let (server_cfg, client_cfg) = match setup {
+        Ok(c) => c,
+        Err(e) => {
+            crate::proxy::session::reset(&client);
+            return super::refuse(
+                &ctx,
+                "intercept",
+                started,
+                0,
+                format!("TLS interception unavailable: {e}"),
+            );
+        }
+    };
+    let accept = tokio_rustls::TlsAcceptor::from(server_cfg).accept(client);
+    let tls = match tokio::time::timeout(ctx.svc.header_timeout(), accept).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return super::refuse(&ctx, "intercept", started, 0, format!("TLS handshake with the agent failed: {e} (does it trust the local CA? see `interceptor ca export`)"));
+        }
+        Err(_) => {
+            return super::refuse(
+                &ctx,
+                "intercept",
+                started,
+                0,
+                "TLS handshake with the agent timed out".into(),
+            );
+        }
+    };
+    let target = Target {
+        dst: ctx.dst,
+        tls: Some((client_cfg, name)),
+        connect_timeout: ctx.connect_timeout,
+    };
+    let conn = Conn {
+        ctx: ctx.clone(),
+        tls: "intercept",
+        sni,
+        upstream: tokio::sync::Mutex::new(Upstream::new(target)),
+    };
+    let out = serve_conn(TokioIo::new(tls), conn).await;
+    if out.timed_out {
+        super::refuse(
+            &ctx,
+            "intercept",
+            out.started,
+            408,
+            "the request head did not arrive within header_timeout_secs".into(),
+        );
+    }
+    Outcome { error: out.error }
+}
+
+struct ConnEnd {
+    error: Option<String>,
+    timed_out: bool,
+    started: Instant,
+}
+
+async fn serve_conn<I>(io: I, conn: Conn) -> ConnEnd
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let started = Instant::now();
+    let ctx = conn.ctx.clone();
+    let conn = Arc::new(conn);
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(ctx.svc.header_timeout())
+        .max_buf_size(ctx.svc.max_header_bytes())
+        .keep_alive(true);
+    let svc = service_fn(move |req| handle(conn.clone(), req));
+    let c = b.serve_connection(io, svc).with_upgrades();
+    tokio::pin!(c);
+    let mut stop = ctx.stop.clone();
+    let res = tokio::select! {
+        r = c.as_mut() => r,
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            c.as_mut().graceful_shutdown();
+            c.await
+        }
+    };
+    match res {
+        Ok(()) => ConnEnd {
+            error: None,
+            timed_out: false,
+            started,
+        },
+        Err(e) => ConnEnd {
+            timed_out: e.is_timeout(),
+            error: Some(format!("HTTP connection: {e}")),
+            started,
+        },
+    }
+}
+
+/// Writes the request's audit record when dropped (after its response body was sent).
+struct Finish {
+    rec: Option<HttpRecord>,
+    started: Instant,
+    up: Arc<AtomicU64>,
+    down: Arc<AtomicU64>,
+    ctx: Arc<Ctx>,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if let Some(mut rec) = self.rec.take() {
+            rec.bytes_up = self.up.load(Relaxed);
+            rec.bytes_down = self.down.load(Relaxed);
+            rec.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+            self.ctx.audit.record_any(&rec);
+        }
+    }
+}
+
+/// A body that counts its data into `mine` and the connection total, and holds `guard`
+/// until it is dropped.
+fn counted<B>(body: B, mine: Arc<AtomicU64>, total: Arc<AtomicU64>, guard: Option<Finish>) -> Body
+where
+    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static,
+{
+    body.map_frame(move |f| {
+        let _hold = &guard;
+        if let Some(d) = f.data_ref() {
+            mine.fetch_add(d.len() as u64, Relaxed);
+            total.fetch_add(d.len() as u64, Relaxed);
+        }
+        f
+    })
+    .boxed()
+}
+
+/// The host the request names: `Host`, else the authority of an absolute URI; port removed.
+fn host_of(req: &Request<Incoming>) -> Option<String> {
+    let raw = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))?;
+    let h = if let Some(rest) = raw.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("").to_owned()
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_owned(),
+            _ => raw,
+        }
+    };
+    Some(h.to_ascii_lowercase())
+}
+
+async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let ctx = conn.ctx.clone();
+    let mut rec = ctx.record("http_request", conn.tls);
+    let host = host_of(&req);
+    let path = req.uri().path().to_owned();
+    rec.method = Some(req.method().as_str().to_owned());
+    rec.host = host.clone();
+    rec.path = Some(path.clone());
+    let up = Arc::new(AtomicU64::new(0));
+    let down = Arc::new(AtomicU64::new(0));
+    let mut fin = Finish {
+        rec: None,
+        started,
+        up: up.clone(),
+        down: down.clone(),
+        ctx: ctx.clone(),
+    };
+    // Absolute-form URIs must name the same host as `Host`.
+    let uri_host = req.uri().host().map(str::to_ascii_lowercase);
+    let d = evaluate_http(
+        &ctx.policy,
+        &HttpRequest {
+            subject: ctx.subject(),
+            service: &ctx.service,
+            host: host.as_deref(),
+            sni: conn.sni.as_deref(),
+            method: Some(req.method().as_str()),
+            path: Some(&path),
+            headers: Some(req.headers()),
+        },
+    );
+    rec.decision = d.verdict;
+    rec.rule = d.rule.map(str::to_owned);
+    rec.reason = d.reason.clone();
+    let deny = |mut rec: HttpRecord,
+                mut fin: Finish,
+                status: StatusCode,
+                error: &str,
+                close: bool| {
+        rec.decision = Verdict::Deny;
+        rec.status = status.as_u16();
+        tracing::info!(session = %rec.session, service = %rec.service, method = ?rec.method, path = ?rec.path, rule = ?rec.rule, reason = %rec.reason, "HTTP request refused");
+        let r = json_error(status, error, rec.rule.as_deref(), &rec.reason, close);
+        fin.rec = Some(rec);
+        drop(fin);
+        Ok(r)
+    };
+    if d.verdict != Verdict::Allow {
+        return deny(
+            rec,
+            fin,
+            StatusCode::FORBIDDEN,
+            "forbidden by interceptor policy",
+            false,
+        );
+    }
+    if uri_host.is_some() && uri_host != host {
+        rec.reason = "the request URI names another host than the Host header".into();
+        return deny(
+            rec,
+            fin,
+            StatusCode::FORBIDDEN,
+            "forbidden by interceptor policy",
+            true,
+        );
+    }
+    let effects: HttpEffects = d.effects.cloned().unwrap_or_default();
+    let upgrade = req.headers().contains_key(header::UPGRADE);
+    if req.method() == Method::CONNECT {
+        rec.reason = "CONNECT is not proxied".into();
+        return deny(
+            rec,
+            fin,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+            true,
+        );
+    }
+    if upgrade && !effects.allow_upgrade {
+        rec.reason = format!(
+            "protocol upgrade refused: rule {} does not set allow_upgrade",
+            rec.rule.as_deref().unwrap_or("-")
+        );
+        return deny(
+            rec,
+            fin,
+            StatusCode::FORBIDDEN,
+            "forbidden by interceptor policy",
+            false,
+        );
+    }
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map(|pq| Uri::from(pq.clone()))
+        .unwrap_or_else(|| Uri::from_static("/"));
+    let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
+    inject::strip_hop_by_hop(&mut parts.headers);
+    if let Some(u) = upgrade_to.filter(|_| upgrade) {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, u);
+    }
+    match inject::apply(&mut parts.headers, &effects.inject) {
+        Ok(names) => rec.injected = names,
+        Err(e) => {
+            rec.error = Some(e.to_string());
+            rec.status = 502;
+            let r = json_error(
+                StatusCode::BAD_GATEWAY,
+                "credential injection failed",
+                rec.rule.as_deref(),
+                &e.to_string(),
+                false,
+            );
+            fin.rec = Some(rec);
+            return Ok(r);
+        }
+    }
+    let masks = effects.masks() && parts.method != Method::HEAD;
+    if masks {
+        parts.headers.remove(header::ACCEPT_ENCODING);
+    }
+    let out = Request::from_parts(parts, counted(body, up.clone(), ctx.bytes_up.clone(), None));
+    let sent = {
+        let mut u = conn.upstream.lock().await;
+        match u.ready().await {
+            Ok(s) => s.send_request(out).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    let mut resp = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(session = %ctx.session, service = %ctx.service, error = %e, "upstream request failed");
+            rec.status = 502;
+            rec.error = Some(e.clone());
+            let r = json_error(
+                StatusCode::BAD_GATEWAY,
+                "upstream request failed",
+                rec.rule.as_deref(),
+                &e,
+                false,
+            );
+            fin.rec = Some(rec);
+            return Ok(r);
+        }
+    };
+    rec.status = resp.status().as_u16();
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_up) = client_upgrade {
+            let server_up = hyper::upgrade::on(&mut resp);
+            let (total_up, total_down) = (ctx.bytes_up.clone(), ctx.bytes_down.clone());
+            // The record is written when the upgraded connection ends.
+            fin.rec = Some(rec);
+            tokio::spawn(async move {
+                if let (Ok(a), Ok(b)) = (client_up.await, server_up.await) {
+                    let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
+                    if let Ok((u, dn)) = tokio::io::copy_bidirectional(&mut a, &mut b).await {
+                        total_up.fetch_add(u, Relaxed);
+                        total_down.fetch_add(dn, Relaxed);
+                        fin.up.fetch_add(u, Relaxed);
+                        fin.down.fetch_add(dn, Relaxed);
+                    }
+                }
+                drop(fin);
+            });
+            let (parts, _) = resp.into_parts();
+            return Ok(Response::from_parts(
+                parts,
+                Empty::new().map_err(|n| match n {}).boxed(),
+            ));
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    inject::strip_hop_by_hop(&mut parts.headers);
+    let no_body = matches!(parts.status.as_u16(), 204 | 304) || parts.status.is_informational();
+    let ct = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let kind = mask::body_kind(ct);
+    if !masks || no_body || kind == BodyKind::Other {
+        fin.rec = Some(rec);
+        return Ok(Response::from_parts(
+            parts,
+            counted(body, down, ctx.bytes_down.clone(), Some(fin)),
+        ));
+    }
+    // Masking: buffer the body (bounded), mask it, fix the framing.
+    let enc = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    let result = match mask::check_encoding(enc) {
+        Err(e) => Err(e.to_string()),
+        Ok(()) => {
+            let limit = ctx.svc.max_mask_bytes();
+            match Limited::new(body, limit as usize).collect().await {
+                Ok(c) => {
+                    let bytes = c.to_bytes();
+                    down.fetch_add(bytes.len() as u64, Relaxed);
+                    ctx.bytes_down.fetch_add(bytes.len() as u64, Relaxed);
+                    let detect = effects.mask;
+                    global()
+                        .masker(&ctx.service, &ctx.svc, detect)
+                        .and_then(|m| {
+                            mask::mask_body(&m, &effects.mask_fields, kind, &bytes)
+                                .map_err(|e| e.to_string())
+                        })
+                        .map(|(new, n)| (new.unwrap_or(bytes), n))
+                }
+                Err(e)
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some() =>
+                {
+                    Err(mask::MaskError::TooLarge(limit).to_string())
+                }
+                Err(e) => Err(format!("reading the upstream response: {e}")),
+            }
+        }
+    };
+    match result {
+        Ok((bytes, n)) => {
+            rec.fields_masked = n;
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            fin.rec = Some(rec);
+            drop(fin);
+            Ok(Response::from_parts(parts, full(bytes)))
+        }
+        Err(e) => {
+            tracing::warn!(session = %ctx.session, service = %ctx.service, error = %e, "response withheld");
+            rec.status = 502;
+            rec.error = Some(e.clone());
+            let r = json_error(
+                StatusCode::BAD_GATEWAY,
+                "response withheld: it cannot be masked",
+                rec.rule.as_deref(),
+                &e,
+                true,
+            );
+            fin.rec = Some(rec);
+            Ok(r)
+        }
+    }
+}

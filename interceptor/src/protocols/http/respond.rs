@@ -1,0 +1,62 @@
+//! Responses the proxy writes itself (denials, errors), and the body type it sends.
+
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+
+/// The body of every response sent to the agent.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+/// A JSON error answer: `{"error": …, "rule": …, "reason": …}`, marked as ours with
+/// `x-interceptor-decision`.
+pub fn json_error(
+    status: StatusCode,
+    error: &str,
+    rule: Option<&str>,
+    reason: &str,
+    close: bool,
+) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": error,
+        "rule": rule,
+        "reason": reason,
+        "by": "interceptor",
+    });
+    let mut b = serde_json::to_vec(&body).expect("JSON");
+    b.push(b'\n');
+    let mut r = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, b.len())
+        .header(
+            "x-interceptor-decision",
+            if status == StatusCode::FORBIDDEN {
+                "deny"
+            } else {
+                "error"
+            },
+        );
+    if close {
+        r = r.header(header::CONNECTION, "close");
+    }
+    r.body(full(b)).expect("valid response")
+}
+
+/// The raw bytes of a 408 written on the socket after hyper gave up waiting for a request
+/// head (hyper itself just closes).
+pub const REQUEST_TIMEOUT_RAW: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\nx-interceptor-decision: error\r\ncontent-length: 97\r\n\r\n{\"error\":\"request timeout\",\"reason\":\"the request head did not arrive in time\",\"by\":\"interceptor\"}";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn raw_408_length_is_right() {
+        let raw = std::str::from_utf8(super::REQUEST_TIMEOUT_RAW).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        serde_json::from_str::<serde_json::Value>(body).unwrap();
+    }
+}

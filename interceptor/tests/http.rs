@@ -1,0 +1,519 @@
+//! Root tests of HTTP and HTTPS enforcement through the transparent path: real curl,
+//! Python requests and httpx under `interceptor run`, against a Python HTTP(S) upstream
+//! on 127.0.0.2 (http_support.rs).
+
+mod http_support;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use http_support::*;
+use serde_json::Value;
+use support::*;
+
+/// `interceptor run --policy P -- sh -c SCRIPT` with the daemon holding API_TOKEN.
+fn run_sh(env: &Env, policy: &Path, script: &str) -> Output {
+    let out = env
+        .cmd()
+        .env("API_TOKEN", TOKEN)
+        .arg("run")
+        .arg("--policy")
+        .arg(policy)
+        .arg("--audit-log")
+        .arg(env.audit_path())
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    eprintln!(
+        "--- interceptor run stderr ---\n{}\n--- stdout ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out
+}
+
+fn service(name: &str, port: u16, extra: &str) -> String {
+    format!(
+        "  {name}:
+    address: 127.0.0.2
+    port: {port}
+    hosts: [{name}.test]
+    header_timeout_secs: 2
+    masking:
+      detectors:
+        - kind: email
+          strategy: partial
+{extra}"
+    )
+}
+
+fn policy(ports: &[u16], services: &str) -> String {
+    // The rules name three services; unused ones get a port nothing listens on.
+    let mut services = services.to_owned();
+    for (name, port) in [("cdn", 9), ("untrusted", 10)] {
+        if !services.contains(&format!("  {name}:\n")) {
+            services += &service(name, port, "");
+        }
+    }
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    format!(
+        "version: 1
+identities:
+  agent:
+    cgroup: \"/interceptor/**\"
+rules:
+  - name: allow-upstreams
+    identity: agent
+    action: allow
+    to:
+      - cidr: 127.0.0.2/32
+        ports: [{}]
+http_services:
+{services}http_rules:
+  - name: no-deletes
+    identity: agent
+    action: deny
+    methods: [DELETE]
+    reason: agents may not delete
+  - name: read-api
+    identity: agent
+    service: [api, untrusted]
+    action: allow
+    methods: [GET, HEAD]
+    paths: [\"/v1/users/*\", \"/chunked\", \"/gzip\"]
+    inject:
+      - header: Authorization
+        prefix: \"Bearer \"
+        secret_env: API_TOKEN
+    mask: true
+    mask_fields:
+      - path: $..ssn
+        strategy: redact
+  - name: echo
+    identity: agent
+    service: api
+    action: allow
+    methods: [POST]
+    paths: [\"/v1/echo\"]
+  - name: cdn-files
+    identity: agent
+    service: cdn
+    action: allow
+",
+        ports.join(", ")
+    )
+}
+
+/// The Python client: requests (one keep-alive session) and httpx, `api.test` resolved
+/// to 127.0.0.2 inside the process. Prints one JSON object.
+const PY_CLIENT: &str = r#"
+import json, socket, sys
+real = socket.getaddrinfo
+def fake(host, *a, **k):
+    return real("127.0.0.2" if host == "api.test" else host, *a, **k)
+socket.getaddrinfo = fake
+import requests, httpx
+base = sys.argv[1]
+out = {}
+with requests.Session() as s:
+    rs = [s.get(f"{base}/v1/users/{i}", headers={"Authorization": "Bearer agent-guess"}) for i in (1, 2, 3)]
+    out["requests"] = [[r.status_code, r.json()] for r in rs]
+    d = s.delete(f"{base}/v1/users/1")
+    out["requests_delete"] = [d.status_code, d.json()]
+with httpx.Client() as c:
+    r = c.get(f"{base}/v1/users/4")
+    out["httpx"] = [r.status_code, r.json()]
+    r = c.post(f"{base}/v1/echo", content=b"x" * 100000)
+    out["httpx_post"] = [r.status_code, r.json()]
+print(json.dumps(out))
+"#;
+
+fn http_records(env: &Env) -> Vec<Value> {
+    env.audit()
+        .into_iter()
+        .filter(|r| r["type"] == "http_request" || r["type"] == "http_passthrough")
+        .collect()
+}
+
+fn assert_masked_user(v: &Value, what: &str) {
+    assert_eq!(v["auth"], "ok", "{what}: token injected upstream: {v}");
+    assert_eq!(v["ssn"], "[REDACTED]", "{what}: {v}");
+    assert_eq!(v["email"], "a***@example.com", "{what}: {v}");
+    assert_eq!(v["note"], "call b***@example.org", "{what}: {v}");
+    assert_eq!(v["name"], "Alice Example", "{what}: {v}");
+}
+
+fn no_token_in(dir: &Path, env: &Env) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "log") || !p.is_file() {
+            continue;
+        }
+        let data = std::fs::read(&p).unwrap();
+        assert!(
+            !data.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+            "the injected secret leaked into {}",
+            p.display()
+        );
+    }
+    let audit = std::fs::read_to_string(env.audit_path()).unwrap();
+    assert!(
+        !audit.contains(TOKEN),
+        "the injected secret is in the audit log"
+    );
+}
+
+#[test]
+fn plain_http_policy_injection_masking_with_curl_and_python() {
+    if !root_or_skip("plain_http_policy_injection_masking_with_curl_and_python") || !python_ok() {
+        return;
+    }
+    let env = Env::new();
+    let d = env.dir.path().to_path_buf();
+    let up = Upstream::start(&d, "upstream", None);
+    let p = up.port;
+    let pol = env.policy("http.yaml", &policy(&[p], &service("api", p, "")));
+    std::fs::write(d.join("client.py"), PY_CLIENT).unwrap();
+    let dd = d.display();
+    let script = format!(
+        "set -u; D={dd}; R='--resolve api.test:{p}:127.0.0.2'; U=http://api.test:{p}
+curl -sS $R -H 'Authorization: Bearer agent-guess' -o $D/get.json -w '%{{http_code}}' $U/v1/users/7 > $D/get.code
+curl -sS $R -X DELETE -o $D/del.json -w '%{{http_code}}' $U/v1/users/7 > $D/del.code
+curl -sS $R -o $D/other.json -w '%{{http_code}}' $U/v2/secret > $D/other.code
+curl -sS -H 'Host: evil.test' -o $D/forged.json -w '%{{http_code}}' http://127.0.0.2:{p}/v1/users/7 > $D/forged.code
+curl -sS $R -o $D/chunked.json -D $D/chunked.h $U/chunked
+curl -sS $R --compressed -o $D/gzip.json $U/gzip
+head -c 300000 /dev/urandom > $D/up.bin
+curl -sS $R -H 'Transfer-Encoding: chunked' --data-binary @$D/up.bin -o $D/echo.json $U/v1/echo
+env > $D/agent.env
+python3 $D/client.py $U > $D/py.json
+"
+    );
+    let out = run_sh(&env, &pol, &script);
+    assert!(out.status.success(), "{:?}", out.status);
+
+    // Allowed, token injected (the agent's own Authorization replaced), JSON masked.
+    assert_eq!(read(&d.join("get.code")), "200");
+    let get = json(&d.join("get.json"));
+    assert_masked_user(&get, "curl GET");
+    assert_eq!(get["id"], "7");
+    // Denied by rule, with a JSON body naming it; never reached the upstream.
+    assert_eq!(read(&d.join("del.code")), "403");
+    let del = json(&d.join("del.json"));
+    assert_eq!(del["rule"], "no-deletes", "{del}");
+    assert_eq!(del["reason"], "agents may not delete", "{del}");
+    // Denied by default.
+    assert_eq!(read(&d.join("other.code")), "403");
+    let other = json(&d.join("other.json"));
+    assert_eq!(other["rule"], Value::Null);
+    assert!(other["reason"]
+        .as_str()
+        .unwrap()
+        .contains("no HTTP rule allows GET /v2/secret"));
+    // Forged Host: an allowed address, but the Host names another server.
+    assert_eq!(read(&d.join("forged.code")), "403");
+    let forged = json(&d.join("forged.json"));
+    assert!(
+        forged["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("forged host"),
+        "{forged}"
+    );
+    // Chunked upstream response: masked, re-framed with Content-Length.
+    assert_masked_user(&json(&d.join("chunked.json")), "chunked");
+    let h = read(&d.join("chunked.h")).to_ascii_lowercase();
+    assert!(h.contains("content-length:"), "{h}");
+    assert!(!h.contains("transfer-encoding"), "{h}");
+    // Compressed: Accept-Encoding was removed, so the response came plain and masked.
+    assert_masked_user(&json(&d.join("gzip.json")), "gzip");
+    // A chunked upload streams through unchanged.
+    let echo = json(&d.join("echo.json"));
+    assert_eq!(echo["len"], 300000);
+    assert_eq!(echo["sha256"], sha256_file(&d.join("up.bin")));
+    // Python requests (keep-alive) and httpx.
+    let py = json(&d.join("py.json"));
+    for (i, r) in py["requests"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(r[0], 200, "requests #{i}: {r}");
+        assert_masked_user(&r[1], "requests");
+    }
+    assert_eq!(py["requests_delete"][0], 403);
+    assert_eq!(py["requests_delete"][1]["rule"], "no-deletes");
+    assert_eq!(py["httpx"][0], 200);
+    assert_masked_user(&py["httpx"][1], "httpx");
+    assert_eq!(py["httpx_post"][1]["len"], 100000);
+
+    // Upstream's view: no DELETE, no forged host, no Accept-Encoding when masking.
+    let seen = up.requests();
+    assert!(seen.iter().all(|r| r["method"] != "DELETE"), "{seen:?}");
+    assert!(seen.iter().all(|r| r["host"] != "evil.test"), "{seen:?}");
+    let gz = seen.iter().find(|r| r["path"] == "/gzip").unwrap();
+    assert_eq!(gz["accept_encoding"], Value::Null, "{gz}");
+    // The secret: not in the agent's environment, outputs, or the audit log.
+    let agent_env = read(&d.join("agent.env"));
+    assert!(
+        !agent_env.contains("API_TOKEN"),
+        "secret env var leaked to the child"
+    );
+    no_token_in(&d, &env);
+
+    // One audit record per request, with decision, rule, status and masking counts.
+    let recs = http_records(&env);
+    assert_eq!(recs.len(), 7 + 6, "{recs:#?}");
+    let get = recs
+        .iter()
+        .find(|r| r["path"] == "/v1/users/7" && r["method"] == "GET" && r["host"] == "api.test")
+        .unwrap();
+    assert_eq!(get["decision"], "allow");
+    assert_eq!(get["rule"], "read-api");
+    assert_eq!(get["status"], 200);
+    assert_eq!(get["injected"], serde_json::json!(["Authorization"]));
+    assert_eq!(get["fields_masked"], 3, "{get}");
+    assert!(get["bytes_down"].as_u64().unwrap() > 50, "{get}");
+    assert_eq!(get["identity"]["comm"], "curl");
+    let del = recs.iter().find(|r| r["method"] == "DELETE").unwrap();
+    assert_eq!(
+        (&del["decision"], del["status"].as_u64()),
+        (&Value::from("deny"), Some(403))
+    );
+    let upload = recs
+        .iter()
+        .find(|r| r["method"] == "POST" && r["identity"]["comm"] == "curl")
+        .unwrap();
+    assert_eq!(upload["bytes_up"], 300000);
+    // requests' three GETs went over one kept-alive connection (one session).
+    let py_sessions: std::collections::BTreeSet<&str> = recs
+        .iter()
+        .filter(|r| {
+            r["identity"]["comm"] == "python3" && r["method"] == "GET" && r["path"] != "/v1/users/4"
+        })
+        .map(|r| r["session"].as_str().unwrap())
+        .collect();
+    assert_eq!(py_sessions.len(), 1, "{py_sessions:?}");
+}
+
+/// Bad clients get clear errors quickly and do not stall a good client.
+const PY_BAD: &str = r#"
+import json, socket, sys, threading, time
+import requests
+port = int(sys.argv[1])
+out = {}
+def conn():
+    return socket.create_connection(("127.0.0.2", port), timeout=10)
+def answer(s):
+    data = b""
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+    except OSError:
+        pass
+    return data.decode("latin-1")
+# Slowloris: a request head that never ends, and a connection that says nothing.
+slow = conn(); slow.sendall(b"GET /v1/users/1 HTTP/1.1\r\nHost: api.test\r\nX-A: 1\r\n")
+mute = conn()
+t0 = time.time()
+# Meanwhile a good client is served at once.
+good = requests.get(f"http://127.0.0.2:{port}/v1/users/5", headers={"Host": "api.test"}, timeout=5)
+out["good"] = [good.status_code, round(time.time() - t0, 3)]
+t1 = time.time()
+out["slow"] = [answer(slow).split("\r\n")[0], round(time.time() - t1 + (t1 - t0), 3)]
+out["mute"] = answer(mute).split("\r\n")[0]
+# Malformed request line / header.
+s = conn(); s.sendall(b"GET /v1/users/1 HTTP/1.1\r\nHost api.test\r\n\r\n")
+out["malformed"] = answer(s).split("\r\n")[0]
+# Huge headers.
+s = conn(); s.sendall(b"GET /v1/users/1 HTTP/1.1\r\nHost: api.test\r\nX-Big: " + b"a" * 40000 + b"\r\n\r\n")
+out["huge"] = answer(s).split("\r\n")[0]
+# Not HTTP at all: refused (reset or closed without an answer).
+s = conn()
+try:
+    s.sendall(b"\x00\x01binary-protocol\r\n\r\n")
+    out["binary"] = answer(s)
+except OSError as e:
+    out["binary"] = "error: " + type(e).__name__
+# A WebSocket upgrade is refused: no rule allows it.
+s = conn(); s.sendall(b"GET /v1/users/1 HTTP/1.1\r\nHost: api.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+s.settimeout(3)
+out["upgrade"] = answer(s).split("\r\n")[0]
+print(json.dumps(out))
+"#;
+
+#[test]
+fn bad_clients_get_clear_errors_and_do_not_stall_others() {
+    if !root_or_skip("bad_clients_get_clear_errors_and_do_not_stall_others") || !python_ok() {
+        return;
+    }
+    let env = Env::new();
+    let d = env.dir.path().to_path_buf();
+    let up = Upstream::start(&d, "upstream", None);
+    let p = up.port;
+    let pol = env.policy("http.yaml", &policy(&[p], &service("api", p, "")));
+    std::fs::write(d.join("bad.py"), PY_BAD).unwrap();
+    let script = format!(
+        "python3 {}/bad.py {p} > {}/bad.json",
+        d.display(),
+        d.display()
+    );
+    let out = run_sh(&env, &pol, &script);
+    assert!(out.status.success(), "{:?}", out.status);
+    let v = json(&d.join("bad.json"));
+    eprintln!("{v:#}");
+    assert_eq!(v["good"][0], 200);
+    assert!(
+        v["good"][1].as_f64().unwrap() < 1.5,
+        "good client stalled: {v}"
+    );
+    assert_eq!(v["slow"][0], "HTTP/1.1 408 Request Timeout", "{v}");
+    let slow_secs = v["slow"][1].as_f64().unwrap();
+    assert!((1.5..6.0).contains(&slow_secs), "header timeout 2 s: {v}");
+    assert_eq!(v["mute"], "HTTP/1.1 408 Request Timeout", "{v}");
+    assert_eq!(v["malformed"], "HTTP/1.1 400 Bad Request", "{v}");
+    assert_eq!(
+        v["huge"], "HTTP/1.1 431 Request Header Fields Too Large",
+        "{v}"
+    );
+    assert!(!v["binary"].as_str().unwrap().starts_with("HTTP"), "{v}");
+    assert_eq!(v["upgrade"], "HTTP/1.1 403 Forbidden", "{v}");
+    let recs = http_records(&env);
+    let reasons: Vec<&str> = recs.iter().filter_map(|r| r["reason"].as_str()).collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("not HTTP or TLS")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("protocol upgrade refused")),
+        "{reasons:?}"
+    );
+    assert!(
+        recs.iter().filter(|r| r["status"] == 408).count() >= 2,
+        "{recs:#?}"
+    );
+    // The upstream saw only the good request.
+    assert_eq!(up.requests().len(), 1, "{:?}", up.requests());
+}
+
+#[test]
+fn tls_interception_and_sni_passthrough() {
+    if !root_or_skip("tls_interception_and_sni_passthrough") || !python_ok() {
+        return;
+    }
+    let env = Env::new();
+    let d = env.dir.path().to_path_buf();
+    let ca = TestCa::make(&d);
+    let tls = Some((ca.cert.as_path(), ca.key.as_path()));
+    let api = Upstream::start(&d, "api", tls);
+    let cdn = Upstream::start(&d, "cdn", tls);
+    let untrusted = Upstream::start(&d, "untrusted", tls);
+    let (p1, p2, p3) = (api.port, cdn.port, untrusted.port);
+    let services = service(
+        "api",
+        p1,
+        &format!("    tls: intercept\n    ca_file: {}\n", ca.ca.display()),
+    ) + &service("cdn", p2, "    tls: passthrough\n")
+        + &service("untrusted", p3, "    tls: intercept\n")
+            .replace("[untrusted.test]", "[api.test]");
+    let pol = env.policy("https.yaml", &policy(&[p1, p2, p3], &services));
+    // 2 MiB of random bytes for the passthrough digest.
+    let blob: Vec<u8> = (0..2 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(d.join("blob.bin"), &blob).unwrap();
+    std::fs::write(d.join("client.py"), PY_CLIENT).unwrap();
+    let dd = d.display();
+    let tca = ca.ca.display();
+    let script = format!(
+        "set -u; D={dd}
+curl -sS -v --resolve api.test:{p1}:127.0.0.2 -H 'Authorization: Bearer agent-guess' -o $D/get.json -w '%{{http_code}}' https://api.test:{p1}/v1/users/9 > $D/get.code 2> $D/get.err
+curl -sS --resolve api.test:{p1}:127.0.0.2 -X DELETE -o $D/del.json -w '%{{http_code}}' https://api.test:{p1}/v1/users/9 > $D/del.code
+curl -sS --resolve cdn.test:{p2}:127.0.0.2 --cacert {tca} -o $D/blob.out 'https://cdn.test:{p2}/blob?file={dd}/blob.bin'
+curl -sS -k --resolve evil.test:{p2}:127.0.0.2 -o /dev/null 'https://evil.test:{p2}/blob?file={dd}/blob.bin'; echo $? > $D/forged_sni.rc
+curl -sS -k --resolve evil.test:{p1}:127.0.0.2 -o /dev/null https://evil.test:{p1}/v1/users/1; echo $? > $D/forged_sni_intercept.rc
+curl -sS --resolve api.test:{p3}:127.0.0.2 -o $D/untrusted.json -w '%{{http_code}}' https://api.test:{p3}/v1/users/1 > $D/untrusted.code
+env > $D/agent.env
+python3 $D/client.py https://api.test:{p1} > $D/py.json
+"
+    );
+    let out = run_sh(&env, &pol, &script);
+    assert!(out.status.success(), "{:?}", out.status);
+
+    // The child was handed the CA bundle, and curl/Python trusted it without options.
+    let agent_env = read(&d.join("agent.env"));
+    for var in [
+        "SSL_CERT_FILE=",
+        "REQUESTS_CA_BUNDLE=",
+        "CURL_CA_BUNDLE=",
+        "NODE_EXTRA_CA_CERTS=",
+    ] {
+        assert!(agent_env.contains(var), "{var} missing");
+    }
+    let bundle: PathBuf = env.state().join("ca/bundle.pem");
+    assert!(read(&bundle).contains("BEGIN CERTIFICATE"));
+    assert_eq!(
+        read(&d.join("get.code")),
+        "200",
+        "{}",
+        read(&d.join("get.err"))
+    );
+    assert!(
+        read(&d.join("get.err")).contains("interceptor local CA"),
+        "the agent saw the local CA's certificate"
+    );
+    assert_masked_user(&json(&d.join("get.json")), "curl https");
+    assert_eq!(read(&d.join("del.code")), "403");
+    assert_eq!(json(&d.join("del.json"))["rule"], "no-deletes");
+    let py = json(&d.join("py.json"));
+    for r in py["requests"].as_array().unwrap() {
+        assert_eq!(r[0], 200, "{r}");
+        assert_masked_user(&r[1], "requests https");
+    }
+    assert_eq!(py["httpx"][0], 200);
+    assert_masked_user(&py["httpx"][1], "httpx https");
+    // Upstream certificate not trusted (no ca_file for that service): 502, not a bypass.
+    assert_eq!(read(&d.join("untrusted.code")), "502");
+    let u = json(&d.join("untrusted.json"));
+    assert!(u["reason"].as_str().unwrap().contains("TLS"), "{u}");
+    assert!(untrusted.requests().is_empty());
+    // Passthrough: byte-identical (the upstream's certificate, verified with its CA).
+    assert_eq!(
+        sha256_file(&d.join("blob.out")),
+        sha256_file(&d.join("blob.bin"))
+    );
+    // A forged SNI is reset, in passthrough and in interception.
+    assert_ne!(read(&d.join("forged_sni.rc")).trim(), "0");
+    assert_ne!(read(&d.join("forged_sni_intercept.rc")).trim(), "0");
+    assert_eq!(cdn.requests().len(), 1, "{:?}", cdn.requests());
+    no_token_in(&d, &env);
+
+    let recs = http_records(&env);
+    let pass: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["type"] == "http_passthrough")
+        .collect();
+    assert_eq!(pass.len(), 2, "{pass:#?}");
+    let ok = pass.iter().find(|r| r["decision"] == "allow").unwrap();
+    assert_eq!(ok["rule"], "cdn-files");
+    assert_eq!(ok["host"], "cdn.test");
+    assert!(ok["bytes_down"].as_u64().unwrap() > 2 * 1024 * 1024);
+    let bad = pass.iter().find(|r| r["decision"] == "deny").unwrap();
+    assert!(
+        bad["reason"].as_str().unwrap().starts_with("forged host"),
+        "{bad}"
+    );
+    let get = recs
+        .iter()
+        .find(|r| r["tls"] == "intercept" && r["path"] == "/v1/users/9" && r["method"] == "GET")
+        .unwrap();
+    assert_eq!(get["injected"], serde_json::json!(["Authorization"]));
+    assert_eq!(get["status"], 200);
+    // `ca export` prints the CA the agent trusted.
+    let exported = env.cmd().args(["ca", "export"]).output().unwrap();
+    assert!(exported.status.success());
+    let pem = String::from_utf8(exported.stdout).unwrap();
+    assert!(read(&bundle).ends_with(&pem));
+}

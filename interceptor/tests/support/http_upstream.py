@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Upstream HTTP(S) server for the HTTP root tests (loopback only).
+
+usage: http_upstream.py HOST LOG_FILE TOKEN [CERT KEY]
+
+Prints `PORT <n>` once listening. Logs one JSON line per request to LOG_FILE (method,
+path, host, whether Authorization carried the expected token, accept-encoding) — never
+the token itself.
+
+  GET  /v1/users/<id>  JSON with personal data and `auth`: ok | wrong | missing
+  GET  /chunked        the same JSON, sent with Transfer-Encoding: chunked
+  GET  /gzip           the same JSON, gzip-compressed when the client accepts gzip
+  GET  /blob?file=P    the bytes of file P (application/octet-stream)
+  POST /v1/echo        echoes the request body length and sha256
+  *    anything else   200 {"ok": true, "method": ..., "path": ...}
+"""
+import gzip
+import hashlib
+import json
+import ssl
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+HOST, LOG, TOKEN = sys.argv[1], sys.argv[2], sys.argv[3]
+LOCK = threading.Lock()
+
+
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def auth(self):
+        got = self.headers.get_all("Authorization") or []
+        if not got:
+            return "missing"
+        return "ok" if got == [f"Bearer {TOKEN}"] else "wrong"
+
+    def record(self):
+        rec = {
+            "method": self.command,
+            "path": self.path,
+            "host": self.headers.get("Host"),
+            "auth": self.auth(),
+            "accept_encoding": self.headers.get("Accept-Encoding"),
+            "connection": self.headers.get("Connection"),
+        }
+        with LOCK, open(LOG, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    def send(self, status, body, ctype="application/json", extra=()):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        for k, v in extra:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def user(self, uid):
+        return {
+            "id": uid,
+            "name": "Alice Example",
+            "email": "alice@example.com",
+            "ssn": "123-45-6789",
+            "note": "call bob@example.org",
+            "auth": self.auth(),
+        }
+
+    def body_in(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        if n:
+            return self.rfile.read(n)
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            out = b""
+            while True:
+                size = int(self.rfile.readline().strip(), 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return out
+                out += self.rfile.read(size)
+                self.rfile.readline()
+        return b""
+
+    def do_GET(self):
+        self.record()
+        u = urlparse(self.path)
+        if u.path.startswith("/v1/users/"):
+            return self.send(200, json.dumps(self.user(u.path.rsplit("/", 1)[1])).encode())
+        if u.path == "/chunked":
+            body = json.dumps(self.user("c")).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(0, len(body), 7):
+                part = body[i : i + 7]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        if u.path == "/gzip":
+            body = json.dumps(self.user("z")).encode()
+            if "gzip" in (self.headers.get("Accept-Encoding") or ""):
+                return self.send(200, gzip.compress(body), extra=[("Content-Encoding", "gzip")])
+            return self.send(200, body)
+        if u.path == "/blob":
+            with open(parse_qs(u.query)["file"][0], "rb") as f:
+                return self.send(200, f.read(), "application/octet-stream")
+        return self.send(200, json.dumps({"ok": True, "method": self.command, "path": self.path}).encode())
+
+    do_HEAD = do_GET
+
+    def do_POST(self):
+        self.record()
+        body = self.body_in()
+        out = {"len": len(body), "sha256": hashlib.sha256(body).hexdigest(), "method": "POST"}
+        return self.send(200, json.dumps(out).encode())
+
+    def other(self):
+        self.record()
+        self.body_in()
+        return self.send(200, json.dumps({"ok": True, "method": self.command, "path": self.path}).encode())
+
+    do_DELETE = do_PUT = do_PATCH = other
+
+
+srv = ThreadingHTTPServer((HOST, 0), H)
+srv.daemon_threads = True
+if len(sys.argv) > 5:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[4], sys.argv[5])
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(f"PORT {srv.server_address[1]}", flush=True)
+srv.serve_forever()
