@@ -98,6 +98,9 @@ impl HttpDecision<'_> {
 /// original destination (forged `Host` or SNI → deny), and `Host` must agree with the SNI.
 /// Then the first matching HTTP rule; none → deny. Pure: no I/O.
 pub fn evaluate_http<'p>(policy: &'p Policy, req: &HttpRequest) -> HttpDecision<'p> {
+    if req.subject.token_expired() {
+        return HttpDecision::deny(super::eval::TOKEN_EXPIRED_REASON.to_owned());
+    }
     let Some(svc) = policy.http_service_named(req.service) else {
         return HttpDecision::deny(format!("unknown HTTP service {:?}", req.service));
     };
@@ -194,6 +197,7 @@ fn decided<'p>(rule: &'p CompiledHttpRule, what: &str, detail: &str) -> HttpDeci
     let verdict = match rule.action {
         SqlAction::Allow => Verdict::Allow,
         SqlAction::Deny => Verdict::Deny,
+        SqlAction::Hold => Verdict::Hold,
     };
     HttpDecision {
         verdict,
@@ -205,7 +209,8 @@ fn decided<'p>(rule: &'p CompiledHttpRule, what: &str, detail: &str) -> HttpDeci
                 verdict.as_str()
             )
         }),
-        effects: (verdict == Verdict::Allow).then_some(&rule.effects),
+        // A held request gets the rule's effects once approved.
+        effects: (verdict != Verdict::Deny).then_some(&rule.effects),
     }
 }
 

@@ -18,6 +18,7 @@
 
 pub mod audit;
 pub mod detect;
+pub mod hold;
 pub mod inject;
 pub mod mask;
 pub mod proxy;
@@ -165,9 +166,31 @@ pub struct Ctx {
     pub bytes_up: Arc<AtomicU64>,
     pub bytes_down: Arc<AtomicU64>,
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// Where `hold` rules park requests.
+    pub approvals: Arc<crate::approvals::Registry>,
+    /// The agents' bound token (checked for expiry per request), and its view when the
+    /// connection was accepted.
+    pub token: Option<Arc<crate::auth::TokenBinding>>,
+    pub token_now: Option<crate::policy::AgentToken>,
 }
 
 impl Ctx {
+    /// The subject with the agent token as it is now (expiry checked).
+    pub fn token_view(&self) -> Option<crate::policy::AgentToken> {
+        self.token.as_ref().map(|t| t.view(self.policy.issuers()))
+    }
+
+    /// The subject with `token` as its agent token.
+    pub fn subject_with<'a>(
+        &'a self,
+        token: Option<&'a crate::policy::AgentToken>,
+    ) -> crate::policy::Subject<'a> {
+        crate::policy::Subject {
+            token,
+            ..self.subject()
+        }
+    }
+
     pub fn who(&self) -> Who {
         Who {
             pid: self.identity.pid,
@@ -210,6 +233,7 @@ impl Ctx {
             gid: self.identity.gid,
             exe: self.identity.exe.as_deref(),
             comm: &self.identity.comm,
+            token: self.token_now.as_ref(),
         }
     }
 }
@@ -308,8 +332,15 @@ async fn passthrough(
     rec.decision = d.verdict;
     rec.rule = d.rule.map(str::to_owned);
     rec.reason = d.reason.clone();
+    if d.verdict == Verdict::Hold {
+        rec.decision = Verdict::Deny;
+        rec.reason = format!(
+            "{}; a held request needs TLS interception (passthrough shows an approver nothing), so it is refused",
+            d.reason
+        );
+    }
     if d.verdict != Verdict::Allow {
-        tracing::info!(session = %ctx.session, service = %ctx.service, sni = ?sni, reason = %d.reason, "TLS passthrough denied");
+        tracing::info!(session = %ctx.session, service = %ctx.service, sni = ?sni, reason = %rec.reason, "TLS passthrough denied");
         crate::proxy::session::reset(&client);
         return finish(rec, None);
     }

@@ -361,6 +361,9 @@ async fn serve_http(
         bytes_up: up.clone(),
         bytes_down: down.clone(),
         stop: shared.shutdown.subscribe(),
+        approvals: shared.approvals.clone(),
+        token: shared.token.clone(),
+        token_now: shared.agent_token(&shared.policy()),
     };
     rec.identity = Some(identity);
     let outcome = http::serve(client, ctx).await;

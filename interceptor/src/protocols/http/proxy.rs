@@ -261,10 +261,11 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
     };
     // Absolute-form URIs must name the same host as `Host`.
     let uri_host = req.uri().host().map(str::to_ascii_lowercase);
-    let d = evaluate_http(
+    let token = ctx.token_view();
+    let mut d = evaluate_http(
         &ctx.policy,
         &HttpRequest {
-            subject: ctx.subject(),
+            subject: ctx.subject_with(token.as_ref()),
             service: &ctx.service,
             host: host.as_deref(),
             sni: conn.sni.as_deref(),
@@ -273,6 +274,12 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
             headers: Some(req.headers()),
         },
     );
+    if d.verdict == Verdict::Hold {
+        // Parked until an approver decides; only this request waits.
+        let (verdict, reason) = super::hold::settle(&ctx, &req, host.as_deref(), &path, &d).await;
+        d.verdict = verdict;
+        d.reason = reason;
+    }
     rec.decision = d.verdict;
     rec.rule = d.rule.map(str::to_owned);
     rec.reason = d.reason.clone();
