@@ -609,8 +609,16 @@ approvals:
         jwks = idp.jwks.display()
     );
     let policy = env.policy("http-hold.yaml", &yaml);
-    let api = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let _d = Attached::start_with(&env, &cg, &policy, &["--approvals-listen", &api.to_string()]);
+    let api = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let _d = Attached::start_with(
+        &env,
+        &cg,
+        &policy,
+        &["--approvals-listen", &api.to_string()],
+    );
     let curl_agent = |body: &str| {
         cg.command("curl")
             .args(["-s", "-w", "\n%{http_code}", "--resolve"])
@@ -626,7 +634,11 @@ approvals:
     let auth = format!("Authorization: Bearer {carol}");
     let base = format!("http://{api}/v1/approvals");
     let api_call = |args: &[&str]| -> Value {
-        let out = Command::new("curl").args(["-s", "-H", &auth]).args(args).output().unwrap();
+        let out = Command::new("curl")
+            .args(["-s", "-H", &auth])
+            .args(args)
+            .output()
+            .unwrap();
         serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
     };
@@ -644,8 +656,17 @@ approvals:
     let req = pending();
     assert_eq!(req["protocol"], "http");
     assert_eq!(req["rule"], "hold-echo");
-    assert!(req["command"].as_str().unwrap().starts_with("POST api.test/v1/echo"), "{req}");
-    assert!(up.requests().is_empty(), "nothing reached the upstream while held");
+    assert!(
+        req["command"]
+            .as_str()
+            .unwrap()
+            .starts_with("POST api.test/v1/echo"),
+        "{req}"
+    );
+    assert!(
+        up.requests().is_empty(),
+        "nothing reached the upstream while held"
+    );
     let id = req["id"].as_str().unwrap();
     let d = api_call(&["-X", "POST", &format!("{base}/{id}/approve")]);
     assert_eq!(d["request"]["state"], "approved", "{d}");
@@ -655,9 +676,18 @@ approvals:
 
     let agent = curl_agent("second");
     let id = pending()["id"].as_str().unwrap().to_owned();
-    api_call(&["-X", "POST", "-d", r#"{"reason": "no more echoes"}"#, &format!("{base}/{id}/deny")]);
+    api_call(&[
+        "-X",
+        "POST",
+        "-d",
+        r#"{"reason": "no more echoes"}"#,
+        &format!("{base}/{id}/deny"),
+    ]);
     let (so, _) = finish(agent);
     assert!(so.trim_end().ends_with("403"), "{so}");
-    assert!(so.contains("denied by carol") && so.contains("no more echoes"), "{so}");
+    assert!(
+        so.contains("denied by carol") && so.contains("no more echoes"),
+        "{so}"
+    );
     assert_eq!(up.requests().len(), 1, "the denied request never left");
 }

@@ -232,7 +232,7 @@ pub(super) fn compile(
     let Some(doc) = approvals else {
         if let Some(r) = hold_rules.first() {
             return Err(format!(
-                "sql rule {r:?} holds statements for approval, but the policy has no \
+                "rule {r:?} holds statements or requests for approval, but the policy has no \
                  `approvals` section naming who may approve them"
             ));
         }
@@ -271,7 +271,7 @@ pub(super) fn compile(
                 .is_none_or(|ps| ps.iter().any(|p| p.is_match(r)))
         }) {
             return Err(format!(
-                "sql rule {r:?} holds statements for approval, but no approver in \
+                "rule {r:?} holds statements or requests for approval, but no approver in \
                  `approvals.approvers` covers it (check their `rules` globs)"
             ));
         }

@@ -193,7 +193,8 @@ pub struct HttpRule {
     /// Service name or list of names (any of). Absent: every service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ResourceRef>,
-    /// allow or deny (`hold` is reserved for approvals, not supported yet).
+    /// allow, deny, or hold (park the request until an approver decides; needs an
+    /// `approvals` section and TLS interception or plain HTTP).
     pub action: SqlAction,
     /// Methods (upper case, e.g. GET, POST; any of). Absent: any method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -222,6 +223,10 @@ pub struct HttpRule {
     /// Free text; shown in denials instead of the generated reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// hold: seconds to wait for a decision before refusing (default:
+    /// `approvals.timeout_secs`, else 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<std::num::NonZeroU64>,
 }
 
 /// A header selector: `name` present with a value matching `value` (a glob).
@@ -236,7 +241,7 @@ pub struct HeaderMatch {
 }
 
 impl Checked for HttpRule {
-    const EXPECTING: &'static str = "an HTTP rule mapping (name, identity, service, action, methods, paths, headers, inject, mask, mask_fields, allow_upgrade, reason)";
+    const EXPECTING: &'static str = "an HTTP rule mapping (name, identity, service, action, methods, paths, headers, inject, mask, mask_fields, allow_upgrade, reason, timeout_secs)";
     const EXPECTING_LIST: &'static str = "a list of HTTP rules";
     const LIST: &'static str = "http_rules";
 
@@ -284,6 +289,9 @@ impl Checked for HttpRule {
                 "`inject`, `mask`, `mask_fields` and `allow_upgrade` only apply to `allow` rules"
                     .into(),
             );
+        }
+        if self.action != SqlAction::Hold && self.timeout_secs.is_some() {
+            return Err("`timeout_secs` only applies to `hold` rules".into());
         }
         let mut seen = std::collections::HashSet::new();
         for i in &self.inject {

@@ -332,16 +332,19 @@ impl Policy {
                 PolicyError::invalid(origin, pos, format!("sockets.udp: {e}"))
             })?;
         }
-        let hold_rules: Vec<&str> = doc
+        let holds = doc
             .sql_rules
             .iter()
-            .filter(|r| r.action == SqlAction::Hold)
-            .map(|r| r.name.as_str())
-            .collect();
-        let hold_timeouts = doc
-            .sql_rules
-            .iter()
-            .filter_map(|r| Some((r.name.as_str().to_owned(), r.timeout_secs?.get())))
+            .map(|r| (r.name.as_str(), r.action, r.timeout_secs))
+            .chain(
+                doc.http_rules
+                    .iter()
+                    .map(|r| (r.name.as_str(), r.action, r.timeout_secs)),
+            )
+            .filter(|(_, a, _)| *a == SqlAction::Hold);
+        let hold_rules: Vec<&str> = holds.clone().map(|(n, _, _)| n).collect();
+        let hold_timeouts = holds
+            .filter_map(|(n, _, t)| Some((n.to_owned(), t?.get())))
             .collect();
         let (issuers, approvals) = super::approvals::compile(
             doc.auth.as_ref(),

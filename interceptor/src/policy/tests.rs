@@ -747,6 +747,7 @@ fn examples_load() {
     assert_eq!(
         names,
         [
+            "approvals.yaml",
             "demo-postgres.yaml",
             "demo.yaml",
             "deny-all.yaml",

@@ -62,6 +62,7 @@ fn subject<'a>() -> Subject<'a> {
         gid: 1000,
         exe: Some("/usr/bin/curl"),
         comm: "curl",
+        token: None,
     }
 }
 

@@ -145,7 +145,7 @@ fn sql_rule_errors() {
     };
     let e = err("  - name: h\n    action: hold\n");
     assert!(
-        e.contains("holds statements for approval") && e.contains("no `approvals` section"),
+        e.contains("for approval") && e.contains("no `approvals` section"),
         "{e}"
     );
     let e = err("  - name: h\n    action: allow\n    timeout_secs: 5\n");

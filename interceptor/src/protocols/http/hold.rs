@@ -19,12 +19,12 @@ pub async fn settle(
     d: &HttpDecision<'_>,
 ) -> (Verdict, String) {
     let rule = d.rule.unwrap_or_default().to_owned();
-    let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
-    let command = format!(
-        "{} {}{path}{query}",
-        req.method(),
-        host.unwrap_or("-")
-    );
+    let query = req
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let command = format!("{} {}{path}{query}", req.method(), host.unwrap_or("-"));
     let agent_subject = ctx.token.as_ref().map(|t| t.claims().subject);
     let fingerprint = format!(
         "{}|{}|{}|{} {}{path}",
@@ -84,7 +84,9 @@ pub async fn settle(
         ),
         Outcome::Abandoned => (
             Verdict::Deny,
-            format!("approval request {id} abandoned: the interceptor is stopping; nothing was sent"),
+            format!(
+                "approval request {id} abandoned: the interceptor is stopping; nothing was sent"
+            ),
         ),
     }
 }
