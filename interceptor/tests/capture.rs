@@ -451,7 +451,13 @@ fn daemon_inside_the_cgroup_is_not_looped_back_thanks_to_the_mark() {
     daemon.stop();
     let all = env.audit();
     // (issue 6) an allowed connection is also on record before its upstream connect.
-    assert_eq!(all.iter().filter(|r| r["type"] == "connection_open").count(), 1, "{all:?}");
+    assert_eq!(
+        all.iter()
+            .filter(|r| r["type"] == "connection_open")
+            .count(),
+        1,
+        "{all:?}"
+    );
     let recs: Vec<_> = all.iter().filter(|r| r["type"] == "connection").collect();
     assert_eq!(recs.len(), 1, "exactly one connection, no loop: {recs:?}");
     assert_eq!(recs[0]["decision"], "allow");

@@ -42,13 +42,23 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// Creates (or tightens) a directory as 0700: the agent's processes must not read it.
+/// Creates a directory as 0700 (the agent's processes must not read it). An existing one
+/// must already be private: it is never loosened or silently tightened (it may be shared).
 pub fn private_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+    match fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(io::Error::other("not a directory")),
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => Err(io::Error::other(format!(
+            "mode {:o} lets others read it; `chmod 700 {}` (the agent must not reach the audit records)",
+            m.permissions().mode() & 0o777,
+            dir.display()
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir),
+        Err(e) => Err(e),
+    }
 }
 
 /// Facts about a segment file, read back from disk.
