@@ -427,6 +427,7 @@ struct Outage {
     opts: Vec<String>,
     uid: u32,
     gid: u32,
+    restarted: Option<std::process::Child>,
 }
 
 impl Outage {
@@ -446,6 +447,7 @@ impl Outage {
             opts,
             uid: meta.uid(),
             gid: meta.gid(),
+            restarted: None,
         }
     }
 
@@ -471,20 +473,22 @@ impl Outage {
         });
     }
 
-    fn start(&self, pg: &Pg) {
+    fn start(&mut self, pg: &Pg) {
         use std::os::unix::process::CommandExt;
         let log = std::fs::OpenOptions::new()
             .append(true)
             .open(pg.dir.path().join("server.log"))
             .unwrap();
-        Command::new(pg_support::bindir().join("postgres"))
-            .args(&self.opts)
-            .uid(self.uid)
-            .gid(self.gid)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        self.restarted = Some(
+            Command::new(pg_support::bindir().join("postgres"))
+                .args(&self.opts)
+                .uid(self.uid)
+                .gid(self.gid)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
         wait_for("PostgreSQL back", Duration::from_secs(30), || {
             pg.sql_try("postgres", "SELECT 1").then_some(())
         });
@@ -503,6 +507,9 @@ impl Drop for Outage {
             while self.pid().is_some() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(100));
             }
+        }
+        if let Some(mut c) = self.restarted.take() {
+            let _ = c.wait();
         }
     }
 }
@@ -604,7 +611,7 @@ fn audit_postgres_sink_copies_idempotently_and_catches_up_after_an_outage() {
     traffic("before-outage");
     caught_up("sink copies the first session");
 
-    let outage = Outage::new(&sink);
+    let mut outage = Outage::new(&sink);
     outage.stop();
     for i in 0..3 {
         let took = traffic(&format!("during-outage-{i}"));

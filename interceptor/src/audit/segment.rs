@@ -331,7 +331,10 @@ fn create_segment(dir: &Path, n: u64) -> io::Result<(PathBuf, File)> {
 
 /// The last complete record of a segment (seq, hash), after cutting off a torn last line
 /// when `cut` (only the newest segment may have one). Returns the bytes cut.
-fn recover_tail(path: &Path, cut: bool) -> Result<(Option<(u64, [u8; 32])>, u64), AuditError> {
+/// The last record's (seq, hash).
+type Last = Option<(u64, [u8; 32])>;
+
+fn recover_tail(path: &Path, cut: bool) -> Result<(Last, u64), AuditError> {
     let err = |detail: String| AuditError::Recover {
         path: path.into(),
         detail,
