@@ -4,7 +4,7 @@
 
 use std::{
     fs::{self, File, OpenOptions},
-    io::{self, Read, Write},
+    io::{self, Read, Seek, SeekFrom, Write},
     os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -300,7 +300,13 @@ impl SegmentStore {
             Err(e) => {
                 self.seq = seq0;
                 self.prev = prev0;
-                if let Err(t) = self.file.set_len(self.len) {
+                // Cut the partial write off and put the write position back, or the next
+                // write would leave a hole of zeros in the segment.
+                if let Err(t) = self
+                    .file
+                    .set_len(self.len)
+                    .and_then(|()| self.file.seek(SeekFrom::Start(self.len)))
+                {
                     tracing::error!(error = %t, "cannot cut back a failed audit write");
                 }
                 Err(e)
