@@ -394,6 +394,11 @@ fn audit_kill9_under_pgbench_every_forwarded_statement_was_recorded() {
         .filter(|r| r["type"] == "command")
         .flat_map(|r| markers(r["statement"].as_str().unwrap_or("")))
         .collect();
+    eprintln!(
+        "kill -9: {} statements reached PostgreSQL, {} commands on record",
+        upstream.len(),
+        recorded.len()
+    );
     assert!(
         upstream.len() > 500,
         "heavy traffic: {} statements",
