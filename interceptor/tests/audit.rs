@@ -394,6 +394,11 @@ fn audit_kill9_under_pgbench_every_forwarded_statement_was_recorded() {
         .filter(|r| r["type"] == "command")
         .flat_map(|r| markers(r["statement"].as_str().unwrap_or("")))
         .collect();
+    eprintln!(
+        "kill -9: {} statements reached PostgreSQL, {} commands on record",
+        upstream.len(),
+        recorded.len()
+    );
     assert!(
         upstream.len() > 500,
         "heavy traffic: {} statements",
@@ -427,6 +432,7 @@ struct Outage {
     opts: Vec<String>,
     uid: u32,
     gid: u32,
+    restarted: Option<std::process::Child>,
 }
 
 impl Outage {
@@ -446,6 +452,7 @@ impl Outage {
             opts,
             uid: meta.uid(),
             gid: meta.gid(),
+            restarted: None,
         }
     }
 
@@ -471,20 +478,22 @@ impl Outage {
         });
     }
 
-    fn start(&self, pg: &Pg) {
+    fn start(&mut self, pg: &Pg) {
         use std::os::unix::process::CommandExt;
         let log = std::fs::OpenOptions::new()
             .append(true)
             .open(pg.dir.path().join("server.log"))
             .unwrap();
-        Command::new(pg_support::bindir().join("postgres"))
-            .args(&self.opts)
-            .uid(self.uid)
-            .gid(self.gid)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        self.restarted = Some(
+            Command::new(pg_support::bindir().join("postgres"))
+                .args(&self.opts)
+                .uid(self.uid)
+                .gid(self.gid)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
         wait_for("PostgreSQL back", Duration::from_secs(30), || {
             pg.sql_try("postgres", "SELECT 1").then_some(())
         });
@@ -503,6 +512,9 @@ impl Drop for Outage {
             while self.pid().is_some() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(100));
             }
+        }
+        if let Some(mut c) = self.restarted.take() {
+            let _ = c.wait();
         }
     }
 }
@@ -604,7 +616,7 @@ fn audit_postgres_sink_copies_idempotently_and_catches_up_after_an_outage() {
     traffic("before-outage");
     caught_up("sink copies the first session");
 
-    let outage = Outage::new(&sink);
+    let mut outage = Outage::new(&sink);
     outage.stop();
     for i in 0..3 {
         let took = traffic(&format!("during-outage-{i}"));
@@ -707,5 +719,106 @@ fn audit_dir_is_out_of_reach_of_an_agent_running_as_nobody() {
     }
     assert!(se.matches("Permission denied").count() >= 4, "{se}");
     let (code, v, _) = cli(&env, &["audit", "verify"]);
+    assert_eq!(code, 0, "{v}");
+}
+
+/// A small tmpfs that the test can fill up; unmounted on drop.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(at: PathBuf) -> SmallFs {
+        std::fs::create_dir_all(&at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs"])
+            .arg(&at)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount tmpfs on {}", at.display());
+        SmallFs(at)
+    }
+
+    /// Fills the filesystem; returns the filler file.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let p = self.0.join("filler");
+        let mut f = std::fs::File::create(&p).unwrap();
+        let block = [0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+        p
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn audit_full_disk_refuses_statements_with_a_postgres_error_and_recovers() {
+    if !root_or_skip("audit_full_disk_refuses_statements_with_a_postgres_error_and_recovers") {
+        return;
+    }
+    let pg = Pg::start();
+    pg.sql("postgres", "ALTER SYSTEM SET log_statement = 'all'");
+    pg.sql("postgres", "SELECT pg_reload_conf()");
+    let env = Env::new();
+    let pol = policy(&env, &pg, "");
+    let small = SmallFs::mount(env.dir.path().join("small"));
+    let dir = small.0.join("audit");
+    let cg = TestCgroup::new("audit-full");
+    let daemon = attach(&env, &cg, &pol, &["--audit-dir", dir.to_str().unwrap()]);
+    let psql = pg_support::psql();
+    let session = |cmds: &[&str]| {
+        let mut c = cg.command(psql.to_str().unwrap());
+        c.args(["-X", "-A", "-t", &conninfo(&pg)]);
+        for cmd in cmds {
+            c.args(["-c", cmd]);
+        }
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // The disk fills up while the session sleeps in its second statement.
+    let child = session(&[
+        "SELECT 'before-full'",
+        "SELECT pg_sleep(1.5)",
+        "SELECT 'after-full' AS marker",
+    ]);
+    let chain = dir.join(&daemon.instance);
+    wait_for("pg_sleep recorded", Duration::from_secs(20), || {
+        let t = std::fs::read_to_string(chain.join("segment-000001.jsonl")).ok()?;
+        t.contains("pg_sleep(1.5)").then_some(())
+    });
+    let filler = small.fill();
+    let out = child.wait_with_output().unwrap();
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    eprintln!("--- psql ---\n{so}\n{se}");
+    assert!(so.contains("before-full"), "{so}");
+    assert!(
+        se.contains("the audit store cannot record this command") && se.contains("fail closed"),
+        "a clear PostgreSQL error: {se}"
+    );
+    assert!(!so.contains("after-full"), "{so}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !pg.log().contains("after-full"),
+        "the refused statement never reached PostgreSQL"
+    );
+    // Space again: the next session works, and the chain is intact (the failed batch was
+    // cut back, not left half-written).
+    std::fs::remove_file(filler).unwrap();
+    let out = session(&["SELECT 'space-again'"])
+        .wait_with_output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("space-again"));
+    daemon.stop();
+    let (code, v, _) = cli(&env, &["audit", "verify", dir.to_str().unwrap()]);
     assert_eq!(code, 0, "{v}");
 }

@@ -58,6 +58,9 @@ impl Bench<'_> {
                     .arg(policy)
                     .arg("--audit-log")
                     .arg(self.dir.join("pg-audit.jsonl"))
+                    // The proxy's own cost; what write-before-forward adds (one fdatasync
+                    // per statement) is measured by `bench audit`.
+                    .args(["--audit-mode", "async"])
                     .arg("--")
                     .arg(program);
                 c

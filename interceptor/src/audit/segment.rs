@@ -4,7 +4,7 @@
 
 use std::{
     fs::{self, File, OpenOptions},
-    io::{self, Read, Write},
+    io::{self, Read, Seek, SeekFrom, Write},
     os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -42,13 +42,23 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// Creates (or tightens) a directory as 0700: the agent's processes must not read it.
+/// Creates a directory as 0700 (the agent's processes must not read it). An existing one
+/// must already be private: it is never loosened or silently tightened (it may be shared).
 pub fn private_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+    match fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(io::Error::other("not a directory")),
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => Err(io::Error::other(format!(
+            "mode {:o} lets others read it; `chmod 700 {}` (the agent must not reach the audit records)",
+            m.permissions().mode() & 0o777,
+            dir.display()
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir),
+        Err(e) => Err(e),
+    }
 }
 
 /// Facts about a segment file, read back from disk.
@@ -290,7 +300,13 @@ impl SegmentStore {
             Err(e) => {
                 self.seq = seq0;
                 self.prev = prev0;
-                if let Err(t) = self.file.set_len(self.len) {
+                // Cut the partial write off and put the write position back, or the next
+                // write would leave a hole of zeros in the segment.
+                if let Err(t) = self
+                    .file
+                    .set_len(self.len)
+                    .and_then(|()| self.file.seek(SeekFrom::Start(self.len)))
+                {
                     tracing::error!(error = %t, "cannot cut back a failed audit write");
                 }
                 Err(e)
@@ -321,7 +337,10 @@ fn create_segment(dir: &Path, n: u64) -> io::Result<(PathBuf, File)> {
 
 /// The last complete record of a segment (seq, hash), after cutting off a torn last line
 /// when `cut` (only the newest segment may have one). Returns the bytes cut.
-fn recover_tail(path: &Path, cut: bool) -> Result<(Option<(u64, [u8; 32])>, u64), AuditError> {
+/// The last record's (seq, hash).
+type Last = Option<(u64, [u8; 32])>;
+
+fn recover_tail(path: &Path, cut: bool) -> Result<(Last, u64), AuditError> {
     let err = |detail: String| AuditError::Recover {
         path: path.into(),
         detail,

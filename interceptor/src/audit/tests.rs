@@ -388,3 +388,21 @@ fn sessions_group_and_filter() {
         ["b-2"]
     );
 }
+
+#[test]
+fn refuses_an_audit_dir_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("audit");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let e = AuditLog::start(settings(t.path(), 1 << 20))
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("chmod 700"), "{e}");
+    assert_eq!(
+        fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o755,
+        "left as it was"
+    );
+}

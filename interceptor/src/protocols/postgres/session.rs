@@ -612,14 +612,30 @@ where
                 Frontend::Execute { portal, .. } => {
                     let (statement, formats) = portals.get(portal).cloned().unwrap_or_default();
                     let (stmts, limit) = statements.get(&statement).cloned().unwrap_or_default();
-                    if let Some(first) = stmts.first() {
-                        let text: Vec<&str> = stmts.iter().map(|s| s.text.as_str()).collect();
-                        intents.push(c.intent(
+                    match stmts.first() {
+                        Some(first) => {
+                            let text: Vec<&str> = stmts.iter().map(|s| s.text.as_str()).collect();
+                            intents.push(c.intent(
+                                "extended",
+                                &text.join("; "),
+                                &first.summary,
+                                &first.decision,
+                            ));
+                        }
+                        // A statement this session did not Parse (the upstream will say
+                        // whether it exists): still on record before it is executed.
+                        None => intents.push(c.intent(
                             "extended",
-                            &text.join("; "),
-                            &first.summary,
-                            &first.decision,
-                        ));
+                            &format!("<execute of statement {statement:?}>"),
+                            "unknown statement",
+                            &SqlDecision {
+                                verdict: Verdict::Allow,
+                                rule: None,
+                                reason: String::new(),
+                                row_limit: None,
+                                statement: None,
+                            },
+                        )),
                     }
                     let mut u = Unit::new(false, stmts, limit);
                     u.portal = portal.to_owned();
