@@ -40,3 +40,19 @@ pub struct HttpRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+/// Written (durably) before a request is forwarded: what is about to be sent. Never the
+/// injected secret, never a body.
+#[derive(Debug, Serialize)]
+pub struct HttpCommand<'a> {
+    pub time: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub session: &'a str,
+    pub instance: &'a str,
+    pub service: &'a str,
+    pub method: &'a str,
+    pub host: Option<&'a str>,
+    pub path: &'a str,
+    pub rule: Option<&'a str>,
+}

@@ -375,6 +375,35 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
     if masks {
         parts.headers.remove(header::ACCEPT_ENCODING);
     }
+    // Write before forward: the request's intent is durable before it goes upstream.
+    if let Err(e) = ctx
+        .audit
+        .commit(&super::audit::HttpCommand {
+            time: crate::audit::now_rfc3339(),
+            kind: "http_command",
+            session: &rec.session,
+            instance: &rec.instance,
+            service: &rec.service,
+            method: rec.method.as_deref().unwrap_or(""),
+            host: rec.host.as_deref(),
+            path: rec.path.as_deref().unwrap_or(""),
+            rule: rec.rule.as_deref(),
+        })
+        .await
+    {
+        tracing::error!(session = %ctx.session, error = %e, "audit store refused the request's record; not forwarding it (fail closed)");
+        rec.status = 503;
+        rec.error = Some(format!("audit: {e}"));
+        let r = json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the interceptor cannot record this request, so it was not sent (fail closed)",
+            rec.rule.as_deref(),
+            &e.to_string(),
+            true,
+        );
+        fin.rec = Some(rec);
+        return Ok(r);
+    }
     let out = Request::from_parts(parts, counted(body, up.clone(), ctx.bytes_up.clone(), None));
     let sent = {
         let mut u = conn.upstream.lock().await;
