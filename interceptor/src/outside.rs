@@ -26,7 +26,7 @@ pub struct OutsideConn {
 }
 
 /// Process ids in `top` and every cgroup below it.
-fn cgroup_pids(top: &Path) -> Vec<i32> {
+pub(crate) fn cgroup_pids(top: &Path) -> Vec<i32> {
     let mut dirs: Vec<PathBuf> = vec![top.to_path_buf()];
     let mut pids = Vec::new();
     while let Some(d) = dirs.pop() {

@@ -251,6 +251,25 @@ mod tests {
         assert!(err.contains("dns"), "{err}");
     }
 
+    /// The `sockets:`/`dns:` example in policies/README.md is valid.
+    #[test]
+    fn readme_example_loads() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let start = readme
+            .find("```yaml\nsockets:")
+            .expect("README has the example")
+            + 8;
+        let len = readme[start..].find("```").unwrap();
+        let p = policy(&format!("version: 1\n{}", &readme[start..start + len])).unwrap();
+        assert_eq!(dns_resolvers(&p.dns()).len(), 2);
+        assert_eq!(udp_entries(&p.sockets()).unwrap().len(), 11);
+        assert_eq!(
+            socket_bits(&p.sockets(), Some("/agents/netdiag")),
+            interceptor_common::sockets::ALLOW_RAW
+        );
+    }
+
     #[test]
     fn dns_names() {
         let p = policy("version: 1\ndns:\n  resolvers: [127.0.0.2, \"::ffff:127.0.0.2\", \"::1\"]\n  allow_names: [\"*.example.test\", localhost]\n").unwrap();
