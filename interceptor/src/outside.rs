@@ -81,7 +81,7 @@ pub fn scan(top: &Path, listeners: &[SocketAddr]) -> Result<Vec<OutsideConn>, So
     socks.extend(sockdiag::tcp_sockets(true, states)?);
     let through_proxy = |s: &DiagSock| {
         let remote = SocketAddr::new(s.remote.ip().to_canonical(), s.remote.port());
-        listeners.iter().any(|l| *l == remote)
+        listeners.contains(&remote)
     };
     let mut out: Vec<OutsideConn> = socks
         .into_iter()

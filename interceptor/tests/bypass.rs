@@ -420,7 +420,7 @@ root_test!(packet_socket_is_denied_to_the_agent_user, {
     }
 });
 
-/// MODE run in a forked child and grandchild: TCP and UDP still guarded, DNS attributed.
+// MODE run in a forked child and grandchild: TCP and UDP still guarded, DNS attributed.
 root_test!(child_and_grandchild_processes_are_guarded, {
     let peer = UdpPeer::start("127.0.53.16");
     let echo = Echo::start("127.0.0.2");
