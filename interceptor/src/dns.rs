@@ -4,6 +4,7 @@
 //! `policy::evaluate_dns` (pure), forwards allowed queries to the real resolver (SO_MARK) and
 //! relays the answer, or answers REFUSED. One audit record per query.
 
+mod owner;
 pub mod wire;
 
 use std::{
@@ -145,8 +146,18 @@ fn caller(
     peer: SocketAddr,
     local: SocketAddr,
 ) -> Option<Identity> {
-    let sock = sockdiag::udp_socket(peer, local).ok().flatten()?;
-    let rec = callers.get(sock.cookie)?;
+    let cookie = match sockdiag::udp_socket(peer, local) {
+        Ok(Some(found)) => found.cookie,
+        // Not found, or no sock_diag for UDP here (inet_diag/udp_diag are modules that are
+        // not loaded; the kernel says ENOENT for both): look among the guarded cgroup's
+        // processes through /proc.
+        other => {
+            tracing::debug!(result = ?other.err(), "sock_diag found no DNS client socket; looking in /proc");
+            let pids = crate::outside::cgroup_pids(&shared.cgroup_top);
+            owner::cookie(peer, &pids, Path::new("/proc"))?
+        }
+    };
+    let rec = callers.get(cookie)?;
     Some(Identity::from_record(
         &rec,
         Path::new("/proc"),

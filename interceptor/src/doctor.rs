@@ -62,7 +62,10 @@ pub fn run() -> i32 {
         }
     );
     match ebpf::Programs::load() {
-        Ok(_programs) => println!("programs: ok (loaded and verified, not attached)"),
+        Ok(programs) => {
+            println!("programs: ok (loaded and verified, not attached)");
+            print_guards(programs.packet_guard());
+        }
         Err(e @ ebpf::EbpfError::NotBuilt) => {
             // Not the kernel's fault: say so, and do not call the kernel unsupported.
             println!("programs: {e}");
@@ -99,6 +102,32 @@ pub fn run() -> i32 {
 }
 
 /// `6.1.0-56-cloud-amd64` → (6, 1).
+/// The program types beside the TCP redirect, and how packet sockets are guarded.
+fn print_guards(packet: ebpf::PacketGuard) {
+    use interceptor_common::names;
+    println!(
+        "  tcp:     cgroup/connect4, cgroup/connect6, sockops ({}), cgroup/getpeername4, cgroup/getpeername6",
+        names::PROG_SOCK_OPS
+    );
+    println!(
+        "  udp/dns: cgroup/sendmsg4, cgroup/sendmsg6, cgroup/recvmsg4, cgroup/recvmsg6 (+ connect4/6 for datagram sockets)"
+    );
+    println!(
+        "  raw:     cgroup/sock_create ({})",
+        names::PROG_SOCK_CREATE
+    );
+    let packet = match packet {
+        ebpf::PacketGuard::Lsm { active: true } => {
+            "ok (lsm_cgroup/socket_create, BPF LSM active)".to_string()
+        }
+        ebpf::PacketGuard::Lsm { active: false } => {
+            "lsm_cgroup/socket_create loads, but the BPF LSM is not active (add `bpf` to the lsm= boot parameter); AF_PACKET then only needs CAP_NET_RAW".to_string()
+        }
+        ebpf::PacketGuard::Unavailable => "not available (lsm_cgroup/socket_create did not load: kernel < 6.0 or no BPF LSM); AF_PACKET only needs CAP_NET_RAW: run agents as a non-root user".to_string(),
+    };
+    println!("  packet:  {packet}");
+}
+
 pub fn parse_release(release: &str) -> Option<(u32, u32)> {
     let mut parts = release.split(|c: char| !c.is_ascii_digit());
     let major = parts.next()?.parse().ok()?;

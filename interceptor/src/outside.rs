@@ -26,7 +26,7 @@ pub struct OutsideConn {
 }
 
 /// Process ids in `top` and every cgroup below it.
-fn cgroup_pids(top: &Path) -> Vec<i32> {
+pub(crate) fn cgroup_pids(top: &Path) -> Vec<i32> {
     let mut dirs: Vec<PathBuf> = vec![top.to_path_buf()];
     let mut pids = Vec::new();
     while let Some(d) = dirs.pop() {
@@ -81,7 +81,7 @@ pub fn scan(top: &Path, listeners: &[SocketAddr]) -> Result<Vec<OutsideConn>, So
     socks.extend(sockdiag::tcp_sockets(true, states)?);
     let through_proxy = |s: &DiagSock| {
         let remote = SocketAddr::new(s.remote.ip().to_canonical(), s.remote.port());
-        listeners.iter().any(|l| *l == remote)
+        listeners.contains(&remote)
     };
     let mut out: Vec<OutsideConn> = socks
         .into_iter()

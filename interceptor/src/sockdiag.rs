@@ -272,9 +272,11 @@ mod tests {
             u64::MAX,
         );
         assert_eq!(r.len(), 72);
-        assert_eq!(&r[20..22], &53u16.to_be_bytes());
-        assert_eq!(&r[24..28], &[127, 0, 0, 1]);
-        assert_eq!(&r[40..44], &[127, 0, 0, 2]);
+        assert_eq!(&r[16..18], &[2, 17]);
+        assert_eq!(&r[24..26], &53u16.to_be_bytes());
+        assert_eq!(&r[26..28], &4000u16.to_be_bytes());
+        assert_eq!(&r[28..32], &[127, 0, 0, 1]);
+        assert_eq!(&r[44..48], &[127, 0, 0, 2]);
     }
 
     /// Needs no privileges: finds a UDP socket of this process by its addresses.

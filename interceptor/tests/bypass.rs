@@ -126,7 +126,7 @@ fn denied_eperm(r: &Value, what: &str) {
 /// TCP only to 127.0.0.2:`tcp_port`.
 fn policy(resolver: &str, echo_port: u16, tcp_port: u16, extra: &str) -> String {
     format!(
-        "version: 1\nrules:\n  - name: tcp-echo\n    action: allow\n    to:\n      - cidr: 127.0.0.2/32\n        ports: {tcp_port}\ndefault: deny\nsockets:\n  udp:\n    - cidr: {resolver}\n      ports: {echo_port}\n{extra}dns:\n  resolvers: [{resolver}]\n  allow_names: [\"*.example.test\"]\n"
+        "version: 1\nrules:\n  - name: tcp-echo\n    action: allow\n    to:\n      - cidr: 127.0.0.2/32\n        ports: {tcp_port}\ndefault: deny\nsockets:\n  udp:\n    - cidr: \"{resolver}\"\n      ports: {echo_port}\n{extra}dns:\n  resolvers: [\"{resolver}\"]\n  allow_names: [\"*.example.test\"]\n"
     )
 }
 
@@ -304,24 +304,38 @@ root_test!(
     udp_denied("sendto", "mapped", "127.0.53.10")
 );
 
-root_test!(udp_ipv6_is_denied, {
+root_test!(udp_ipv6_is_denied_and_ipv6_dns_is_proxied, {
     let peer = UdpPeer::start("::1");
     let env = Env::new();
-    let p = env.policy("p.yaml", &policy("127.0.53.11", 53, 1, ""));
+    // ::1 is the resolver; its echo port is not an allowed UDP destination.
+    let p = env.policy("p.yaml", &policy("::1", 53, 1, ""));
     let port = peer.echo_port.to_string();
-    for mode in ["sendto", "connect"] {
+    for mode in ["sendto", "connect", "sendmsg"] {
         let r = attempt(&env, &p, None, &["udp", mode, "6", "::1", &port, "leak"]);
         denied_eperm(&r, &format!("UDP {mode} over IPv6"));
     }
-    // DNS over IPv6 to a resolver the policy does not list.
     let r = attempt(
         &env,
         &p,
         None,
+        &["dns", "sendto", "6", "::1", "v6.example.test"],
+    );
+    assert_eq!(r["answers"][0], "127.0.0.99", "{r}");
+    assert_eq!(
+        r["reply_from"], "[::1]:53",
+        "recvmsg6 restored the source: {r}"
+    );
+    assert_eq!(peer.seen(), vec!["dns v6.example.test"]);
+    // DNS over IPv6 to a resolver the policy does not list.
+    let other = env.policy("o.yaml", &policy("127.0.53.11", 53, 1, ""));
+    let r = attempt(
+        &env,
+        &other,
+        None,
         &["dns", "sendto", "6", "::1", "www.example.test"],
     );
-    denied_eperm(&r, "DNS to ::1");
-    assert!(peer.seen().is_empty());
+    denied_eperm(&r, "DNS to an unlisted ::1");
+    assert_eq!(peer.seen().len(), 1);
 });
 
 root_test!(
@@ -406,7 +420,7 @@ root_test!(packet_socket_is_denied_to_the_agent_user, {
     }
 });
 
-/// MODE run in a forked child and grandchild: TCP and UDP still guarded, DNS attributed.
+// MODE run in a forked child and grandchild: TCP and UDP still guarded, DNS attributed.
 root_test!(child_and_grandchild_processes_are_guarded, {
     let peer = UdpPeer::start("127.0.53.16");
     let echo = Echo::start("127.0.0.2");

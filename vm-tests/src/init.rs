@@ -42,6 +42,8 @@ pub fn setup() -> io::Result<()> {
     mount("tmpfs", "/tmp", "tmpfs")?;
     mount("bpf", "/sys/fs/bpf", "bpf")?;
     mount("cgroup2", "/sys/fs/cgroup", "cgroup2")?;
+    // Optional: lets `doctor` see whether the BPF LSM is active (packet-socket guard).
+    let _ = mount("securityfs", "/sys/kernel/security", "securityfs");
     std::env::set_var("PATH", "/bin:/sbin:/usr/bin:/usr/sbin");
     std::env::set_var("HOME", "/");
     loopback_up()

@@ -49,6 +49,16 @@ const TESTS: &[(&str, TestFn)] = &[
     ("proxy_upstream_not_looped_back", not_looped_back),
     ("fail_closed_after_sigkill_and_cleanup", fail_closed),
     ("cleanup_after_normal_run", cleanup_after_run),
+    (
+        "udp_unlisted_port_denied",
+        crate::bypass::udp_unlisted_port_denied,
+    ),
+    (
+        "dns_proxied_reply_source_restored",
+        crate::bypass::dns_proxied_reply_source_restored,
+    ),
+    ("raw_socket_denied", crate::bypass::raw_socket_denied),
+    ("packet_socket_denied", crate::bypass::packet_socket_denied),
 ];
 
 /// Finds the interceptor binary: the option, `$INTERCEPTOR_BIN`, `/bin/interceptor` (the

@@ -591,7 +591,9 @@ fn qemu_command(
     initramfs: &Path,
     init_args: &[&str],
 ) -> Command {
-    let mut append = String::from("console=ttyS0 panic=-1 quiet");
+    // `lsm=…,bpf` activates the BPF LSM, which the per-cgroup packet-socket guard needs.
+    let mut append =
+        String::from("console=ttyS0 panic=-1 quiet lsm=lockdown,capability,landlock,yama,bpf");
     if !init_args.is_empty() {
         append.push_str(" -- ");
         append.push_str(&init_args.join(" "));

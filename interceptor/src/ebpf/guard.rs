@@ -131,6 +131,16 @@ pub struct KernelPolicy {
     udp_allow: HashMap<MapData, SockAddrKey, u32>,
     dns_redirect: HashMap<MapData, SockAddrKey, SockAddrKey>,
     dns_reverse: HashMap<MapData, SockAddrKey, SockAddrKey>,
+    /// What was last written to each map: unchanged maps are not rewritten.
+    written: Written,
+}
+
+#[derive(Default)]
+struct Written {
+    socket_policy: Option<BTreeMap<u64, u32>>,
+    udp_allow: Option<BTreeMap<SockAddrKey, u32>>,
+    dns_redirect: Option<BTreeMap<SockAddrKey, SockAddrKey>>,
+    dns_reverse: Option<BTreeMap<SockAddrKey, SockAddrKey>>,
 }
 
 /// What `KernelPolicy::apply` wrote (for logs and status).
@@ -151,6 +161,7 @@ impl KernelPolicy {
             udp_allow: take_map(ebpf, names::MAP_UDP_ALLOW)?,
             dns_redirect: take_map(ebpf, names::MAP_DNS_REDIRECT)?,
             dns_reverse: take_map(ebpf, names::MAP_DNS_REVERSE)?,
+            written: Written::default(),
         })
     }
 
@@ -181,7 +192,12 @@ impl KernelPolicy {
             want.insert(std::os::unix::fs::MetadataExt::ino(&meta), bits);
             applied.cgroups.insert(rel, bits);
         }
-        sync(&mut self.socket_policy, names::MAP_SOCKET_POLICY, &want)?;
+        sync(
+            &mut self.socket_policy,
+            names::MAP_SOCKET_POLICY,
+            want,
+            &mut self.written.socket_policy,
+        )?;
 
         let udp: BTreeMap<SockAddrKey, u32> = policy::udp_entries(&s)
             .map_err(|detail| EbpfError::Policy { detail })?
@@ -189,7 +205,12 @@ impl KernelPolicy {
             .map(|(ip, port)| (sock_key(SocketAddr::new(ip, port)), 1))
             .collect();
         applied.udp_entries = udp.len();
-        sync(&mut self.udp_allow, names::MAP_UDP_ALLOW, &udp)?;
+        sync(
+            &mut self.udp_allow,
+            names::MAP_UDP_ALLOW,
+            udp,
+            &mut self.written.udp_allow,
+        )?;
 
         let mut redirect = BTreeMap::new();
         let mut reverse = BTreeMap::new();
@@ -204,23 +225,38 @@ impl KernelPolicy {
             );
         }
         // Reverse first: a redirect must never exist without its way back.
-        sync(&mut self.dns_reverse, names::MAP_DNS_REVERSE, &reverse)?;
-        sync(&mut self.dns_redirect, names::MAP_DNS_REDIRECT, &redirect)?;
+        sync(
+            &mut self.dns_reverse,
+            names::MAP_DNS_REVERSE,
+            reverse,
+            &mut self.written.dns_reverse,
+        )?;
+        sync(
+            &mut self.dns_redirect,
+            names::MAP_DNS_REDIRECT,
+            redirect,
+            &mut self.written.dns_redirect,
+        )?;
         Ok(applied)
     }
 }
 
-/// Makes `map` hold exactly `want`.
+/// Makes `map` hold exactly `want` (nothing to do when `written` already equals it).
 fn sync<K, V>(
     map: &mut HashMap<MapData, K, V>,
     name: &'static str,
-    want: &BTreeMap<K, V>,
+    want: BTreeMap<K, V>,
+    written: &mut Option<BTreeMap<K, V>>,
 ) -> Result<(), EbpfError>
 where
     K: aya::Pod + Ord,
-    V: aya::Pod,
+    V: aya::Pod + PartialEq,
 {
-    for (k, v) in want {
+    if written.as_ref() == Some(&want) {
+        return Ok(());
+    }
+    *written = None;
+    for (k, v) in &want {
         map.insert(k, v, 0)
             .map_err(|source| EbpfError::Map { name, source })?;
     }
@@ -232,6 +268,7 @@ where
     for k in stale {
         let _ = map.remove(&k);
     }
+    *written = Some(want);
     Ok(())
 }
 

@@ -237,8 +237,8 @@ mod tests {
         );
         let big =
             policy("version: 1\nsockets:\n  udp:\n    - cidr: 127.0.0.2\n      ports: 1-5000\n")
-                .unwrap();
-        assert!(udp_entries(&big.sockets()).unwrap_err().contains("4096"));
+                .unwrap_err();
+        assert!(big.contains("4096") && big.contains(":2:"), "{big}");
     }
 
     #[test]
@@ -249,6 +249,25 @@ mod tests {
         assert!(err.contains("rwa"), "{err}");
         let err = policy("version: 1\ndns:\n  resolvers: [not-an-ip]\n").unwrap_err();
         assert!(err.contains("dns"), "{err}");
+    }
+
+    /// The `sockets:`/`dns:` example in policies/README.md is valid.
+    #[test]
+    fn readme_example_loads() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let start = readme
+            .find("```yaml\nsockets:")
+            .expect("README has the example")
+            + 8;
+        let len = readme[start..].find("```").unwrap();
+        let p = policy(&format!("version: 1\n{}", &readme[start..start + len])).unwrap();
+        assert_eq!(dns_resolvers(&p.dns()).len(), 2);
+        assert_eq!(udp_entries(&p.sockets()).unwrap().len(), 11);
+        assert_eq!(
+            socket_bits(&p.sockets(), Some("/agents/netdiag")),
+            interceptor_common::sockets::ALLOW_RAW
+        );
     }
 
     #[test]
