@@ -23,7 +23,8 @@ pub fn run_bench(which: &str) -> Result<()> {
     match which {
         "connect" => connect(),
         "pg" => crate::bench_pg::run(),
-        other => bail!("unknown benchmark {other:?}; available: connect, pg"),
+        "http" => crate::bench_http::run_bench(),
+        other => bail!("unknown benchmark {other:?}; available: connect, pg, http"),
     }
 }
 

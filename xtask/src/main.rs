@@ -3,6 +3,7 @@
 //! Needs only stable Rust, anyhow and clap; everything else it installs or calls.
 
 mod bench;
+mod bench_http;
 mod bench_pg;
 mod build;
 mod demo;
