@@ -73,13 +73,17 @@ fn upstream(tls: Option<Arc<rustls::ServerConfig>>) -> Result<SocketAddr> {
     Ok(addr)
 }
 
-/// A CA and a server certificate for 127.0.0.2 (openssl CLI); returns (ca, cert, key).
-fn certs(dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+/// A CA and a server certificate for 127.0.0.2 and `dns` (openssl CLI); returns
+/// (ca, cert, key).
+pub fn certs(
+    dir: &Path,
+    dns: &str,
+) -> Result<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
     let p = |n: &str| dir.join(n);
     let ext = p("ext.cnf");
     fs::write(
         &ext,
-        "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.2,DNS:bench.test\nextendedKeyUsage=serverAuth\n",
+        format!("basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.2,DNS:{dns}\nextendedKeyUsage=serverAuth\n"),
     )?;
     let s = |x: &Path| x.to_str().unwrap().to_owned();
     let ossl = |args: &[String]| {
@@ -245,7 +249,7 @@ pub fn run_bench() -> Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(16);
-    let (ca, cert, key) = certs(&dir)?;
+    let (ca, cert, key) = certs(&dir, "bench.test")?;
     let plain = upstream(None)?;
     let tls = upstream(Some(tls_config(&cert, &key)?))?;
     let pol = dir.join("bench-http.yaml");

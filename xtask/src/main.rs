@@ -7,6 +7,7 @@ mod bench_http;
 mod bench_pg;
 mod build;
 mod demo;
+mod demo_http;
 mod pg;
 mod setup;
 mod test;
