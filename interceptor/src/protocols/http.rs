@@ -44,13 +44,18 @@ use crate::protocols::postgres::audit::Who;
 use audit::HttpRecord;
 use detect::Detected;
 
+/// Upstream TLS configs by (service, ca_file).
+type ClientConfigs = HashMap<(String, Option<PathBuf>), Arc<rustls::ClientConfig>>;
+/// Maskers by (service, with detectors), with the section they were compiled from.
+type Maskers = HashMap<(String, bool), (MaskingDoc, Arc<Masker>)>;
+
 /// State shared by every HTTP connection of the process.
 #[derive(Default)]
 pub struct Global {
     state_dir: OnceLock<PathBuf>,
     ca: OnceLock<Result<Arc<tls::Ca>, String>>,
-    clients: Mutex<HashMap<(String, Option<PathBuf>), Arc<rustls::ClientConfig>>>,
-    maskers: Mutex<HashMap<(String, bool), (MaskingDoc, Arc<Masker>)>>,
+    clients: Mutex<ClientConfigs>,
+    maskers: Mutex<Maskers>,
 }
 
 pub fn global() -> &'static Global {
