@@ -4,8 +4,10 @@
 
 use std::convert::Infallible;
 use std::os::fd::AsFd;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -14,6 +16,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::audit::HttpRecord;
@@ -29,6 +32,76 @@ struct Conn {
     tls: &'static str,
     sni: Option<String>,
     upstream: tokio::sync::Mutex<Upstream>,
+    /// Bytes read from the agent so far, and that count when the last response was done:
+    /// more read since means a request is in progress (a head timeout then gets a 408;
+    /// an idle keep-alive connection is closed silently).
+    read: Arc<AtomicU64>,
+    read_at_done: Arc<AtomicU64>,
+}
+
+impl Conn {
+    fn new(ctx: Arc<Ctx>, tls: &'static str, sni: Option<String>, target: Target) -> Conn {
+        Conn {
+            ctx,
+            tls,
+            sni,
+            upstream: tokio::sync::Mutex::new(Upstream::new(target)),
+            read: Arc::default(),
+            read_at_done: Arc::default(),
+        }
+    }
+
+    fn mid_request(&self) -> bool {
+        self.read.load(Relaxed) > self.read_at_done.load(Relaxed)
+    }
+}
+
+/// An agent stream that counts the bytes read from it.
+struct Counting<S> {
+    inner: S,
+    read: Arc<AtomicU64>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counting<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            self.read
+                .fetch_add((buf.filled().len() - before) as u64, Relaxed);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counting<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Plain HTTP from the agent, plain HTTP upstream.
@@ -40,13 +113,8 @@ pub async fn serve_plain(client: TcpStream, ctx: Arc<Ctx>) -> Outcome {
         tls: None,
         connect_timeout: ctx.connect_timeout,
     };
-    let conn = Conn {
-        ctx: ctx.clone(),
-        tls: "plain",
-        sni: None,
-        upstream: tokio::sync::Mutex::new(Upstream::new(target)),
-    };
-    let out = serve_conn(TokioIo::new(client), conn).await;
+    let conn = Conn::new(ctx.clone(), "plain", None, target);
+    let out = serve_conn(client, conn).await;
     if out.timed_out {
         if let Some(fd) = dup {
             use std::io::Write;
@@ -123,13 +191,8 @@ pub async fn serve_tls(client: TcpStream, ctx: Arc<Ctx>, sni: Option<String>) ->
         tls: Some((client_cfg, name)),
         connect_timeout: ctx.connect_timeout,
     };
-    let conn = Conn {
-        ctx: ctx.clone(),
-        tls: "intercept",
-        sni,
-        upstream: tokio::sync::Mutex::new(Upstream::new(target)),
-    };
-    let out = serve_conn(TokioIo::new(tls), conn).await;
+    let conn = Conn::new(ctx.clone(), "intercept", sni, target);
+    let out = serve_conn(tls, conn).await;
     if out.timed_out {
         super::refuse(
             &ctx,
@@ -150,11 +213,16 @@ struct ConnEnd {
 
 async fn serve_conn<I>(io: I, conn: Conn) -> ConnEnd
 where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let started = Instant::now();
     let ctx = conn.ctx.clone();
+    let io = TokioIo::new(Counting {
+        inner: io,
+        read: conn.read.clone(),
+    });
     let conn = Arc::new(conn);
+    let conn2 = conn.clone();
     let mut b = hyper::server::conn::http1::Builder::new();
     b.timer(TokioTimer::new())
         .header_read_timeout(ctx.svc.header_timeout())
@@ -177,6 +245,12 @@ where
             timed_out: false,
             started,
         },
+        // A head timeout on an idle keep-alive connection is just its end.
+        Err(e) if e.is_timeout() && !conn2.mid_request() => ConnEnd {
+            error: None,
+            timed_out: false,
+            started,
+        },
         Err(e) => ConnEnd {
             timed_out: e.is_timeout(),
             error: Some(format!("HTTP connection: {e}")),
@@ -188,6 +262,8 @@ where
 /// Writes the request's audit record when dropped (after its response body was sent).
 struct Finish {
     rec: Option<HttpRecord>,
+    /// (bytes read from the agent, where to store it when the response is done)
+    done: (Arc<AtomicU64>, Arc<AtomicU64>),
     started: Instant,
     up: Arc<AtomicU64>,
     down: Arc<AtomicU64>,
@@ -196,6 +272,7 @@ struct Finish {
 
 impl Drop for Finish {
     fn drop(&mut self) {
+        self.done.1.store(self.done.0.load(Relaxed), Relaxed);
         if let Some(mut rec) = self.rec.take() {
             rec.bytes_up = self.up.load(Relaxed);
             rec.bytes_down = self.down.load(Relaxed);
@@ -254,6 +331,7 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
     let down = Arc::new(AtomicU64::new(0));
     let mut fin = Finish {
         rec: None,
+        done: (conn.read.clone(), conn.read_at_done.clone()),
         started,
         up: up.clone(),
         down: down.clone(),
