@@ -13,10 +13,11 @@
 //! headers (`inject`) and their responses masked (`mask`, with the shared engine). One
 //! audit record per request (`audit`).
 //!
-//! Layout: `detect`, `sni`, `tls`, `proxy` (server side, per request), `upstream`
+//! Layout: `detect`, `sni`, `tls`, `proxy` (server side, per request), `counting`, `upstream`
 //! (client side), `inject`, `mask`, `respond`, `audit`.
 
 pub mod audit;
+mod counting;
 pub mod detect;
 pub mod inject;
 pub mod mask;
