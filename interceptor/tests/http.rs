@@ -322,6 +322,11 @@ out["good"] = [good.status_code, round(time.time() - t0, 3)]
 t1 = time.time()
 out["slow"] = [answer(slow).split("\r\n")[0], round(time.time() - t1 + (t1 - t0), 3)]
 out["mute"] = answer(mute).split("\r\n")[0]
+# An idle keep-alive connection is closed quietly after the head timeout (no 408).
+s = conn(); s.sendall(b"GET /v1/users/1 HTTP/1.1\r\nHost: api.test\r\n\r\n")
+first = s.recv(65536).decode("latin-1").split("\r\n")[0]
+time.sleep(3)
+out["idle"] = [first, answer(s)]
 # Malformed request line / header.
 s = conn(); s.sendall(b"GET /v1/users/1 HTTP/1.1\r\nHost api.test\r\n\r\n")
 out["malformed"] = answer(s).split("\r\n")[0]
@@ -372,6 +377,11 @@ fn bad_clients_get_clear_errors_and_do_not_stall_others() {
     assert!((1.5..6.0).contains(&slow_secs), "header timeout 2 s: {v}");
     assert_eq!(v["mute"], "HTTP/1.1 408 Request Timeout", "{v}");
     assert_eq!(v["malformed"], "HTTP/1.1 400 Bad Request", "{v}");
+    assert_eq!(v["idle"][0], "HTTP/1.1 200 OK", "{v}");
+    assert_eq!(
+        v["idle"][1], "",
+        "idle keep-alive closed without an answer: {v}"
+    );
     assert_eq!(
         v["huge"], "HTTP/1.1 431 Request Header Fields Too Large",
         "{v}"
@@ -394,8 +404,8 @@ fn bad_clients_get_clear_errors_and_do_not_stall_others() {
         recs.iter().filter(|r| r["status"] == 408).count() >= 2,
         "{recs:#?}"
     );
-    // The upstream saw only the good request.
-    assert_eq!(up.requests().len(), 1, "{:?}", up.requests());
+    // The upstream saw only the good requests.
+    assert_eq!(up.requests().len(), 2, "{:?}", up.requests());
 }
 
 #[test]

@@ -24,7 +24,8 @@ pub fn run_bench(which: &str) -> Result<()> {
         "connect" => connect(),
         "pg" => crate::bench_pg::run(),
         "audit" => crate::bench_audit::run(),
-        other => bail!("unknown benchmark {other:?}; available: connect, pg, audit"),
+        "http" => crate::bench_http::run_bench(),
+        other => bail!("unknown benchmark {other:?}; available: connect, pg, audit, http"),
     }
 }
 

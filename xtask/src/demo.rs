@@ -3,7 +3,7 @@
 //! records that prove it. Then PostgreSQL: a throwaway server with a table of personal
 //! data, a psycopg "agent" with a wrong password under `interceptor run` with
 //! policies/examples/demo-postgres.yaml: an allowed SELECT with masked columns, a denied
-//! DELETE and its error, and the statement audit records.
+//! DELETE and its error, and the statement audit records. Then HTTPS (demo_http.rs).
 
 use std::{
     fs,
@@ -114,7 +114,8 @@ pub fn run_demo() -> Result<()> {
     if denied.load(Ordering::SeqCst) != 0 {
         bail!("the denied service was reached: the demo failed");
     }
-    postgres_demo(&interceptor, &dir)
+    postgres_demo(&interceptor, &dir)?;
+    crate::demo_http::run(&interceptor, &dir)
 }
 
 /// 20 customers: names, emails, phones, card numbers (Luhn-valid test numbers), SSNs in

@@ -4,9 +4,11 @@
 
 mod bench;
 mod bench_audit;
+mod bench_http;
 mod bench_pg;
 mod build;
 mod demo;
+mod demo_http;
 mod fuzz;
 mod pg;
 mod setup;

@@ -28,7 +28,12 @@ const APT_PACKAGES: &[&str] = &[
     "postgresql-15",
     "postgresql-client-15",
     "openssl",
+    // (issue 4) HTTP benchmark client.
+    "wrk",
 ];
+
+/// (issue 4) Python packages of the HTTP tests (real clients), installed with pip.
+const PIP_PACKAGES: &[&str] = &["requests", "httpx"];
 
 #[derive(Args, Debug, Default)]
 pub struct SetupArgs {
@@ -45,7 +50,53 @@ pub fn run_setup(args: &SetupArgs) -> Result<()> {
     if args.fuzz {
         crate::fuzz::ensure_cargo_fuzz(args.dry_run)?;
     }
-    system_packages(args.dry_run)
+    system_packages(args.dry_run)?;
+    pip_packages(args.dry_run)
+}
+
+/// `python3 -m pip install` of `PIP_PACKAGES` when python3 cannot import them (with
+/// `--break-system-packages` when Debian's Python refuses, PEP 668).
+fn pip_packages(dry_run: bool) -> Result<()> {
+    let what = "pip packages";
+    let has = || {
+        Command::new("python3")
+            .args(["-c", &format!("import {}", PIP_PACKAGES.join(", "))])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has() {
+        report(what, format!("present: {}", PIP_PACKAGES.join(" ")));
+        return Ok(());
+    }
+    if dry_run {
+        report(
+            what,
+            format!("missing {}: would pip install", PIP_PACKAGES.join(" ")),
+        );
+        return Ok(());
+    }
+    report(what, format!("installing {}", PIP_PACKAGES.join(" ")));
+    for extra in [&[][..], &["--break-system-packages"][..]] {
+        let _ = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(extra)
+            .args(PIP_PACKAGES)
+            .status();
+        if has() {
+            return Ok(());
+        }
+    }
+    anyhow::bail!(
+        "pip install {} failed; the HTTP tests need them",
+        PIP_PACKAGES.join(" ")
+    )
 }
 
 /// The Rust half of setup; `cargo xtask build` runs it too.

@@ -748,6 +748,7 @@ fn examples_load() {
         names,
         [
             "approvals.yaml",
+            "demo-http.yaml",
             "demo-postgres.yaml",
             "demo.yaml",
             "deny-all.yaml",
@@ -757,11 +758,11 @@ fn examples_load() {
         ]
     );
     // The PostgreSQL demo's L4 rule opens its (template) port only.
-    let demo_pg = &seen[0].1;
+    let demo_pg = &seen[1].1;
     assert!(decide(demo_pg, "127.0.0.2:5432").is_allow());
     assert!(!decide(demo_pg, "127.0.0.2:5433").is_allow());
 
-    let demo = &seen[1].1;
+    let demo = &seen[2].1;
     assert_eq!(
         decide(demo, "127.0.0.2:7001").rule.as_deref(),
         Some("allow-echo")
@@ -775,11 +776,11 @@ fn examples_load() {
     let d = decide(demo, "127.0.0.3:7001");
     assert_eq!((d.verdict, d.rule), (Verdict::Deny, None));
 
-    let deny_all = &seen[2].1;
+    let deny_all = &seen[3].1;
     assert_eq!(deny_all.summary(), "0 identities, 0 rules, default deny");
     assert!(!decide(deny_all, "127.0.0.1:80").is_allow());
 
-    let egress = &seen[3].1;
+    let egress = &seen[4].1;
     assert!(decide(egress, "127.0.10.5:5432").is_allow());
     assert!(!decide(egress, "127.0.10.5:5433").is_allow());
     let other = Subject {

@@ -13,10 +13,11 @@
 //! headers (`inject`) and their responses masked (`mask`, with the shared engine). One
 //! audit record per request (`audit`).
 //!
-//! Layout: `detect`, `sni`, `tls`, `proxy` (server side, per request), `upstream`
+//! Layout: `detect`, `sni`, `tls`, `proxy` (server side, per request), `counting`, `upstream`
 //! (client side), `inject`, `mask`, `respond`, `audit`.
 
 pub mod audit;
+mod counting;
 pub mod detect;
 pub mod hold;
 pub mod inject;
@@ -45,13 +46,18 @@ use crate::protocols::postgres::audit::Who;
 use audit::HttpRecord;
 use detect::Detected;
 
+/// Upstream TLS configs by (service, ca_file).
+type ClientConfigs = HashMap<(String, Option<PathBuf>), Arc<rustls::ClientConfig>>;
+/// Maskers by (service, with detectors), with the section they were compiled from.
+type Maskers = HashMap<(String, bool), (MaskingDoc, Arc<Masker>)>;
+
 /// State shared by every HTTP connection of the process.
 #[derive(Default)]
 pub struct Global {
     state_dir: OnceLock<PathBuf>,
     ca: OnceLock<Result<Arc<tls::Ca>, String>>,
-    clients: Mutex<HashMap<(String, Option<PathBuf>), Arc<rustls::ClientConfig>>>,
-    maskers: Mutex<HashMap<(String, bool), (MaskingDoc, Arc<Masker>)>>,
+    clients: Mutex<ClientConfigs>,
+    maskers: Mutex<Maskers>,
 }
 
 pub fn global() -> &'static Global {

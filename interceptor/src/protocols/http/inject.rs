@@ -100,7 +100,7 @@ mod tests {
             secret_file: None,
             secret_env: Some("INJECT_TEST_TOKEN".into()),
         };
-        let names = apply(&mut h, &[i.clone()]).unwrap();
+        let names = apply(&mut h, std::slice::from_ref(&i)).unwrap();
         assert_eq!(names, ["Authorization"]);
         let all: Vec<_> = h.get_all("authorization").iter().collect();
         assert_eq!(all.len(), 1);

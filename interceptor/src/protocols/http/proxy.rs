@@ -6,17 +6,19 @@ use std::convert::Infallible;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::audit::HttpRecord;
+use super::counting::{counted, Counting, Finish};
 use super::mask::{self, BodyKind};
 use super::respond::{full, json_error, Body, REQUEST_TIMEOUT_RAW};
 use super::upstream::{Target, Upstream};
@@ -29,6 +31,28 @@ struct Conn {
     tls: &'static str,
     sni: Option<String>,
     upstream: tokio::sync::Mutex<Upstream>,
+    /// Bytes read from the agent so far, and that count when the last response was done:
+    /// more read since means a request is in progress (a head timeout then gets a 408;
+    /// an idle keep-alive connection is closed silently).
+    read: Arc<AtomicU64>,
+    read_at_done: Arc<AtomicU64>,
+}
+
+impl Conn {
+    fn new(ctx: Arc<Ctx>, tls: &'static str, sni: Option<String>, target: Target) -> Conn {
+        Conn {
+            ctx,
+            tls,
+            sni,
+            upstream: tokio::sync::Mutex::new(Upstream::new(target)),
+            read: Arc::default(),
+            read_at_done: Arc::default(),
+        }
+    }
+
+    fn mid_request(&self) -> bool {
+        self.read.load(Relaxed) > self.read_at_done.load(Relaxed)
+    }
 }
 
 /// Plain HTTP from the agent, plain HTTP upstream.
@@ -40,13 +64,8 @@ pub async fn serve_plain(client: TcpStream, ctx: Arc<Ctx>) -> Outcome {
         tls: None,
         connect_timeout: ctx.connect_timeout,
     };
-    let conn = Conn {
-        ctx: ctx.clone(),
-        tls: "plain",
-        sni: None,
-        upstream: tokio::sync::Mutex::new(Upstream::new(target)),
-    };
-    let out = serve_conn(TokioIo::new(client), conn).await;
+    let conn = Conn::new(ctx.clone(), "plain", None, target);
+    let out = serve_conn(client, conn).await;
     if out.timed_out {
         if let Some(fd) = dup {
             use std::io::Write;
@@ -123,13 +142,8 @@ pub async fn serve_tls(client: TcpStream, ctx: Arc<Ctx>, sni: Option<String>) ->
         tls: Some((client_cfg, name)),
         connect_timeout: ctx.connect_timeout,
     };
-    let conn = Conn {
-        ctx: ctx.clone(),
-        tls: "intercept",
-        sni,
-        upstream: tokio::sync::Mutex::new(Upstream::new(target)),
-    };
-    let out = serve_conn(TokioIo::new(tls), conn).await;
+    let conn = Conn::new(ctx.clone(), "intercept", sni, target);
+    let out = serve_conn(tls, conn).await;
     if out.timed_out {
         super::refuse(
             &ctx,
@@ -150,11 +164,16 @@ struct ConnEnd {
 
 async fn serve_conn<I>(io: I, conn: Conn) -> ConnEnd
 where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let started = Instant::now();
     let ctx = conn.ctx.clone();
+    let io = TokioIo::new(Counting {
+        inner: io,
+        read: conn.read.clone(),
+    });
     let conn = Arc::new(conn);
+    let conn2 = conn.clone();
     let mut b = hyper::server::conn::http1::Builder::new();
     b.timer(TokioTimer::new())
         .header_read_timeout(ctx.svc.header_timeout())
@@ -177,49 +196,18 @@ where
             timed_out: false,
             started,
         },
+        // A head timeout on an idle keep-alive connection is just its end.
+        Err(e) if e.is_timeout() && !conn2.mid_request() => ConnEnd {
+            error: None,
+            timed_out: false,
+            started,
+        },
         Err(e) => ConnEnd {
             timed_out: e.is_timeout(),
             error: Some(format!("HTTP connection: {e}")),
             started,
         },
     }
-}
-
-/// Writes the request's audit record when dropped (after its response body was sent).
-struct Finish {
-    rec: Option<HttpRecord>,
-    started: Instant,
-    up: Arc<AtomicU64>,
-    down: Arc<AtomicU64>,
-    ctx: Arc<Ctx>,
-}
-
-impl Drop for Finish {
-    fn drop(&mut self) {
-        if let Some(mut rec) = self.rec.take() {
-            rec.bytes_up = self.up.load(Relaxed);
-            rec.bytes_down = self.down.load(Relaxed);
-            rec.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-            self.ctx.audit.record_any(&rec);
-        }
-    }
-}
-
-/// A body that counts its data into `mine` and the connection total, and holds `guard`
-/// until it is dropped.
-fn counted<B>(body: B, mine: Arc<AtomicU64>, total: Arc<AtomicU64>, guard: Option<Finish>) -> Body
-where
-    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static,
-{
-    body.map_frame(move |f| {
-        let _hold = &guard;
-        if let Some(d) = f.data_ref() {
-            mine.fetch_add(d.len() as u64, Relaxed);
-            total.fetch_add(d.len() as u64, Relaxed);
-        }
-        f
-    })
-    .boxed()
 }
 
 /// The host the request names: `Host`, else the authority of an absolute URI; port removed.
@@ -254,6 +242,7 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
     let down = Arc::new(AtomicU64::new(0));
     let mut fin = Finish {
         rec: None,
+        done: (conn.read.clone(), conn.read_at_done.clone()),
         started,
         up: up.clone(),
         down: down.clone(),
