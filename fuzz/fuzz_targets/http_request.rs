@@ -1,5 +1,8 @@
-//! HTTP/1 request heads as hyper parses them (`httparse`). The project has no HTTP parser of
-//! its own yet; when the HTTP proxy lands, point this target at its request parser.
+//! HTTP/1 request heads as hyper parses them (`httparse`). This branch has no HTTP code of
+//! its own yet. When the HTTP proxy (branch `http`, served by hyper) is merged, also feed
+//! the same bytes to its hand-written first-bytes parsers, which are the project's own
+//! attack surface: `interceptor::protocols::http::detect::classify(data)` (HTTP request line
+//! vs TLS ClientHello) and `interceptor::protocols::http::sni::parse(data)` (ClientHello SNI).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

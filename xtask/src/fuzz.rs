@@ -77,9 +77,16 @@ pub fn run_fuzz(args: &FuzzArgs) -> Result<()> {
     }
     ensure_cargo_fuzz(false)?;
     let mut results = Vec::new();
+    let mut failed = Vec::new();
     for t in &targets {
-        let stats = fuzz_one(t, args)?;
-        results.push((*t, stats));
+        // One crashing target does not stop the others.
+        match fuzz_one(t, args) {
+            Ok(stats) => results.push((*t, stats)),
+            Err(e) => {
+                eprintln!("xtask: {e:#}");
+                failed.push(*t);
+            }
+        }
     }
     println!(
         "\nfuzz summary ({} s per target, sanitizer {}):",
@@ -94,6 +101,9 @@ pub fn run_fuzz(args: &FuzzArgs) -> Result<()> {
             "  {:<14} {:>14} {:>10} {:>8} {:>8} {:>6} MB",
             t, s.executions, s.execs_per_sec, s.cov, s.corpus, s.peak_rss_mb
         );
+    }
+    if !failed.is_empty() {
+        bail!("fuzz targets failed: {}", failed.join(", "));
     }
     Ok(())
 }
@@ -145,7 +155,7 @@ fn fuzz_one(target: &str, args: &FuzzArgs) -> Result<Stats> {
     println!("$ {}", display(&cmd));
     let log_path = logs.join(format!("{target}.log"));
     let mut log = fs::File::create(&log_path)?;
-    let started = Instant::now();
+    let mut started = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
@@ -157,6 +167,9 @@ fn fuzz_one(target: &str, args: &FuzzArgs) -> Result<Stats> {
     for line in BufReader::new(stderr).lines() {
         let line = line?;
         writeln!(log, "{line}")?;
+        if line.starts_with("INFO: Running with entropic power schedule") {
+            started = Instant::now(); // the build is done; fuzzing starts
+        }
         parse_line(&line, &mut stats);
         // Status lines every power of two and at pulses; everything else (build output,
         // crash reports) in full.
@@ -166,7 +179,7 @@ fn fuzz_one(target: &str, args: &FuzzArgs) -> Result<Stats> {
     }
     let status = child.wait()?;
     println!(
-        "fuzz {target}: {} executions in {} ({} exec/s), cov {}, corpus {}, log {}",
+        "fuzz {target}: {} executions in {} of fuzzing ({} exec/s), cov {}, corpus {}, log {}",
         stats.executions,
         fmt_duration(started.elapsed()),
         stats.execs_per_sec,

@@ -124,6 +124,11 @@ pub fn literal_shape(sql: &str) -> Option<Cow<'_, str>> {
                 if b.get(i).is_some_and(|&c| ident_cont(c) || c == b'.') {
                     return None;
                 }
+                // `.5` right after a name (`x1.5`, `LIMIT.5`): the `0` would glue onto the
+                // name and make another token (`x10`, an identifier). Found by fuzzing.
+                if start > 0 && (ident_cont(b[start - 1]) || b[start - 1] == b'"') {
+                    return None;
+                }
                 out.push_str(&sql[copied..start]);
                 out.push('0');
                 copied = i;
@@ -169,6 +174,19 @@ mod tests {
     }
 
     #[test]
+    fn a_shape_never_parses_when_its_text_does_not() {
+        // Regression input of fuzz/sql_classify (crash-4cb3c53e…).
+        let text = "EXPLAIN ANALYZE SELECT pg_sleep(target_list1.5)";
+        assert!(crate::sql::classify(text).is_err());
+        assert_eq!(shape(text), None);
+        // Still shaped when the number stands apart.
+        assert_eq!(
+            shape("SELECT pg_sleep(x + .5) LIMIT 5").unwrap(),
+            "SELECT pg_sleep(x + 0) LIMIT 0"
+        );
+    }
+
+    #[test]
     fn unsure_texts_are_left_to_the_classifier() {
         for s in [
             "SELECT E'\\' 5', 1",
@@ -179,6 +197,10 @@ mod tests {
             "SELECT $tag$ open",
             "SELECT 1.2.3",
             "SELECT $1a",
+            // fuzz/sql_classify: the shape `…(target_list10)` parsed, the text does not.
+            "EXPLAIN ANALYZE SELECT pg_sleep(target_list1.5)",
+            "SELECT * FROM t LIMIT.5",
+            "SELECT \"c\".5 FROM t",
         ] {
             assert_eq!(shape(s), None, "{s}");
         }
