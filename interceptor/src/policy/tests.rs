@@ -757,12 +757,13 @@ fn examples_load() {
             "postgres.yaml"
         ]
     );
+    let by_name = |n: &str| &seen.iter().find(|s| s.0 == n).expect("listed above").1;
     // The PostgreSQL demo's L4 rule opens its (template) port only.
-    let demo_pg = &seen[1].1;
+    let demo_pg = by_name("demo-postgres.yaml");
     assert!(decide(demo_pg, "127.0.0.2:5432").is_allow());
     assert!(!decide(demo_pg, "127.0.0.2:5433").is_allow());
 
-    let demo = &seen[2].1;
+    let demo = by_name("demo.yaml");
     assert_eq!(
         decide(demo, "127.0.0.2:7001").rule.as_deref(),
         Some("allow-echo")
@@ -776,11 +777,11 @@ fn examples_load() {
     let d = decide(demo, "127.0.0.3:7001");
     assert_eq!((d.verdict, d.rule), (Verdict::Deny, None));
 
-    let deny_all = &seen[3].1;
+    let deny_all = by_name("deny-all.yaml");
     assert_eq!(deny_all.summary(), "0 identities, 0 rules, default deny");
     assert!(!decide(deny_all, "127.0.0.1:80").is_allow());
 
-    let egress = &seen[4].1;
+    let egress = by_name("egress.yaml");
     assert!(decide(egress, "127.0.10.5:5432").is_allow());
     assert!(!decide(egress, "127.0.10.5:5433").is_allow());
     let other = Subject {
