@@ -244,6 +244,72 @@ pub(crate) fn reset(s: &TcpStream) {
     }
 }
 
+/// The bookkeeping of a session a protocol module serves: listed as live for `status`,
+/// counted in the metrics, and its connection record finished with the byte totals.
+struct Tracked {
+    n: u64,
+    up: Arc<AtomicU64>,
+    down: Arc<AtomicU64>,
+}
+
+impl Tracked {
+    fn begin(
+        shared: &Shared,
+        n: u64,
+        rec: &ConnectionRecord,
+        identity: &Identity,
+        dst: SocketAddr,
+        started: Instant,
+    ) -> Tracked {
+        shared.metrics.allowed.fetch_add(1, Relaxed);
+        shared.metrics.active.fetch_add(1, Relaxed);
+        let t = Tracked {
+            n,
+            up: Arc::new(AtomicU64::new(0)),
+            down: Arc::new(AtomicU64::new(0)),
+        };
+        shared
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                n,
+                LiveConn {
+                    session: rec.session.clone(),
+                    pid: identity.pid,
+                    comm: identity.comm.clone(),
+                    destination: dst,
+                    rule: rec.rule.clone(),
+                    started,
+                    bytes_up: t.up.clone(),
+                    bytes_down: t.down.clone(),
+                },
+            );
+        t
+    }
+
+    fn end(
+        self,
+        shared: &Shared,
+        mut rec: ConnectionRecord,
+        error: Option<String>,
+        started: Instant,
+    ) {
+        shared
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.n);
+        shared.metrics.active.fetch_sub(1, Relaxed);
+        rec.bytes_up = self.up.load(Relaxed);
+        rec.bytes_down = self.down.load(Relaxed);
+        shared.metrics.bytes_up.fetch_add(rec.bytes_up, Relaxed);
+        shared.metrics.bytes_down.fetch_add(rec.bytes_down, Relaxed);
+        rec.error = error;
+        finish(shared, rec, started);
+    }
+}
+
 /// (issue 3) Runs a PostgreSQL session (`protocols::postgres::serve`) and writes the
 /// connection record, like the splice path does.
 #[allow(clippy::too_many_arguments)]
@@ -260,27 +326,7 @@ async fn serve_postgres(
     started: Instant,
 ) {
     use crate::protocols::postgres;
-    shared.metrics.allowed.fetch_add(1, Relaxed);
-    shared.metrics.active.fetch_add(1, Relaxed);
-    let up = Arc::new(AtomicU64::new(0));
-    let down = Arc::new(AtomicU64::new(0));
-    shared
-        .live
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(
-            n,
-            LiveConn {
-                session: rec.session.clone(),
-                pid: identity.pid,
-                comm: identity.comm.clone(),
-                destination: dst,
-                rule: rec.rule.clone(),
-                started,
-                bytes_up: up.clone(),
-                bytes_down: down.clone(),
-            },
-        );
+    let t = Tracked::begin(shared, n, &rec, &identity, dst, started);
     let ctx = postgres::Ctx {
         session: rec.session.clone(),
         instance: shared.instance.clone(),
@@ -290,26 +336,15 @@ async fn serve_postgres(
         res,
         audit: shared.audit.clone(),
         connect_timeout: shared.connect_timeout,
-        bytes_up: up.clone(),
-        bytes_down: down.clone(),
+        bytes_up: t.up.clone(),
+        bytes_down: t.down.clone(),
         stop: shared.shutdown.subscribe(),
         approvals: shared.approvals.clone(),
         token: shared.token.clone(),
     };
     rec.identity = Some(identity);
     let outcome = postgres::serve(client, ctx).await;
-    shared
-        .live
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&n);
-    shared.metrics.active.fetch_sub(1, Relaxed);
-    rec.bytes_up = up.load(Relaxed);
-    rec.bytes_down = down.load(Relaxed);
-    shared.metrics.bytes_up.fetch_add(rec.bytes_up, Relaxed);
-    shared.metrics.bytes_down.fetch_add(rec.bytes_down, Relaxed);
-    rec.error = outcome.error;
-    finish(shared, rec, started);
+    t.end(shared, rec, outcome.error, started);
 }
 
 /// (issue 4) Serves an HTTP service connection (`protocols::http::serve`) and writes the
@@ -328,26 +363,7 @@ async fn serve_http(
     started: Instant,
 ) {
     use crate::protocols::http;
-    shared.metrics.allowed.fetch_add(1, Relaxed);
-    shared.metrics.active.fetch_add(1, Relaxed);
-    let up = Arc::new(AtomicU64::new(0));
-    let down = Arc::new(AtomicU64::new(0));
-    let live = |m: &mut std::collections::HashMap<u64, LiveConn>| {
-        m.insert(
-            n,
-            LiveConn {
-                session: rec.session.clone(),
-                pid: identity.pid,
-                comm: identity.comm.clone(),
-                destination: dst,
-                rule: rec.rule.clone(),
-                started,
-                bytes_up: up.clone(),
-                bytes_down: down.clone(),
-            },
-        );
-    };
-    live(&mut shared.live.lock().unwrap_or_else(|e| e.into_inner()));
+    let t = Tracked::begin(shared, n, &rec, &identity, dst, started);
     let ctx = http::Ctx {
         session: rec.session.clone(),
         instance: shared.instance.clone(),
@@ -358,8 +374,8 @@ async fn serve_http(
         dst,
         audit: shared.audit.clone(),
         connect_timeout: shared.connect_timeout,
-        bytes_up: up.clone(),
-        bytes_down: down.clone(),
+        bytes_up: t.up.clone(),
+        bytes_down: t.down.clone(),
         stop: shared.shutdown.subscribe(),
         approvals: shared.approvals.clone(),
         token: shared.token.clone(),
@@ -367,18 +383,7 @@ async fn serve_http(
     };
     rec.identity = Some(identity);
     let outcome = http::serve(client, ctx).await;
-    shared
-        .live
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&n);
-    shared.metrics.active.fetch_sub(1, Relaxed);
-    rec.bytes_up = up.load(Relaxed);
-    rec.bytes_down = down.load(Relaxed);
-    shared.metrics.bytes_up.fetch_add(rec.bytes_up, Relaxed);
-    shared.metrics.bytes_down.fetch_add(rec.bytes_down, Relaxed);
-    rec.error = outcome.error;
-    finish(shared, rec, started);
+    t.end(shared, rec, outcome.error, started);
 }
 
 /// Connects to an upstream with `SO_MARK = PROXY_MARK` so the kernel hooks never redirect
