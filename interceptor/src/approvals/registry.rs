@@ -52,6 +52,38 @@ pub enum Outcome {
     Abandoned,
 }
 
+impl Outcome {
+    /// Whether the held command may go on, and the reason given to the agent and the
+    /// audit. `id`: the request (`None` for a standing grant).
+    pub fn verdict(&self, id: Option<&str>) -> (crate::policy::Verdict, String) {
+        use crate::policy::Verdict;
+        let id = id.unwrap_or("(standing grant)");
+        let why = |r: &Option<String>| r.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
+        match self {
+            Outcome::Approved { by, reason } => {
+                (Verdict::Allow, format!("approved by {by}{}", why(reason)))
+            }
+            Outcome::Denied { by, reason } => (
+                Verdict::Deny,
+                format!("approval request {id} denied by {by}{}", why(reason)),
+            ),
+            Outcome::Expired { after } => (
+                Verdict::Deny,
+                format!(
+                    "approval request {id} was not decided within {}s",
+                    after.as_secs()
+                ),
+            ),
+            Outcome::Abandoned => (
+                Verdict::Deny,
+                format!(
+                    "approval request {id} abandoned: the interceptor is stopping; nothing was sent upstream"
+                ),
+            ),
+        }
+    }
+}
+
 /// A request as shown to approvers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RequestView {

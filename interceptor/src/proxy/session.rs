@@ -137,7 +137,7 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     if let Some((name, svc)) = policy.http_service(dst) {
         let (name, svc) = (name.to_owned(), svc.clone());
         serve_http(
-            client, &shared, rec, identity, n, dst, name, svc, policy, started,
+            client, &shared, rec, identity, token, n, dst, name, svc, policy, started,
         )
         .await;
         return;
@@ -355,6 +355,7 @@ async fn serve_http(
     shared: &Arc<Shared>,
     mut rec: ConnectionRecord,
     identity: Identity,
+    token: Option<crate::policy::AgentToken>,
     n: u64,
     dst: SocketAddr,
     service: String,
@@ -379,7 +380,7 @@ async fn serve_http(
         stop: shared.shutdown.subscribe(),
         approvals: shared.approvals.clone(),
         token: shared.token.clone(),
-        token_now: shared.agent_token(&shared.policy()),
+        token_now: token,
     };
     rec.identity = Some(identity);
     let outcome = http::serve(client, ctx).await;

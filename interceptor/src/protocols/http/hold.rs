@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use hyper::Request;
 
 use super::Ctx;
-use crate::approvals::{HoldRequest, Opened, Outcome};
+use crate::approvals::{HoldRequest, Opened};
 use crate::policy::{HttpDecision, Verdict};
 
 /// The verdict and reason after the approval round.
@@ -56,37 +56,10 @@ pub async fn settle(
             ctx.approvals.wait(t).await
         }
     };
-    let id = id.unwrap_or_else(|| "(standing grant)".into());
-    match outcome {
-        Outcome::Approved { by, reason } => {
-            ctx.approvals.executed(&id, &command);
-            (
-                Verdict::Allow,
-                format!(
-                    "approved by {by}{}",
-                    reason.map(|r| format!(": {r}")).unwrap_or_default()
-                ),
-            )
-        }
-        Outcome::Denied { by, reason } => (
-            Verdict::Deny,
-            format!(
-                "approval request {id} denied by {by}{}",
-                reason.map(|r| format!(": {r}")).unwrap_or_default()
-            ),
-        ),
-        Outcome::Expired { after } => (
-            Verdict::Deny,
-            format!(
-                "approval request {id} was not decided within {}s",
-                after.as_secs()
-            ),
-        ),
-        Outcome::Abandoned => (
-            Verdict::Deny,
-            format!(
-                "approval request {id} abandoned: the interceptor is stopping; nothing was sent"
-            ),
-        ),
+    let (verdict, reason) = outcome.verdict(id.as_deref());
+    if verdict == Verdict::Allow {
+        ctx.approvals
+            .executed(id.as_deref().unwrap_or("(standing grant)"), &command);
     }
+    (verdict, reason)
 }

@@ -7,9 +7,9 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::backend;
 use super::enforce::Checked;
-use crate::approvals::{HoldRequest, Opened, Outcome, Registry};
+use crate::approvals::{HoldRequest, Opened, Registry};
 use crate::masking::Masker;
-use crate::policy::{Policy, Verdict};
+use crate::policy::Policy;
 
 /// Facts about the session the request shows.
 pub struct Who<'a> {
@@ -76,37 +76,8 @@ pub async fn resolve<W: AsyncWrite + Unpin>(
             registry.wait(ticket).await
         }
     };
-    match outcome {
-        Outcome::Approved { by, reason } => {
-            checked.decision.verdict = Verdict::Allow;
-            checked.decision.reason = format!(
-                "approved by {by}{}",
-                reason.map(|r| format!(": {r}")).unwrap_or_default()
-            );
-        }
-        Outcome::Denied { by, reason } => {
-            checked.decision.verdict = Verdict::Deny;
-            checked.decision.reason = format!(
-                "approval request {} denied by {by}{}",
-                id.as_deref().unwrap_or("?"),
-                reason.map(|r| format!(": {r}")).unwrap_or_default()
-            );
-        }
-        Outcome::Expired { after } => {
-            checked.decision.verdict = Verdict::Deny;
-            checked.decision.reason = format!(
-                "approval request {} was not decided within {}s",
-                id.as_deref().unwrap_or("?"),
-                after.as_secs()
-            );
-        }
-        Outcome::Abandoned => {
-            checked.decision.verdict = Verdict::Deny;
-            checked.decision.reason = format!(
-                "approval request {} abandoned: the interceptor is stopping; nothing was run",
-                id.as_deref().unwrap_or("?")
-            );
-        }
-    }
+    let (verdict, reason) = outcome.verdict(id.as_deref());
+    checked.decision.verdict = verdict;
+    checked.decision.reason = reason;
     (checked, id)
 }
