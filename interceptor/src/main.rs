@@ -16,8 +16,8 @@ use interceptor::{
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log);
+    // Worker threads: one per CPU, or TOKIO_WORKER_THREADS.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime");

@@ -5,105 +5,11 @@
 mod http_support;
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::PathBuf;
 
 use http_support::*;
 use serde_json::Value;
 use support::*;
-
-/// `interceptor run --policy P -- sh -c SCRIPT` with the daemon holding API_TOKEN.
-fn run_sh(env: &Env, policy: &Path, script: &str) -> Output {
-    let out = env
-        .cmd()
-        .env("API_TOKEN", TOKEN)
-        .arg("run")
-        .arg("--policy")
-        .arg(policy)
-        .arg("--audit-log")
-        .arg(env.audit_path())
-        .args(["--", "sh", "-c", script])
-        .output()
-        .unwrap();
-    eprintln!(
-        "--- interceptor run stderr ---\n{}\n--- stdout ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    out
-}
-
-fn service(name: &str, port: u16, extra: &str) -> String {
-    format!(
-        "  {name}:
-    address: 127.0.0.2
-    port: {port}
-    hosts: [{name}.test]
-    header_timeout_secs: 2
-    masking:
-      detectors:
-        - kind: email
-          strategy: partial
-{extra}"
-    )
-}
-
-fn policy(ports: &[u16], services: &str) -> String {
-    // The rules name three services; unused ones get a port nothing listens on.
-    let mut services = services.to_owned();
-    for (name, port) in [("cdn", 9), ("untrusted", 10)] {
-        if !services.contains(&format!("  {name}:\n")) {
-            services += &service(name, port, "");
-        }
-    }
-    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-    format!(
-        "version: 1
-identities:
-  agent:
-    cgroup: \"/interceptor/**\"
-rules:
-  - name: allow-upstreams
-    identity: agent
-    action: allow
-    to:
-      - cidr: 127.0.0.2/32
-        ports: [{}]
-http_services:
-{services}http_rules:
-  - name: no-deletes
-    identity: agent
-    action: deny
-    methods: [DELETE]
-    reason: agents may not delete
-  - name: read-api
-    identity: agent
-    service: [api, untrusted]
-    action: allow
-    methods: [GET, HEAD]
-    paths: [\"/v1/users/*\", \"/chunked\", \"/gzip\"]
-    inject:
-      - header: Authorization
-        prefix: \"Bearer \"
-        secret_env: API_TOKEN
-    mask: true
-    mask_fields:
-      - path: $..ssn
-        strategy: redact
-  - name: echo
-    identity: agent
-    service: api
-    action: allow
-    methods: [POST]
-    paths: [\"/v1/echo\"]
-  - name: cdn-files
-    identity: agent
-    service: cdn
-    action: allow
-",
-        ports.join(", ")
-    )
-}
 
 /// The Python client: requests (one keep-alive session) and httpx, `api.test` resolved
 /// to 127.0.0.2 inside the process. Prints one JSON object.
@@ -128,41 +34,6 @@ with httpx.Client() as c:
     out["httpx_post"] = [r.status_code, r.json()]
 print(json.dumps(out))
 "#;
-
-fn http_records(env: &Env) -> Vec<Value> {
-    env.audit()
-        .into_iter()
-        .filter(|r| r["type"] == "http_request" || r["type"] == "http_passthrough")
-        .collect()
-}
-
-fn assert_masked_user(v: &Value, what: &str) {
-    assert_eq!(v["auth"], "ok", "{what}: token injected upstream: {v}");
-    assert_eq!(v["ssn"], "[REDACTED]", "{what}: {v}");
-    assert_eq!(v["email"], "a***@example.com", "{what}: {v}");
-    assert_eq!(v["note"], "call b***@example.org", "{what}: {v}");
-    assert_eq!(v["name"], "Alice Example", "{what}: {v}");
-}
-
-fn no_token_in(dir: &Path, env: &Env) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let p = entry.unwrap().path();
-        if p.extension().is_some_and(|e| e == "log") || !p.is_file() {
-            continue;
-        }
-        let data = std::fs::read(&p).unwrap();
-        assert!(
-            !data.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
-            "the injected secret leaked into {}",
-            p.display()
-        );
-    }
-    let audit = std::fs::read_to_string(env.audit_path()).unwrap();
-    assert!(
-        !audit.contains(TOKEN),
-        "the injected secret is in the audit log"
-    );
-}
 
 #[test]
 fn plain_http_policy_injection_masking_with_curl_and_python() {

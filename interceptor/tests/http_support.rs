@@ -5,11 +5,13 @@
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, Output, Stdio},
     sync::OnceLock,
 };
 
 use serde_json::Value;
+
+use crate::support::Env;
 
 pub const HOST: &str = "127.0.0.2";
 /// What the daemon injects; the agent must never see it.
@@ -108,14 +110,14 @@ impl TestCa {
     }
 }
 
-/// `python3` able to import requests and httpx (installed with pip when missing; the
+/// `python3` able to import requests, httpx and h2 (installed with pip when missing; the
 /// CI machine gets them from `cargo xtask setup`).
 pub fn python_ok() -> bool {
     static OK: OnceLock<Result<(), String>> = OnceLock::new();
     let r = OK.get_or_init(|| {
         let has = || {
             Command::new("python3")
-                .args(["-c", "import requests, httpx"])
+                .args(["-c", "import requests, httpx, h2"])
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success())
@@ -133,13 +135,13 @@ pub fn python_ok() -> bool {
                     "--disable-pip-version-check",
                 ])
                 .args(extra)
-                .args(["requests", "httpx"])
+                .args(["requests", "httpx", "h2"])
                 .status();
             if has() {
                 return Ok(());
             }
         }
-        Err("python3 cannot import requests and httpx (pip install failed)".to_owned())
+        Err("python3 cannot import requests, httpx and h2 (pip install failed)".to_owned())
     });
     match r {
         Ok(()) => true,
@@ -167,4 +169,132 @@ pub fn read(p: &Path) -> String {
 pub fn json(p: &Path) -> Value {
     let s = read(p);
     serde_json::from_str(&s).unwrap_or_else(|e| panic!("{}: {e}: {s:?}", p.display()))
+}
+
+/// `interceptor run --policy P -- sh -c SCRIPT` with the daemon holding API_TOKEN.
+pub fn run_sh(env: &Env, policy: &Path, script: &str) -> Output {
+    let out = env
+        .cmd()
+        .env("API_TOKEN", TOKEN)
+        .arg("run")
+        .arg("--policy")
+        .arg(policy)
+        .arg("--audit-log")
+        .arg(env.audit_path())
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    eprintln!(
+        "--- interceptor run stderr ---\n{}\n--- stdout ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out
+}
+
+pub fn service(name: &str, port: u16, extra: &str) -> String {
+    format!(
+        "  {name}:
+    address: 127.0.0.2
+    port: {port}
+    hosts: [{name}.test]
+    header_timeout_secs: 2
+    masking:
+      detectors:
+        - kind: email
+          strategy: partial
+{extra}"
+    )
+}
+
+pub fn policy(ports: &[u16], services: &str) -> String {
+    // The rules name three services; unused ones get a port nothing listens on.
+    let mut services = services.to_owned();
+    for (name, port) in [("cdn", 9), ("untrusted", 10)] {
+        if !services.contains(&format!("  {name}:\n")) {
+            services += &service(name, port, "");
+        }
+    }
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    format!(
+        "version: 1
+identities:
+  agent:
+    cgroup: \"/interceptor/**\"
+rules:
+  - name: allow-upstreams
+    identity: agent
+    action: allow
+    to:
+      - cidr: 127.0.0.2/32
+        ports: [{}]
+http_services:
+{services}http_rules:
+  - name: no-deletes
+    identity: agent
+    action: deny
+    methods: [DELETE]
+    reason: agents may not delete
+  - name: read-api
+    identity: agent
+    service: [api, untrusted]
+    action: allow
+    methods: [GET, HEAD]
+    paths: [\"/v1/users/*\", \"/chunked\", \"/gzip\"]
+    inject:
+      - header: Authorization
+        prefix: \"Bearer \"
+        secret_env: API_TOKEN
+    mask: true
+    mask_fields:
+      - path: $..ssn
+        strategy: redact
+  - name: echo
+    identity: agent
+    service: api
+    action: allow
+    methods: [POST]
+    paths: [\"/v1/echo\"]
+  - name: cdn-files
+    identity: agent
+    service: cdn
+    action: allow
+",
+        ports.join(", ")
+    )
+}
+
+pub fn http_records(env: &Env) -> Vec<Value> {
+    env.audit()
+        .into_iter()
+        .filter(|r| r["type"] == "http_request" || r["type"] == "http_passthrough")
+        .collect()
+}
+
+pub fn assert_masked_user(v: &Value, what: &str) {
+    assert_eq!(v["auth"], "ok", "{what}: token injected upstream: {v}");
+    assert_eq!(v["ssn"], "[REDACTED]", "{what}: {v}");
+    assert_eq!(v["email"], "a***@example.com", "{what}: {v}");
+    assert_eq!(v["note"], "call b***@example.org", "{what}: {v}");
+    assert_eq!(v["name"], "Alice Example", "{what}: {v}");
+}
+
+pub fn no_token_in(dir: &Path, env: &Env) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "log") || !p.is_file() {
+            continue;
+        }
+        let data = std::fs::read(&p).unwrap();
+        assert!(
+            !data.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+            "the injected secret leaked into {}",
+            p.display()
+        );
+    }
+    let audit = std::fs::read_to_string(env.audit_path()).unwrap();
+    assert!(
+        !audit.contains(TOKEN),
+        "the injected secret is in the audit log"
+    );
 }

@@ -273,7 +273,24 @@ pub fn run_bench() -> Result<()> {
     };
     let through = |url: &str| -> Result<Wrk> {
         let _ = fs::remove_file(&audit);
-        let out = Command::new(&daemon)
+        let mut cmd = match std::env::var_os("BENCH_PERF") {
+            Some(out) if out == "strace" => {
+                let mut c = Command::new("strace");
+                c.args(["-c", "-f", "-o", "/tmp/strace.out", "--"])
+                    .arg(&daemon);
+                c
+            }
+            Some(out) => {
+                let mut c = Command::new("perf");
+                c.args(["record", "-F", "2000", "-g", "-o"])
+                    .arg(out)
+                    .arg("--")
+                    .arg(&daemon);
+                c
+            }
+            None => Command::new(&daemon),
+        };
+        let out = cmd
             .env("BENCH_TOKEN", "bench-secret")
             .arg("--state-dir")
             .arg(&state)
@@ -282,7 +299,12 @@ pub fn run_bench() -> Result<()> {
             .args(["run", "--policy"])
             .arg(&pol)
             .arg("--audit-log")
-            .arg(&audit)
+            .arg(std::env::var_os("BENCH_AUDIT_LOG").unwrap_or(audit.clone().into()))
+            .args(
+                std::env::var("BENCH_AUDIT_MODE")
+                    .map(|m| vec!["--audit-mode".to_string(), m])
+                    .unwrap_or_default(),
+            )
             .arg("--")
             .args(wrk_args(url))
             .output()?;
@@ -309,6 +331,9 @@ pub fn run_bench() -> Result<()> {
         .lines()
         .filter(|l| l.contains("\"type\":\"http_request\""))
         .count();
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("plain") {
+        return Ok(());
+    }
     let d_tls = direct(&tls_url)?;
     let t_tls = through(&tls_url)?;
     let row = |name: &str, d: Wrk, t: Wrk| {

@@ -33,7 +33,7 @@ const APT_PACKAGES: &[&str] = &[
 ];
 
 /// (issue 4) Python packages of the HTTP tests (real clients), installed with pip.
-const PIP_PACKAGES: &[&str] = &["requests", "httpx"];
+const PIP_PACKAGES: &[&str] = &["requests", "httpx", "h2"];
 
 #[derive(Args, Debug, Default)]
 pub struct SetupArgs {

@@ -47,7 +47,9 @@ use audit::HttpRecord;
 use detect::Detected;
 
 /// Upstream TLS configs by (service, ca_file).
-type ClientConfigs = HashMap<(String, Option<PathBuf>), Arc<rustls::ClientConfig>>;
+/// Per service: the upstream TLS configs offering http/1.1 only, and h2 + http/1.1.
+type ClientConfigs = HashMap<(String, Option<PathBuf>), (ClientConfigRef, ClientConfigRef)>;
+type ClientConfigRef = Arc<rustls::ClientConfig>;
 /// Maskers by (service, with detectors), with the section they were compiled from.
 type Maskers = HashMap<(String, bool), (MaskingDoc, Arc<Masker>)>;
 
@@ -115,19 +117,22 @@ impl Global {
     }
 
     /// The upstream TLS client config of a service (cached per service and `ca_file`).
-    pub fn client_config(
+    /// The upstream TLS configs of a service: ALPN http/1.1 only (for HTTP/1.1 agents),
+    /// and h2 + http/1.1 (for HTTP/2 agents).
+    pub fn client_configs(
         &self,
         service: &str,
         svc: &HttpService,
-    ) -> Result<Arc<rustls::ClientConfig>, String> {
+    ) -> Result<(ClientConfigRef, ClientConfigRef), String> {
         let key = (service.to_owned(), svc.ca_file.clone());
         let mut m = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = m.get(&key) {
             return Ok(c.clone());
         }
-        let c = Arc::new(
-            tls::client_config(service, svc.ca_file.as_deref()).map_err(|e| e.to_string())?,
-        );
+        let h1 = tls::client_config(service, svc.ca_file.as_deref()).map_err(|e| e.to_string())?;
+        let mut h2 = h1.clone();
+        h2.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let c = (Arc::new(h1), Arc::new(h2));
         m.insert(key, c.clone());
         Ok(c)
     }

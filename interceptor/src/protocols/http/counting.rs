@@ -66,6 +66,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counting<S> {
 /// Writes the request's audit record when dropped (after its response body was sent).
 pub(super) struct Finish {
     pub(super) rec: Option<HttpRecord>,
+    /// The upstream HTTP/1.1 connection serving the request, returned to the idle list
+    /// with this guard (after the record is written).
+    pub(super) lease: Option<super::upstream::Lease>,
     /// (bytes read from the agent, where to store it when the response is done)
     pub(super) done: (Arc<AtomicU64>, Arc<AtomicU64>),
     pub(super) started: Instant,

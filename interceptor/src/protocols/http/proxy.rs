@@ -1,6 +1,7 @@
 //! The server side: hyper HTTP/1.1 (keep-alive, chunked, upgrades only when a rule allows
-//! them) over the plain or intercepted agent connection; per request: decide, inject,
-//! forward, mask, audit.
+//! them) over the plain or intercepted agent connection, or HTTP/2 when the agent chose it
+//! in ALPN on an intercepted TLS connection; per request: decide, inject, forward, mask,
+//! audit.
 
 use std::convert::Infallible;
 use std::os::fd::AsFd;
@@ -13,7 +14,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -21,7 +22,7 @@ use super::audit::HttpRecord;
 use super::counting::{counted, Counting, Finish};
 use super::mask::{self, BodyKind};
 use super::respond::{full, json_error, Body, REQUEST_TIMEOUT_RAW};
-use super::upstream::{Target, Upstream};
+use super::upstream::{Target, Tls, Upstream};
 use super::{global, inject, Ctx, Outcome};
 use crate::policy::{evaluate_http, HttpEffects, HttpRequest, Verdict};
 
@@ -30,7 +31,9 @@ struct Conn {
     ctx: Arc<Ctx>,
     tls: &'static str,
     sni: Option<String>,
-    upstream: tokio::sync::Mutex<Upstream>,
+    /// The agent negotiated HTTP/2 (ALPN `h2`).
+    h2: bool,
+    upstream: Arc<Upstream>,
     /// Bytes read from the agent so far, and that count when the last response was done:
     /// more read since means a request is in progress (a head timeout then gets a 408;
     /// an idle keep-alive connection is closed silently).
@@ -39,12 +42,19 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(ctx: Arc<Ctx>, tls: &'static str, sni: Option<String>, target: Target) -> Conn {
+    fn new(
+        ctx: Arc<Ctx>,
+        tls: &'static str,
+        sni: Option<String>,
+        h2: bool,
+        target: Target,
+    ) -> Conn {
         Conn {
             ctx,
             tls,
             sni,
-            upstream: tokio::sync::Mutex::new(Upstream::new(target)),
+            h2,
+            upstream: Upstream::new(target),
             read: Arc::default(),
             read_at_done: Arc::default(),
         }
@@ -64,7 +74,7 @@ pub async fn serve_plain(client: TcpStream, ctx: Arc<Ctx>) -> Outcome {
         tls: None,
         connect_timeout: ctx.connect_timeout,
     };
-    let conn = Conn::new(ctx.clone(), "plain", None, target);
+    let conn = Conn::new(ctx.clone(), "plain", None, false, target);
     let out = serve_conn(client, conn).await;
     if out.timed_out {
         if let Some(fd) = dup {
@@ -105,7 +115,7 @@ pub async fn serve_tls(client: TcpStream, ctx: Arc<Ctx>, sni: Option<String>) ->
     let name = sni.clone().unwrap_or_else(|| ctx.svc.address.to_string());
     let setup = global().ca().and_then(|ca| {
         let server = ca.server_config(&name).map_err(|e| e.to_string())?;
-        let client = global().client_config(&ctx.service, &ctx.svc)?;
+        let client = global().client_configs(&ctx.service, &ctx.svc)?;
         Ok((server, client))
     });
     let (server_cfg, client_cfg) = match setup {
@@ -137,12 +147,18 @@ pub async fn serve_tls(client: TcpStream, ctx: Arc<Ctx>, sni: Option<String>) ->
             );
         }
     };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let (h1_cfg, h2_cfg) = client_cfg;
     let target = Target {
         dst: ctx.dst,
-        tls: Some((client_cfg, name)),
+        tls: Some(Tls {
+            h1: h1_cfg,
+            h2: h2_cfg,
+            name,
+        }),
         connect_timeout: ctx.connect_timeout,
     };
-    let conn = Conn::new(ctx.clone(), "intercept", sni, target);
+    let conn = Conn::new(ctx.clone(), "intercept", sni, h2, target);
     let out = serve_conn(tls, conn).await;
     if out.timed_out {
         super::refuse(
@@ -155,6 +171,10 @@ pub async fn serve_tls(client: TcpStream, ctx: Arc<Ctx>, sni: Option<String>) ->
     }
     Outcome { error: out.error }
 }
+
+/// Streams one HTTP/2 agent connection may have open at once (each may hold an upstream
+/// HTTP/1.1 connection).
+const H2_MAX_STREAMS: u32 = 100;
 
 struct ConnEnd {
     error: Option<String>,
@@ -172,22 +192,42 @@ where
         inner: io,
         read: conn.read.clone(),
     });
+    let h2 = conn.h2;
     let conn = Arc::new(conn);
     let conn2 = conn.clone();
-    let mut b = hyper::server::conn::http1::Builder::new();
-    b.timer(TokioTimer::new())
-        .header_read_timeout(ctx.svc.header_timeout())
-        .max_buf_size(ctx.svc.max_header_bytes())
-        .keep_alive(true);
     let svc = service_fn(move |req| handle(conn.clone(), req));
-    let c = b.serve_connection(io, svc).with_upgrades();
-    tokio::pin!(c);
     let mut stop = ctx.stop.clone();
-    let res = tokio::select! {
-        r = c.as_mut() => r,
-        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-            c.as_mut().graceful_shutdown();
-            c.await
+    let stopping = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let res = if h2 {
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .max_header_list_size(ctx.svc.max_header_bytes() as u32)
+            .max_concurrent_streams(H2_MAX_STREAMS);
+        let c = b.serve_connection(io, svc);
+        tokio::pin!(c);
+        tokio::select! {
+            r = c.as_mut() => r,
+            _ = stopping => {
+                c.as_mut().graceful_shutdown();
+                c.await
+            }
+        }
+    } else {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(ctx.svc.header_timeout())
+            .max_buf_size(ctx.svc.max_header_bytes())
+            .keep_alive(true);
+        let c = b.serve_connection(io, svc).with_upgrades();
+        tokio::pin!(c);
+        tokio::select! {
+            r = c.as_mut() => r,
+            _ = stopping => {
+                c.as_mut().graceful_shutdown();
+                c.await
+            }
         }
     };
     match res {
@@ -242,6 +282,7 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
     let down = Arc::new(AtomicU64::new(0));
     let mut fin = Finish {
         rec: None,
+        lease: None,
         done: (conn.read.clone(), conn.read_at_done.clone()),
         started,
         up: up.clone(),
@@ -331,6 +372,23 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
     }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    let agent_version = parts.version;
+    // HTTP/2 requests name the host in :authority, not Host; upstream gets HTTP/1.1 form
+    // (rewritten back to HTTP/2 form when that connection is HTTP/2).
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(a) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(header::HOST, a);
+        }
+    }
+    parts.version = http::Version::HTTP_11;
+    let te_trailers = parts
+        .headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     parts.uri = parts
         .uri
         .path_and_query()
@@ -338,6 +396,12 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
         .unwrap_or_else(|| Uri::from_static("/"));
     let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
     inject::strip_hop_by_hop(&mut parts.headers);
+    if te_trailers {
+        // gRPC and other trailer users need it end to end.
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     if let Some(u) = upgrade_to.filter(|_| upgrade) {
         parts
             .headers
@@ -394,15 +458,16 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
         return Ok(r);
     }
     let out = Request::from_parts(parts, counted(body, up.clone(), ctx.bytes_up.clone(), None));
-    let sent = {
-        let mut u = conn.upstream.lock().await;
-        match u.ready().await {
-            Ok(s) => s.send_request(out).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
-    };
+    let sent = conn
+        .upstream
+        .send(out, conn.h2)
+        .await
+        .map_err(|e| e.to_string());
     let mut resp = match sent {
-        Ok(r) => r,
+        Ok((r, lease)) => {
+            fin.lease = lease;
+            r
+        }
         Err(e) => {
             tracing::warn!(session = %ctx.session, service = %ctx.service, error = %e, "upstream request failed");
             rec.status = 502;
@@ -422,6 +487,7 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_up) = client_upgrade {
             let server_up = hyper::upgrade::on(&mut resp);
+            Upstream::upgraded(fin.lease.take());
             let (total_up, total_down) = (ctx.bytes_up.clone(), ctx.bytes_down.clone());
             // The record is written when the upgraded connection ends.
             fin.rec = Some(rec);
@@ -445,6 +511,7 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
         }
     }
     let (mut parts, body) = resp.into_parts();
+    parts.version = agent_version;
     inject::strip_hop_by_hop(&mut parts.headers);
     let no_body = matches!(parts.status.as_u16(), 204 | 304) || parts.status.is_informational();
     let ct = parts

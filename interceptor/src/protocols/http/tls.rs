@@ -151,7 +151,7 @@ impl Ca {
     }
 
     /// The server config presenting a certificate for `host` (a DNS name or an IP
-    /// address), minted on first use and cached. ALPN: http/1.1 only.
+    /// address), minted on first use and cached. ALPN: h2, then http/1.1.
     pub fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, TlsError> {
         let host = host.to_ascii_lowercase();
         if let Some(c) = self
@@ -172,7 +172,7 @@ impl Ca {
             .map_err(|e| mint(e.to_string()))?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(Fixed(ck)));
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let cfg = Arc::new(cfg);
         self.minted
             .lock()

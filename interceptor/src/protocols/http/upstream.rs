@@ -1,12 +1,16 @@
-//! The upstream side: one HTTP/1.1 client connection per agent connection (opened on the
-//! first request, reopened when the server closes it), plain or TLS verifying the server.
+//! The upstream side of one agent connection: HTTP/1.1 client connections kept in a small
+//! idle list (one in use per request in flight, returned when its response body is done),
+//! or one multiplexed HTTP/2 connection when the agent spoke HTTP/2 and the server agreed
+//! to it in ALPN. Plain or TLS verifying the server.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use http::Request;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -36,6 +40,12 @@ pub enum UpstreamError {
         #[source]
         source: hyper::Error,
     },
+    #[error("request to {dst}: {source}")]
+    Request {
+        dst: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -45,52 +55,176 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 #[derive(Clone)]
 pub struct Target {
     pub dst: SocketAddr,
-    /// TLS client config and the name to verify; `None` for plain HTTP.
-    pub tls: Option<(Arc<rustls::ClientConfig>, String)>,
+    /// TLS client configs (ALPN http/1.1 only, and h2 + http/1.1) and the name to verify;
+    /// `None` for plain HTTP.
+    pub tls: Option<Tls>,
     pub connect_timeout: Duration,
 }
 
-/// The connection of one agent connection.
+#[derive(Clone)]
+pub struct Tls {
+    pub h1: Arc<rustls::ClientConfig>,
+    pub h2: Arc<rustls::ClientConfig>,
+    pub name: String,
+}
+
+/// The upstream connections of one agent connection.
 pub struct Upstream {
     target: Target,
-    sender: Option<SendRequest<Body>>,
+    /// HTTP/1.1 connections not serving a request.
+    idle: Mutex<Vec<http1::SendRequest<Body>>>,
+    /// The HTTP/2 connection, once the server chose h2.
+    h2: Mutex<Option<http2::SendRequest<Body>>>,
+}
+
+/// An HTTP/1.1 connection lent to one request; it goes back to the idle list when dropped
+/// (i.e. when the response body was passed on completely, or abandoned).
+pub struct Lease {
+    up: Arc<Upstream>,
+    sender: Option<http1::SendRequest<Body>>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(s) = self.sender.take() {
+            if !s.is_closed() {
+                self.up
+                    .idle
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(s);
+            }
+        }
+    }
 }
 
 impl Upstream {
-    pub fn new(target: Target) -> Self {
-        Upstream {
+    pub fn new(target: Target) -> Arc<Self> {
+        Arc::new(Upstream {
             target,
-            sender: None,
-        }
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+        })
     }
 
-    /// A sender ready for the next request, (re)connecting when needed.
-    pub async fn ready(&mut self) -> Result<&mut SendRequest<Body>, UpstreamError> {
-        if let Some(s) = &mut self.sender {
+    /// Sends `req` (HTTP/1.1 form: origin-form URI and Host; rewritten when the connection
+    /// is HTTP/2) and returns the response head and, for HTTP/1.1, the lease to hold until
+    /// the body is done.
+    ///
+    /// `agent_h2`: the agent spoke HTTP/2 (its requests may run in parallel: a busy
+    /// HTTP/1.1 connection means opening another, and over TLS h2 is offered upstream).
+    pub async fn send(
+        self: &Arc<Self>,
+        req: Request<Body>,
+        agent_h2: bool,
+    ) -> Result<(http::Response<Incoming>, Option<Lease>), UpstreamError> {
+        let dst = self.target.dst;
+        let h2 = self
+            .h2
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .filter(|s| !s.is_closed());
+        if let Some(mut s) = h2 {
+            s.ready()
+                .await
+                .map_err(|source| UpstreamError::Request { dst, source })?;
+            let r = s
+                .send_request(to_h2(req, self.target.tls.is_some()))
+                .await
+                .map_err(|source| UpstreamError::Request { dst, source })?;
+            return Ok((r, None));
+        }
+        let mut sender = None;
+        loop {
+            let next = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let Some(mut s) = next else { break };
             if !s.is_closed() && s.ready().await.is_ok() {
-                return Ok(self.sender.as_mut().expect("just checked"));
+                sender = Some(s);
+                break;
             }
         }
-        self.sender = None;
-        let s = connect(&self.target).await?;
-        Ok(self.sender.insert(s))
+        let mut s = match sender {
+            Some(s) => s,
+            None => match connect(&self.target, agent_h2).await? {
+                Conn::H1(s) => s,
+                Conn::H2(mut s) => {
+                    *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
+                    s.ready()
+                        .await
+                        .map_err(|source| UpstreamError::Request { dst, source })?;
+                    let r = s
+                        .send_request(to_h2(req, self.target.tls.is_some()))
+                        .await
+                        .map_err(|source| UpstreamError::Request { dst, source })?;
+                    return Ok((r, None));
+                }
+            },
+        };
+        let r = s
+            .send_request(req)
+            .await
+            .map_err(|source| UpstreamError::Request { dst, source })?;
+        Ok((
+            r,
+            Some(Lease {
+                up: self.clone(),
+                sender: Some(s),
+            }),
+        ))
+    }
+
+    /// Forgets an HTTP/1.1 connection whose request switched protocols (it is no longer HTTP).
+    pub fn upgraded(lease: Option<Lease>) {
+        if let Some(mut l) = lease {
+            l.sender = None;
+        }
     }
 }
 
-async fn connect(t: &Target) -> Result<SendRequest<Body>, UpstreamError> {
+/// An HTTP/1.1 request (origin-form URI + Host) rewritten for HTTP/2: absolute URI, no Host.
+pub fn to_h2(mut req: Request<Body>, tls: bool) -> Request<Body> {
+    let host = req
+        .headers_mut()
+        .remove(http::header::HOST)
+        .and_then(|h| h.to_str().ok().map(str::to_owned));
+    if let Some(host) = host {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let scheme = if tls { "https" } else { "http" };
+        if let Ok(u) = format!("{scheme}://{host}{pq}").parse() {
+            *req.uri_mut() = u;
+        }
+    }
+    *req.version_mut() = http::Version::HTTP_2;
+    req
+}
+
+enum Conn {
+    H1(http1::SendRequest<Body>),
+    H2(http2::SendRequest<Body>),
+}
+
+async fn connect(t: &Target, offer_h2: bool) -> Result<Conn, UpstreamError> {
     let dst = t.dst;
     let tcp = crate::proxy::session::connect_upstream(dst, t.connect_timeout)
         .await
         .map_err(|source| UpstreamError::Connect { dst, source })?;
+    let mut h2 = false;
     let io: Box<dyn Io> = match &t.tls {
         None => Box::new(tcp),
-        Some((cfg, name)) => {
+        Some(tls) => {
+            let name = &tls.name;
             let sn = match name.parse::<IpAddr>() {
                 Ok(ip) => ServerName::IpAddress(ip.into()),
                 Err(_) => ServerName::try_from(name.clone())
                     .map_err(|_| UpstreamError::Name(name.clone()))?,
             };
-            let tls = tokio::time::timeout(
+            let cfg = if offer_h2 { &tls.h2 } else { &tls.h1 };
+            let s = tokio::time::timeout(
                 t.connect_timeout,
                 tokio_rustls::TlsConnector::from(cfg.clone()).connect(sn, tcp),
             )
@@ -106,9 +240,23 @@ async fn connect(t: &Target) -> Result<SendRequest<Body>, UpstreamError> {
                 name: name.clone(),
                 source,
             })?;
-            Box::new(tls)
+            h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+            Box::new(s)
         }
     };
+    if h2 {
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|source| UpstreamError::Handshake { dst, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
+            }
+        });
+        return Ok(Conn::H2(sender));
+    }
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(io))
         .await
@@ -118,5 +266,5 @@ async fn connect(t: &Target) -> Result<SendRequest<Body>, UpstreamError> {
             tracing::debug!(error = %e, "upstream HTTP connection ended");
         }
     });
-    Ok(sender)
+    Ok(Conn::H1(sender))
 }

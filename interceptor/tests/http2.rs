@@ -1,0 +1,202 @@
+//! Root test of HTTP/2 on intercepted TLS: curl (nghttp2) and httpx (h2) negotiate h2 with
+//! the interceptor through the transparent path; requests go on to an HTTP/1.1 upstream
+//! (Python) and to an HTTP/2 upstream (hyper, below), with policy, injection and masking.
+
+mod http_support;
+mod support;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use http_support::*;
+use serde_json::{json, Value};
+use support::*;
+
+/// An HTTPS upstream that speaks only HTTP/2 (ALPN h2) and records what it saw.
+struct H2Upstream {
+    port: u16,
+    seen: Arc<Mutex<Vec<Value>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn start_h2(cert: &Path, key: &Path) -> H2Upstream {
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind((HOST, 0)))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    rt.spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, seen) = (acceptor.clone(), seen2.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let auth = match req.headers().get("authorization") {
+                            None => "missing",
+                            Some(v) if v.as_bytes() == format!("Bearer {TOKEN}").as_bytes() => "ok",
+                            Some(_) => "wrong",
+                        };
+                        seen.lock().unwrap().push(json!({
+                            "version": format!("{:?}", req.version()),
+                            "method": req.method().as_str(),
+                            "path": req.uri().path(),
+                            "authority": req.uri().authority().map(|a| a.to_string()),
+                            "auth": auth,
+                        }));
+                        let body = json!({
+                            "auth": auth,
+                            "ssn": "123-45-6789",
+                            "email": "alice@example.com",
+                            "note": "call bob@example.org",
+                            "name": "Alice Example",
+                            "upstream_version": format!("{:?}", req.version()),
+                        });
+                        let resp = http::Response::builder()
+                            .header("content-type", "application/json")
+                            .body(http_body_util::Full::new(bytes::Bytes::from(
+                                body.to_string(),
+                            )))
+                            .unwrap();
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    H2Upstream {
+        port,
+        seen,
+        _rt: rt,
+    }
+}
+
+const PY_H2: &str = r#"
+import json, socket, sys
+real = socket.getaddrinfo
+socket.getaddrinfo = lambda host, *a, **k: real("127.0.0.2" if host.endswith(".test") else host, *a, **k)
+import httpx
+out = []
+with httpx.Client(http2=True) as c:
+    for url in sys.argv[1:]:
+        r = c.get(url)
+        out.append([r.http_version, r.status_code, r.json()])
+print(json.dumps(out))
+"#;
+
+#[test]
+fn http2_agents_through_tls_interception() {
+    if !root_or_skip("http2_agents_through_tls_interception") || !python_ok() {
+        return;
+    }
+    let env = Env::new();
+    let d = env.dir.path().to_path_buf();
+    let ca = TestCa::make(&d);
+    let api = Upstream::start(&d, "api", Some((ca.cert.as_path(), ca.key.as_path())));
+    let h2 = start_h2(&ca.cert, &ca.key);
+    let (p1, p2) = (api.port, h2.port);
+    let tls = format!("    tls: intercept\n    ca_file: {}\n", ca.ca.display());
+    // The HTTP/2 upstream is the `untrusted` service of the shared policy (same rules as
+    // `api`), here with the test CA, under the name api.test as its certificate says.
+    let services = service("api", p1, &tls)
+        + &service("untrusted", p2, &tls).replace("[untrusted.test]", "[api.test]");
+    let pol = env.policy("h2.yaml", &policy(&[p1, p2], &services));
+    std::fs::write(d.join("client.py"), PY_H2).unwrap();
+    let dd = d.display();
+    let script = format!(
+        "set -u; D={dd}
+C='curl -sS --http2 --resolve api.test:{p1}:127.0.0.2 --resolve api.test:{p2}:127.0.0.2'
+$C -H 'Authorization: Bearer agent-guess' -o $D/h1up.json -w '%{{http_version}} %{{http_code}}' https://api.test:{p1}/v1/users/5 > $D/h1up.code
+$C -o $D/h2up.json -w '%{{http_version}} %{{http_code}}' https://api.test:{p2}/v1/users/6 > $D/h2up.code
+$C -X DELETE -o $D/del.json -w '%{{http_version}} %{{http_code}}' https://api.test:{p1}/v1/users/5 > $D/del.code
+$C --parallel --parallel-max 8 -o $D/par_#1.json 'https://api.test:{p1}/v1/users/[1-8]'
+$C --parallel --parallel-max 8 -o $D/par2_#1.json 'https://api.test:{p2}/v1/users/[1-8]'
+python3 $D/client.py https://api.test:{p1}/v1/users/9 https://api.test:{p2}/v1/users/10 > $D/py.json
+"
+    );
+    let out = run_sh(&env, &pol, &script);
+    assert!(out.status.success(), "{:?}", out.status);
+
+    // curl spoke HTTP/2 to the interceptor, whichever version the upstream speaks.
+    assert_eq!(read(&d.join("h1up.code")), "2 200");
+    assert_masked_user(&json(&d.join("h1up.json")), "curl h2 → HTTP/1.1 upstream");
+    assert_eq!(read(&d.join("h2up.code")), "2 200");
+    let h2up = json(&d.join("h2up.json"));
+    assert_masked_user(&h2up, "curl h2 → HTTP/2 upstream");
+    assert_eq!(h2up["upstream_version"], "HTTP/2.0", "{h2up}");
+    // A denial is a 403 over HTTP/2 too.
+    assert_eq!(read(&d.join("del.code")), "2 403");
+    assert_eq!(json(&d.join("del.json"))["rule"], "no-deletes");
+    // Parallel streams on one connection, to both upstreams.
+    for i in 1..=8 {
+        assert_masked_user(&json(&d.join(format!("par_{i}.json"))), "parallel h1");
+        assert_masked_user(&json(&d.join(format!("par2_{i}.json"))), "parallel h2");
+    }
+    let py = json(&d.join("py.json"));
+    for r in py.as_array().unwrap() {
+        assert_eq!(r[0], "HTTP/2", "{r}");
+        assert_eq!(r[1], 200, "{r}");
+        assert_masked_user(&r[2], "httpx http2");
+    }
+
+    // The HTTP/2 upstream got HTTP/2 with the right :authority and the injected token.
+    let seen = h2.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1 + 8 + 1, "{seen:#?}");
+    for s in &seen {
+        assert_eq!(s["version"], "HTTP/2.0", "{s}");
+        assert_eq!(s["authority"], format!("api.test:{p2}"), "{s}");
+        assert_eq!(s["auth"], "ok", "{s}");
+    }
+    // The HTTP/1.1 upstream got Host from :authority, and never the DELETE.
+    let reqs = api.requests();
+    assert_eq!(reqs.len(), 1 + 8 + 1, "{reqs:#?}");
+    for r in &reqs {
+        assert_eq!(r["method"], "GET");
+        assert_eq!(r["host"], format!("api.test:{p1}"), "{r}");
+        assert_eq!(r["auth"], "ok", "{r}");
+    }
+    no_token_in(&d, &env);
+
+    let recs: Vec<Value> = http_records(&env)
+        .into_iter()
+        .filter(|r| r["tls"] == "intercept")
+        .collect();
+    assert_eq!(recs.len(), 2 * (1 + 8 + 1) + 1, "{recs:#?}");
+    let del = recs.iter().find(|r| r["method"] == "DELETE").unwrap();
+    assert_eq!(del["status"], 403);
+    assert_eq!(del["decision"], "deny");
+}
