@@ -229,7 +229,7 @@ impl AuditLog {
         let (ptx, prx) = watch::channel(start_pos);
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer::run(store, rx, ptx))
+            .spawn(move || writer::run(store, rx, ptx, s.durable))
             .map_err(|e| AuditError::open(&s.location(), e))?;
         Ok(Self {
             tx,

@@ -159,11 +159,29 @@ fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(cfg))
 }
 
-/// wrk's requests/s and p99 latency (µs).
-#[derive(Debug, Clone, Copy)]
+/// What one wrk run reported.
+#[derive(Debug, Clone, Copy, Default)]
 struct Wrk {
     rps: f64,
+    p50_us: f64,
     p99_us: f64,
+    requests: u64,
+}
+
+fn latency_us(out: &str, pct: &str) -> Result<f64> {
+    let v = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(pct))
+        .with_context(|| format!("no {pct} line (wrk --latency)"))?
+        .trim();
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+    let n: f64 = num.parse()?;
+    Ok(match unit {
+        "us" => n,
+        "ms" => n * 1000.0,
+        "s" => n * 1_000_000.0,
+        u => bail!("unknown wrk unit {u:?}"),
+    })
 }
 
 fn parse_wrk(out: &str) -> Result<Wrk> {
@@ -173,23 +191,38 @@ fn parse_wrk(out: &str) -> Result<Wrk> {
         .context("no Requests/sec in wrk output")?
         .trim()
         .parse()?;
-    let p99 = out
+    let requests = out
         .lines()
-        .find_map(|l| l.trim().strip_prefix("99%"))
-        .context("no 99% line (wrk --latency)")?
-        .trim();
-    let (num, unit) = p99.split_at(
-        p99.find(|c: char| c.is_ascii_alphabetic())
-            .unwrap_or(p99.len()),
-    );
-    let v: f64 = num.parse()?;
-    let p99_us = match unit {
-        "us" => v,
-        "ms" => v * 1000.0,
-        "s" => v * 1_000_000.0,
-        u => bail!("unknown wrk unit {u:?}"),
-    };
-    Ok(Wrk { rps, p99_us })
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .context("no `N requests in` line in wrk output")?
+        .0
+        .trim()
+        .parse()?;
+    Ok(Wrk {
+        rps,
+        p50_us: latency_us(out, "50%")?,
+        p99_us: latency_us(out, "99%")?,
+        requests,
+    })
+}
+
+/// Busy CPU time of the whole machine so far (µs), from /proc/stat: user, nice, system,
+/// irq, softirq and steal (USER_HZ = 100).
+fn busy_cpu_us() -> u64 {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| f.get(i))
+        .sum::<u64>()
+        * 10_000
 }
 
 fn policy(plain: SocketAddr, tls: SocketAddr, ca: &Path) -> String {
@@ -257,103 +290,155 @@ pub fn run_bench() -> Result<()> {
     let daemon = build::daemon_path(Profile::Release);
     let state = dir.join("state");
     let audit = dir.join("audit.jsonl");
-    let wrk_args = |url: &str| -> Vec<String> {
+    let wrk_args = |url: &str, c: u32| -> Vec<String> {
         vec![
             "wrk".into(),
-            format!("-t{}", conns.clamp(1, 2)),
-            format!("-c{conns}"),
+            format!("-t{}", c.clamp(1, 2)),
+            format!("-c{c}"),
             format!("-d{secs}s"),
             "--latency".into(),
             url.into(),
         ]
     };
-    let direct = |url: &str| -> Result<Wrk> {
-        let out = Command::new("wrk").args(&wrk_args(url)[1..]).output()?;
-        parse_wrk(&String::from_utf8_lossy(&out.stdout))
+    // Each run also measures the machine's busy CPU per request (everything: wrk, the
+    // upstream, the interceptor, the kernel's loopback TCP), which explains the ratios of a
+    // CPU-bound run better than wall-clock numbers on a shared machine.
+    let measured = |f: &dyn Fn() -> Result<Wrk>| -> Result<(Wrk, f64)> {
+        let before = busy_cpu_us();
+        let w = f()?;
+        let cpu = (busy_cpu_us() - before) as f64 / w.requests.max(1) as f64;
+        Ok((w, cpu))
     };
-    let through = |url: &str| -> Result<Wrk> {
+    let direct = |url: &str, c: u32| -> Result<(Wrk, f64)> {
+        measured(&|| {
+            let out = Command::new("wrk").args(&wrk_args(url, c)[1..]).output()?;
+            parse_wrk(&String::from_utf8_lossy(&out.stdout))
+        })
+    };
+    let through = |url: &str, c: u32, mode: &str| -> Result<(Wrk, f64)> {
         let _ = fs::remove_file(&audit);
-        let mut cmd = match std::env::var_os("BENCH_PERF") {
-            Some(out) if out == "strace" => {
-                let mut c = Command::new("strace");
-                c.args(["-c", "-f", "-o", "/tmp/strace.out", "--"])
-                    .arg(&daemon);
-                c
+        measured(&|| {
+            let mut cmd = match std::env::var_os("BENCH_PERF") {
+                // Profile the interceptor (and wrk, its child): `perf report -i FILE`.
+                Some(out) => {
+                    let mut c = Command::new("perf");
+                    c.args(["record", "-F", "2000", "-g", "-o"])
+                        .arg(out)
+                        .arg("--")
+                        .arg(&daemon);
+                    c
+                }
+                None => Command::new(&daemon),
+            };
+            let out = cmd
+                .env("BENCH_TOKEN", "bench-secret")
+                .arg("--state-dir")
+                .arg(&state)
+                .arg("--log")
+                .arg("warn")
+                .args(["run", "--policy"])
+                .arg(&pol)
+                .arg("--audit-log")
+                .arg(&audit)
+                .args(["--audit-mode", mode, "--"])
+                .args(wrk_args(url, c))
+                .output()?;
+            let s = String::from_utf8_lossy(&out.stdout);
+            if !out.status.success() {
+                bail!(
+                    "interceptor run wrk failed: {}\n{s}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
-            Some(out) => {
-                let mut c = Command::new("perf");
-                c.args(["record", "-F", "2000", "-g", "-o"])
-                    .arg(out)
-                    .arg("--")
-                    .arg(&daemon);
-                c
-            }
-            None => Command::new(&daemon),
-        };
-        let out = cmd
-            .env("BENCH_TOKEN", "bench-secret")
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--log")
-            .arg("warn")
-            .args(["run", "--policy"])
-            .arg(&pol)
-            .arg("--audit-log")
-            .arg(std::env::var_os("BENCH_AUDIT_LOG").unwrap_or(audit.clone().into()))
-            .args(
-                std::env::var("BENCH_AUDIT_MODE")
-                    .map(|m| vec!["--audit-mode".to_string(), m])
-                    .unwrap_or_default(),
-            )
-            .arg("--")
-            .args(wrk_args(url))
-            .output()?;
-        let s = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            bail!(
-                "interceptor run wrk failed: {}\n{s}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        parse_wrk(&s)
+            parse_wrk(&s)
+        })
     };
     let plain_url = format!("http://{plain}/v1/items");
     let tls_url = format!("https://{tls}/v1/items");
     println!(
-        "==> wrk -t{} -c{conns} -d{secs}s, keep-alive, GET {BODY:?} ({} bytes)",
-        conns.clamp(1, 2),
+        "==> wrk -d{secs}s, keep-alive, GET {BODY:?} ({} bytes); policy with rules and header injection; audit to a file",
         BODY.len()
     );
-    let d_plain = direct(&plain_url)?;
-    let t_plain = through(&plain_url)?;
-    let requests = fs::read_to_string(&audit)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("\"type\":\"http_request\""))
-        .count();
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("plain") {
-        return Ok(());
-    }
-    let d_tls = direct(&tls_url)?;
-    let t_tls = through(&tls_url)?;
-    let row = |name: &str, d: Wrk, t: Wrk| {
+    let mut rows = Vec::new();
+    let mut row = |name: &str, c: u32, d: (Wrk, f64), t: (Wrk, f64)| {
+        let ((d, dcpu), (t, tcpu)) = (d, t);
         println!(
-            "{name:<28} direct {:>9.0} req/s p99 {:>7.0} µs | interceptor {:>9.0} req/s p99 {:>7.0} µs | ratio {:.2}x, p99 overhead {:+.0} µs",
-            d.rps, d.p99_us, t.rps, t.p99_us, t.rps / d.rps, t.p99_us - d.p99_us
+            "{name:<34} -c{c:<3} direct {:>7.0} req/s p50 {:>5.0} p99 {:>6.0} µs | interceptor {:>7.0} req/s p50 {:>5.0} p99 {:>6.0} µs | ratio {:.2}x, p50 {:+.0} µs, p99 {:+.0} µs | CPU/request {:.0} → {:.0} µs",
+            d.rps, d.p50_us, d.p99_us, t.rps, t.p50_us, t.p99_us,
+            t.rps / d.rps, t.p50_us - d.p50_us, t.p99_us - d.p99_us, dcpu, tcpu
         );
+        rows.push(serde_json::json!({
+            "case": name, "connections": c,
+            "direct": {"rps": d.rps, "p50_us": d.p50_us, "p99_us": d.p99_us, "cpu_us_per_request": dcpu},
+            "interceptor": {"rps": t.rps, "p50_us": t.p50_us, "p99_us": t.p99_us, "cpu_us_per_request": tcpu},
+            "ratio": t.rps / d.rps,
+            "p50_overhead_us": t.p50_us - d.p50_us,
+            "p99_overhead_us": t.p99_us - d.p99_us,
+        }));
     };
-    row("HTTP/1.1 plain", d_plain, t_plain);
-    row("HTTPS (TLS interception)", d_tls, t_tls);
-    println!("audit: {requests} http_request records written during the plain run");
+    // BENCH_CASES=a,b,… runs only those cases (names below), for profiling.
+    let only = std::env::var("BENCH_CASES").ok();
+    let want = |case: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|c| c == case))
+    };
+    let mut d_plain = None;
+    let mut plain_direct = || -> Result<(Wrk, f64)> {
+        if d_plain.is_none() {
+            d_plain = Some(direct(&plain_url, conns)?);
+        }
+        Ok(d_plain.expect("just set"))
+    };
+    if want("durable") {
+        let d = plain_direct()?;
+        let t = through(&plain_url, conns, "durable")?;
+        let records = fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"type\":\"http_request\""))
+            .count();
+        row("HTTP/1.1, audit durable (default)", conns, d, t);
+        println!(
+            "  (audit: {records} http_request records for {} requests)",
+            t.0.requests
+        );
+    }
+    if want("async") {
+        let d = plain_direct()?;
+        row(
+            "HTTP/1.1, audit async",
+            conns,
+            d,
+            through(&plain_url, conns, "async")?,
+        );
+    }
+    if want("one") {
+        row(
+            "HTTP/1.1, one connection, durable",
+            1,
+            direct(&plain_url, 1)?,
+            through(&plain_url, 1, "durable")?,
+        );
+    }
+    if want("one-async") {
+        row(
+            "HTTP/1.1, one connection, async",
+            1,
+            direct(&plain_url, 1)?,
+            through(&plain_url, 1, "async")?,
+        );
+    }
+    if want("tls") {
+        row(
+            "HTTPS (TLS interception), durable",
+            conns,
+            direct(&tls_url, conns)?,
+            through(&tls_url, conns, "durable")?,
+        );
+    }
     let json = serde_json::json!({
-        "wrk": {"threads": conns.clamp(1, 2), "connections": conns, "seconds": secs},
-        "plain": {"direct_rps": d_plain.rps, "direct_p99_us": d_plain.p99_us,
-                  "interceptor_rps": t_plain.rps, "interceptor_p99_us": t_plain.p99_us,
-                  "ratio": t_plain.rps / d_plain.rps, "p99_overhead_us": t_plain.p99_us - d_plain.p99_us,
-                  "audit_records": requests},
-        "tls_intercept": {"direct_rps": d_tls.rps, "direct_p99_us": d_tls.p99_us,
-                  "interceptor_rps": t_tls.rps, "interceptor_p99_us": t_tls.p99_us,
-                  "ratio": t_tls.rps / d_tls.rps, "p99_overhead_us": t_tls.p99_us - d_tls.p99_us},
+        "wrk": {"connections": conns, "seconds": secs},
+        "rows": rows,
     });
     fs::write(dir.join("http.json"), serde_json::to_string_pretty(&json)?)?;
     Ok(())
@@ -363,9 +448,11 @@ pub fn run_bench() -> Result<()> {
 mod tests {
     #[test]
     fn parses_wrk() {
-        let out = "Running 1s test\n  Latency Distribution\n     50%  100.00us\n     99%    1.50ms\n  1000 requests\nRequests/sec:  12345.67\n";
+        let out = "Running 1s test\n  Latency Distribution\n     50%  100.00us\n     99%    1.50ms\n  12346 requests in 1.00s, 1.2MB read\nRequests/sec:  12345.67\n";
         let w = super::parse_wrk(out).unwrap();
         assert_eq!(w.rps, 12345.67);
+        assert_eq!(w.p50_us, 100.0);
         assert_eq!(w.p99_us, 1500.0);
+        assert_eq!(w.requests, 12346);
     }
 }

@@ -240,7 +240,7 @@ impl SegmentStore {
             "pid": std::process::id(),
             "recovered_torn_bytes": torn,
         });
-        self.write_batch(&[&rec.to_string()]).map(|_| ())
+        self.write_batch(&[&rec.to_string()], true).map(|_| ())
     }
 
     /// Rotates if the segment is too big or too old (called before each batch and on idle).
@@ -251,7 +251,17 @@ impl SegmentStore {
         Ok(())
     }
 
+    /// fdatasync of the current segment (for records written without `sync`).
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
     fn rotate(&mut self) -> Result<(), AuditError> {
+        // Records written without sync (async mode) are made durable before the segment
+        // is closed and signed.
+        self.file
+            .sync_data()
+            .map_err(|e| AuditError::open(&self.path, e))?;
         let (path, file) =
             create_segment(&self.dir, self.n + 1).map_err(|e| AuditError::open(&self.dir, e))?;
         let old = std::mem::replace(&mut self.path, path);
@@ -273,10 +283,10 @@ impl SegmentStore {
         })
     }
 
-    /// Chains, writes and fdatasyncs `records` (serialised JSON objects) in one write.
-    /// Returns the position of the first one. On error nothing of the batch counts: the
-    /// file is cut back to its last durable length and the chain continues from there.
-    pub fn write_batch(&mut self, records: &[&str]) -> io::Result<Position> {
+    /// Chains and writes `records` (serialised JSON objects) in one write, fdatasync'd when
+    /// `sync`. Returns the position of the first one. On error nothing of the batch counts:
+    /// the file is cut back to its last good length and the chain continues from there.
+    pub fn write_batch(&mut self, records: &[&str], sync: bool) -> io::Result<Position> {
         let (seq0, prev0) = (self.seq, self.prev);
         let mut buf = String::with_capacity(records.iter().map(|r| r.len() + 180).sum());
         for r in records {
@@ -285,10 +295,13 @@ impl SegmentStore {
             self.prev = h;
             buf.push_str(&line);
         }
-        let res = self
-            .file
-            .write_all(buf.as_bytes())
-            .and_then(|()| self.file.sync_data());
+        let res = self.file.write_all(buf.as_bytes()).and_then(|()| {
+            if sync {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
         match res {
             Ok(()) => {
                 self.len += buf.len() as u64;

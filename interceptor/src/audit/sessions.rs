@@ -228,7 +228,9 @@ fn push_command(s: &mut Session, r: &Value, kind: &str, t: Option<SystemTime>) {
         error: str_of("sqlstate").or_else(|| str_of("error")),
         seq: r.get("seq").and_then(Value::as_u64),
     });
-    s.log.sort_by(|a, b| a.offset_ms.total_cmp(&b.offset_ms));
+    // Kept in log order (the order the commands completed). Sorting by `offset_ms` would
+    // misorder commands less than a millisecond apart: record times have millisecond
+    // resolution.
 }
 
 /// `--since`: a duration back from now (`2h`, `30m`) or an RFC 3339 time.

@@ -22,7 +22,7 @@ use super::audit::HttpRecord;
 use super::counting::{counted, Counting, Finish};
 use super::mask::{self, BodyKind};
 use super::respond::{full, json_error, Body, REQUEST_TIMEOUT_RAW};
-use super::upstream::{Target, Tls, Upstream};
+use super::upstream::{Driver, Target, Tls, Upstream};
 use super::{global, inject, Ctx, Outcome};
 use crate::policy::{evaluate_http, HttpEffects, HttpRequest, Verdict};
 
@@ -48,16 +48,18 @@ impl Conn {
         sni: Option<String>,
         h2: bool,
         target: Target,
-    ) -> Conn {
-        Conn {
+    ) -> (Conn, Driver) {
+        let (upstream, driver) = Upstream::new(target);
+        let conn = Conn {
             ctx,
             tls,
             sni,
             h2,
-            upstream: Upstream::new(target),
+            upstream,
             read: Arc::default(),
             read_at_done: Arc::default(),
-        }
+        };
+        (conn, driver)
     }
 
     fn mid_request(&self) -> bool {
@@ -74,8 +76,8 @@ pub async fn serve_plain(client: TcpStream, ctx: Arc<Ctx>) -> Outcome {
         tls: None,
         connect_timeout: ctx.connect_timeout,
     };
-    let conn = Conn::new(ctx.clone(), "plain", None, false, target);
-    let out = serve_conn(client, conn).await;
+    let (conn, driver) = Conn::new(ctx.clone(), "plain", None, false, target);
+    let out = serve_conn(client, conn, driver).await;
     if out.timed_out {
         if let Some(fd) = dup {
             use std::io::Write;
@@ -158,8 +160,8 @@ pub async fn serve_tls(client: TcpStream, ctx: Arc<Ctx>, sni: Option<String>) ->
         }),
         connect_timeout: ctx.connect_timeout,
     };
-    let conn = Conn::new(ctx.clone(), "intercept", sni, h2, target);
-    let out = serve_conn(tls, conn).await;
+    let (conn, driver) = Conn::new(ctx.clone(), "intercept", sni, h2, target);
+    let out = serve_conn(tls, conn, driver).await;
     if out.timed_out {
         super::refuse(
             &ctx,
@@ -172,6 +174,13 @@ pub async fn serve_tls(client: TcpStream, ctx: Arc<Ctx>, sni: Option<String>) ->
     Outcome { error: out.error }
 }
 
+/// Polls the upstream connections for as long as the agent side runs (the `Upstream`, and
+/// so the driver's queue, lives as long as the agent connection).
+async fn drive(d: &mut Driver) -> Infallible {
+    d.run().await;
+    std::future::pending().await
+}
+
 /// Streams one HTTP/2 agent connection may have open at once (each may hold an upstream
 /// HTTP/1.1 connection).
 const H2_MAX_STREAMS: u32 = 100;
@@ -182,7 +191,7 @@ struct ConnEnd {
     started: Instant,
 }
 
-async fn serve_conn<I>(io: I, conn: Conn) -> ConnEnd
+async fn serve_conn<I>(io: I, conn: Conn, mut driver: Driver) -> ConnEnd
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -209,9 +218,13 @@ where
         tokio::pin!(c);
         tokio::select! {
             r = c.as_mut() => r,
+            n = drive(&mut driver) => match n {},
             _ = stopping => {
                 c.as_mut().graceful_shutdown();
-                c.await
+                tokio::select! {
+                    r = c.as_mut() => r,
+                    n = drive(&mut driver) => match n {},
+                }
             }
         }
     } else {
@@ -224,12 +237,19 @@ where
         tokio::pin!(c);
         tokio::select! {
             r = c.as_mut() => r,
+            n = drive(&mut driver) => match n {},
             _ = stopping => {
                 c.as_mut().graceful_shutdown();
-                c.await
+                tokio::select! {
+                    r = c.as_mut() => r,
+                    n = drive(&mut driver) => match n {},
+                }
             }
         }
     };
+    // Connections still busy (an upgrade being handed over, a closing exchange) finish on
+    // their own once the agent side and its `Upstream` are gone.
+    tokio::spawn(async move { driver.run().await });
     match res {
         Ok(()) => ConnEnd {
             error: None,

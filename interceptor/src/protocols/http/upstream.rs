@@ -2,10 +2,19 @@
 //! idle list (one in use per request in flight, returned when its response body is done),
 //! or one multiplexed HTTP/2 connection when the agent spoke HTTP/2 and the server agreed
 //! to it in ALPN. Plain or TLS verifying the server.
+//!
+//! The upstream connections are polled by the agent connection's own task (`Driver`), not
+//! spawned: a request then crosses no task (and no thread) between the agent side and the
+//! upstream side, which saves two wake-ups per request.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::mpsc;
 
 use http::Request;
 use hyper::body::Incoming;
@@ -75,6 +84,34 @@ pub struct Upstream {
     idle: Mutex<Vec<http1::SendRequest<Body>>>,
     /// The HTTP/2 connection, once the server chose h2.
     h2: Mutex<Option<http2::SendRequest<Body>>>,
+    /// Hands new connections to the `Driver`.
+    drive: mpsc::UnboundedSender<Driven>,
+}
+
+/// A connection future to poll until it ends.
+type Driven = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Polls the upstream connections of one agent connection; run it next to the agent side.
+pub struct Driver {
+    rx: mpsc::UnboundedReceiver<Driven>,
+    conns: FuturesUnordered<Driven>,
+}
+
+impl Driver {
+    /// Polls the connections; returns once the `Upstream` is gone and they all ended.
+    /// Cancel-safe: dropping the future keeps the connections for the next call.
+    pub async fn run(&mut self) {
+        loop {
+            tokio::select! {
+                f = self.rx.recv() => match f {
+                    Some(f) => self.conns.push(f),
+                    None => break,
+                },
+                Some(()) = self.conns.next(), if !self.conns.is_empty() => {}
+            }
+        }
+        while self.conns.next().await.is_some() {}
+    }
 }
 
 /// An HTTP/1.1 connection lent to one request; it goes back to the idle list when dropped
@@ -99,12 +136,26 @@ impl Drop for Lease {
 }
 
 impl Upstream {
-    pub fn new(target: Target) -> Arc<Self> {
-        Arc::new(Upstream {
+    pub fn new(target: Target) -> (Arc<Self>, Driver) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let up = Arc::new(Upstream {
             target,
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
-        })
+            drive: tx,
+        });
+        let driver = Driver {
+            rx,
+            conns: FuturesUnordered::new(),
+        };
+        (up, driver)
+    }
+
+    /// Polls `conn` in the agent connection's task (spawned if that one is gone).
+    fn drive(&self, conn: Driven) {
+        if let Err(mpsc::error::SendError(conn)) = self.drive.send(conn) {
+            tokio::spawn(conn);
+        }
     }
 
     /// Sends `req` (HTTP/1.1 form: origin-form URI and Host; rewritten when the connection
@@ -146,7 +197,7 @@ impl Upstream {
         }
         let mut s = match sender {
             Some(s) => s,
-            None => match connect(&self.target, agent_h2).await? {
+            None => match connect(&self.target, agent_h2, |c| self.drive(c)).await? {
                 Conn::H1(s) => s,
                 Conn::H2(mut s) => {
                     *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
@@ -208,7 +259,11 @@ enum Conn {
     H2(http2::SendRequest<Body>),
 }
 
-async fn connect(t: &Target, offer_h2: bool) -> Result<Conn, UpstreamError> {
+async fn connect(
+    t: &Target,
+    offer_h2: bool,
+    drive: impl Fn(Driven),
+) -> Result<Conn, UpstreamError> {
     let dst = t.dst;
     let tcp = crate::proxy::session::connect_upstream(dst, t.connect_timeout)
         .await
@@ -250,21 +305,21 @@ async fn connect(t: &Target, offer_h2: bool) -> Result<Conn, UpstreamError> {
             .handshake(TokioIo::new(io))
             .await
             .map_err(|source| UpstreamError::Handshake { dst, source })?;
-        tokio::spawn(async move {
+        drive(Box::pin(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
             }
-        });
+        }));
         return Ok(Conn::H2(sender));
     }
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(io))
         .await
         .map_err(|source| UpstreamError::Handshake { dst, source })?;
-    tokio::spawn(async move {
+    drive(Box::pin(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upstream HTTP connection ended");
         }
-    });
+    }));
     Ok(Conn::H1(sender))
 }
