@@ -1,6 +1,6 @@
 //! Root tests of HTTP and HTTPS enforcement through the transparent path: real curl,
 //! Python requests and httpx under `interceptor run`, against a Python HTTP(S) upstream
-//! on 127.0.0.2 (http_support.rs).
+//! on 127.0.0.2 (http_support/).
 
 mod http_support;
 mod support;
