@@ -143,6 +143,9 @@ C='curl -sS --http2 --resolve api.test:{p1}:127.0.0.2 --resolve api.test:{p2}:12
 $C -H 'Authorization: Bearer agent-guess' -o $D/h1up.json -w '%{{http_version}} %{{http_code}}' https://api.test:{p1}/v1/users/5 > $D/h1up.code
 $C -o $D/h2up.json -w '%{{http_version}} %{{http_code}}' https://api.test:{p2}/v1/users/6 > $D/h2up.code
 $C -X DELETE -o $D/del.json -w '%{{http_version}} %{{http_code}}' https://api.test:{p1}/v1/users/5 > $D/del.code
+$C -H 'Host: evil.test' -o $D/forged.json -w '%{{http_version}} %{{http_code}}' https://api.test:{p1}/v1/users/5 > $D/forged.code
+head -c 300000 /dev/urandom > $D/up.bin
+$C --data-binary @$D/up.bin -o $D/echo.json -w '%{{http_version}} %{{http_code}}' https://api.test:{p1}/v1/echo > $D/echo.code
 $C --parallel --parallel-max 8 -o $D/par_#1.json 'https://api.test:{p1}/v1/users/[1-8]'
 $C --parallel --parallel-max 8 -o $D/par2_#1.json 'https://api.test:{p2}/v1/users/[1-8]'
 python3 $D/client.py https://api.test:{p1}/v1/users/9 https://api.test:{p2}/v1/users/10 > $D/py.json
@@ -161,6 +164,18 @@ python3 $D/client.py https://api.test:{p1}/v1/users/9 https://api.test:{p2}/v1/u
     // A denial is a 403 over HTTP/2 too.
     assert_eq!(read(&d.join("del.code")), "2 403");
     assert_eq!(json(&d.join("del.json"))["rule"], "no-deletes");
+    // :authority naming another host than the SNI is a forged host, as Host is in HTTP/1.1.
+    assert_eq!(read(&d.join("forged.code")), "2 403");
+    let forged = json(&d.join("forged.json"));
+    assert!(
+        forged["reason"].as_str().unwrap().contains("evil.test"),
+        "{forged}"
+    );
+    // A request body streamed from HTTP/2 DATA frames to an HTTP/1.1 upstream, intact.
+    assert_eq!(read(&d.join("echo.code")), "2 200");
+    let echo = json(&d.join("echo.json"));
+    assert_eq!(echo["len"], 300000);
+    assert_eq!(echo["sha256"], sha256_file(&d.join("up.bin")));
     // Parallel streams on one connection, to both upstreams.
     for i in 1..=8 {
         assert_masked_user(&json(&d.join(format!("par_{i}.json"))), "parallel h1");
@@ -181,13 +196,17 @@ python3 $D/client.py https://api.test:{p1}/v1/users/9 https://api.test:{p2}/v1/u
         assert_eq!(s["authority"], format!("api.test:{p2}"), "{s}");
         assert_eq!(s["auth"], "ok", "{s}");
     }
-    // The HTTP/1.1 upstream got Host from :authority, and never the DELETE.
+    // The HTTP/1.1 upstream got Host from :authority, the token on every GET, and never
+    // the DELETE or the forged host.
     let reqs = api.requests();
-    assert_eq!(reqs.len(), 1 + 8 + 1, "{reqs:#?}");
+    assert_eq!(reqs.len(), 1 + 1 + 8 + 1, "{reqs:#?}");
     for r in &reqs {
-        assert_eq!(r["method"], "GET");
         assert_eq!(r["host"], format!("api.test:{p1}"), "{r}");
-        assert_eq!(r["auth"], "ok", "{r}");
+        if r["method"] == "GET" {
+            assert_eq!(r["auth"], "ok", "{r}");
+        } else {
+            assert_eq!(r["method"], "POST", "{r}");
+        }
     }
     no_token_in(&d, &env);
 
@@ -195,7 +214,8 @@ python3 $D/client.py https://api.test:{p1}/v1/users/9 https://api.test:{p2}/v1/u
         .into_iter()
         .filter(|r| r["tls"] == "intercept")
         .collect();
-    assert_eq!(recs.len(), 2 * (1 + 8 + 1) + 1, "{recs:#?}");
+    // GETs to both upstreams, the DELETE, the forged host, the upload.
+    assert_eq!(recs.len(), 2 * (1 + 8 + 1) + 3, "{recs:#?}");
     let del = recs.iter().find(|r| r["method"] == "DELETE").unwrap();
     assert_eq!(del["status"], 403);
     assert_eq!(del["decision"], "deny");

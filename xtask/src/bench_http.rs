@@ -225,7 +225,8 @@ fn busy_cpu_us() -> u64 {
         * 10_000
 }
 
-fn policy(plain: SocketAddr, tls: SocketAddr, ca: &Path) -> String {
+/// `l4` is allowed by a TCP rule only (no HTTP service): the reference relay.
+fn policy(plain: SocketAddr, tls: SocketAddr, l4: SocketAddr, ca: &Path) -> String {
     format!(
         "version: 1
 rules:
@@ -233,7 +234,7 @@ rules:
     action: allow
     to:
       - cidr: 127.0.0.2/32
-        ports: [{p}, {t}]
+        ports: [{p}, {t}, {l}]
 http_services:
   plain:
     address: 127.0.0.2
@@ -259,6 +260,7 @@ http_rules:
         secret_env: BENCH_TOKEN
 ",
         p = plain.port(),
+        l = l4.port(),
         t = tls.port(),
         ca = ca.display()
     )
@@ -285,8 +287,9 @@ pub fn run_bench() -> Result<()> {
     let (ca, cert, key) = certs(&dir, "bench.test")?;
     let plain = upstream(None)?;
     let tls = upstream(Some(tls_config(&cert, &key)?))?;
+    let l4 = upstream(None)?;
     let pol = dir.join("bench-http.yaml");
-    fs::write(&pol, policy(plain, tls, &ca))?;
+    fs::write(&pol, policy(plain, tls, l4, &ca))?;
     let daemon = build::daemon_path(Profile::Release);
     let state = dir.join("state");
     let audit = dir.join("audit.jsonl");
@@ -426,6 +429,16 @@ pub fn run_bench() -> Result<()> {
             1,
             direct(&plain_url, 1)?,
             through(&plain_url, 1, "async")?,
+        );
+    }
+    if want("l4") {
+        // The same exchange through the plain TCP path (accept, decide, splice; no HTTP
+        // parsing, no per-request record): what the extra hop alone costs on this machine.
+        row(
+            "TCP relay only (splice, no HTTP)",
+            conns,
+            direct(&format!("http://{l4}/v1/items"), conns)?,
+            through(&format!("http://{l4}/v1/items"), conns, "async")?,
         );
     }
     if want("tls") {

@@ -223,11 +223,18 @@ fn finish(shared: &Shared, mut rec: ConnectionRecord, started: Instant) {
     shared.audit.record(&rec);
 }
 
-/// A destination that is one of our listeners (or the same port on any local address).
+/// A destination that reaches one of our listeners: the same address and port; for a
+/// listener on the unspecified address, any loopback address; a connect to the unspecified
+/// address (which Linux sends to loopback) for a loopback listener. Another loopback
+/// address with the same port (127.0.0.2:P next to our 127.0.0.1:P) is someone else.
 fn is_own_listener(dst: SocketAddr, listeners: &[SocketAddr]) -> bool {
     let ip = dst.ip().to_canonical();
     listeners.iter().any(|l| {
-        l.port() == dst.port() && (ip == l.ip() || ip.is_loopback() || ip.is_unspecified())
+        let lip = l.ip().to_canonical();
+        l.port() == dst.port()
+            && (ip == lip
+                || (lip.is_unspecified() && (ip.is_loopback() || ip.is_unspecified()))
+                || (ip.is_unspecified() && lip.is_loopback()))
     })
 }
 
@@ -422,8 +429,15 @@ mod tests {
             "[::1]:15001".parse().unwrap(),
         ];
         assert!(is_own_listener("127.0.0.1:15001".parse().unwrap(), &l));
-        assert!(is_own_listener("127.0.0.9:15001".parse().unwrap(), &l));
+        // Another loopback address on the same port is not us (a listener there is
+        // someone else's: a bound 127.0.0.1 listener never gets 127.0.0.9's connections).
+        assert!(!is_own_listener("127.0.0.9:15001".parse().unwrap(), &l));
         assert!(is_own_listener("0.0.0.0:15001".parse().unwrap(), &l));
+        assert!(is_own_listener("[::]:15001".parse().unwrap(), &l));
+        assert!(is_own_listener("[::1]:15001".parse().unwrap(), &l));
+        let any: Vec<SocketAddr> = vec!["0.0.0.0:15003".parse().unwrap()];
+        assert!(is_own_listener("127.0.0.9:15003".parse().unwrap(), &any));
+        assert!(!is_own_listener("192.0.2.1:15003".parse().unwrap(), &any));
         assert!(is_own_listener(
             "[::ffff:127.0.0.1]:15001".parse().unwrap(),
             &l
