@@ -1,0 +1,318 @@
+//! The upstream → client direction of a session: backend messages passed through, with
+//! result rows masked by the plan of their RowDescription and counted for the audit.
+
+use super::*;
+
+/// Upstream → client. Returns only on error or end of stream.
+pub(super) async fn server_pump<R, W>(
+    c: &Common<'_>,
+    reader: &mut FrameReader<R>,
+    client: &tokio::sync::Mutex<W>,
+) -> Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    loop {
+        let Some(f) = reader.next().await? else {
+            return Err(PgError::Closed("upstream"));
+        };
+        let mut frames = vec![f];
+        while out.len() < 256 * 1024 {
+            match reader.try_frame()? {
+                Some(f) => frames.push(f),
+                None => break,
+            }
+        }
+        for f in frames {
+            on_backend(c, f, &mut out).await?;
+        }
+        if !out.is_empty() {
+            c.ctx.bytes_down.fetch_add(out.len() as u64, Relaxed);
+            client.lock().await.write_all(&out).await?;
+            out.clear();
+        }
+        if c.st().outstanding == 0 {
+            c.idle.notify_waiters();
+        }
+    }
+}
+
+async fn on_backend(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> {
+    match f.tag {
+        backend::ERROR => {
+            let fields = backend::fields(&f.body)?;
+            let sqlstate = backend::field(&fields, b'C').map(str::to_owned);
+            let mut frame = f;
+            let mut ours = false;
+            let mut st = c.st();
+            if let Some(m) = backend::field(&fields, b'M') {
+                if let Some(i) = m.find(DENY_TOKEN) {
+                    let tok: String = m[i..]
+                        .chars()
+                        .take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_')
+                        .collect();
+                    if let Some(e) = st.denials.remove(&tok) {
+                        frame = e;
+                        ours = true;
+                    }
+                }
+            }
+            match st.pending.front_mut() {
+                Some(Pending::Exec(u)) if u.simple => {
+                    if let Some(s) = u.stmts.pop_front() {
+                        c.audit_stmt("simple", &s, Some(u), sqlstate);
+                    }
+                    u.stmts.clear();
+                }
+                Some(Pending::Sync) | None => {}
+                Some(_) => {
+                    // Extended protocol: the server skips everything up to Sync.
+                    let mut first = true;
+                    while let Some(p) = st.pending.front() {
+                        if matches!(p, Pending::Sync) {
+                            break;
+                        }
+                        if let Some(Pending::Exec(u)) = st.pending.pop_front() {
+                            if first && !ours && !u.denied {
+                                if let Some(s) = u.stmts.front() {
+                                    c.audit_stmt("extended", s, Some(&u), sqlstate.clone());
+                                }
+                            }
+                        }
+                        first = false;
+                    }
+                }
+            }
+            frame.encode(out);
+        }
+        backend::READY => {
+            let mut st = c.st();
+            st.tx = f.body.first().copied().unwrap_or(b'I');
+            st.outstanding -= 1;
+            while let Some(p) = st.pending.pop_front() {
+                match p {
+                    Pending::Sync => break,
+                    Pending::Exec(u) if u.simple => break,
+                    _ => {}
+                }
+            }
+            if st.outstanding <= 0 {
+                st.outstanding = 0;
+                st.denials.clear();
+            }
+            f.encode(out);
+        }
+        backend::ROW_DESCRIPTION => {
+            let fields = backend::row_description(&f.body)?;
+            let simple_needs_plan = {
+                let mut st = c.st();
+                match st.pending.front() {
+                    Some(Pending::DescribeStatement(n)) => {
+                        let n = n.clone();
+                        st.pending.pop_front();
+                        st.stmt_fields.insert(n, fields.clone());
+                        false
+                    }
+                    Some(Pending::DescribePortal(n)) => {
+                        let n = n.clone();
+                        st.pending.pop_front();
+                        st.portal_fields.insert(n, fields.clone());
+                        false
+                    }
+                    Some(Pending::Exec(_)) => true,
+                    _ => false,
+                }
+            };
+            if simple_needs_plan {
+                let plan = match &c.masker {
+                    Some(m) => Some(plan_for(c, m, &fields, &[]).await),
+                    None => None,
+                };
+                if let Some(Pending::Exec(u)) = c.st().pending.front_mut() {
+                    u.fields = Some(fields);
+                    u.mask = plan;
+                }
+            }
+            f.encode(out);
+        }
+        backend::NO_DATA => {
+            let mut st = c.st();
+            if matches!(
+                st.pending.front(),
+                Some(Pending::DescribeStatement(_) | Pending::DescribePortal(_))
+            ) {
+                st.pending.pop_front();
+            }
+            f.encode(out);
+        }
+        b'1' | b'3' => {
+            let mut st = c.st();
+            if matches!(st.pending.front(), Some(Pending::Parse | Pending::Close)) {
+                st.pending.pop_front();
+            }
+            f.encode(out);
+        }
+        b'2' => {
+            let mut st = c.st();
+            if let Some(Pending::Bind { portal }) = st.pending.front() {
+                let portal = portal.clone();
+                st.pending.pop_front();
+                st.portal_fields.remove(&portal);
+            }
+            f.encode(out);
+        }
+        backend::DATA_ROW => data_row(c, f, out).await?,
+        backend::COMMAND_COMPLETE | backend::EMPTY_QUERY | backend::PORTAL_SUSPENDED => {
+            let mut st = c.st();
+            let mut tag_frame = f;
+            if let Some(Pending::Exec(u)) = st.pending.front_mut() {
+                if u.withheld > 0 && tag_frame.tag == backend::COMMAND_COMPLETE {
+                    let limit = u.row_limit.unwrap_or(0);
+                    let note = format!(
+                        "interceptor: row limit {limit} reached; {} more row(s) were not sent",
+                        u.withheld
+                    );
+                    let mut notice = backend::error("WARNING", "01000", &note, None, None);
+                    notice.tag = backend::NOTICE;
+                    notice.encode(out);
+                    let tag = backend::command_tag(&tag_frame.body)?;
+                    let new = match tag.rsplit_once(' ') {
+                        Some((verb, n)) if n.parse::<u64>().is_ok() => format!("{verb} {limit}"),
+                        _ => tag.to_owned(),
+                    };
+                    tag_frame = frontend::query(&new);
+                    tag_frame.tag = backend::COMMAND_COMPLETE;
+                }
+                let simple = u.simple;
+                if let Some(s) = u.stmts.pop_front() {
+                    c.audit_stmt(
+                        if simple { "simple" } else { "extended" },
+                        &s,
+                        Some(u),
+                        None,
+                    );
+                }
+                if simple {
+                    u.rows = 0;
+                    u.withheld = 0;
+                    u.masked = 0;
+                    u.fields = None;
+                    u.mask = None;
+                    u.started = Instant::now();
+                } else {
+                    st.pending.pop_front();
+                }
+            }
+            tag_frame.encode(out);
+        }
+        backend::PARAMETER_STATUS => {
+            if let Ok((k, v)) = backend::parse_parameter_status(&f.body) {
+                if k == "standard_conforming_strings" {
+                    c.st().scs = v == "on";
+                }
+            }
+            f.encode(out);
+        }
+        _ => f.encode(out),
+    }
+    Ok(())
+}
+
+/// A plan for these fields, naming their tables first (side query on a pooled connection).
+async fn plan_for(c: &Common<'_>, m: &Masker, fields: &[Field], formats: &[i16]) -> ResultMask {
+    let catalog = global().catalog(&c.pool_key);
+    let oids: Vec<u32> = fields
+        .iter()
+        .map(|f| f.table_oid)
+        .filter(|o| *o != 0 && catalog.get(*o).is_none())
+        .collect();
+    if !oids.is_empty() {
+        if let Err(e) = fill_catalog(c, &catalog, &oids).await {
+            tracing::warn!(session = %c.ctx.session, error = %e, "table names unknown; column rules by table may not apply");
+        }
+    }
+    mask::plan(m, fields, formats, &catalog)
+}
+
+async fn fill_catalog(c: &Common<'_>, catalog: &mask::Catalog, oids: &[u32]) -> Result<()> {
+    let idle = Duration::from_secs(c.ctx.res.pool_idle_secs.map_or(60, |n| n.get()));
+    let mut conn = match global().pool.take(&c.pool_key, idle).await {
+        Some(conn) => conn,
+        None => upstream::connect(&c.ctx.resource, &c.ctx.res, c.ctx.connect_timeout).await?,
+    };
+    let r = catalog.fill(oids, &mut conn).await;
+    let size = c.ctx.res.pool_size.unwrap_or(8) as usize;
+    global()
+        .pool
+        .put(c.pool_key.clone(), conn, size.max(1), idle)
+        .await;
+    r
+}
+
+async fn data_row(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> {
+    // Row limit and counting.
+    let needs_plan = {
+        let mut st = c.st();
+        let State {
+            pending,
+            portal_fields,
+            stmt_fields,
+            ..
+        } = &mut *st;
+        match pending.front_mut() {
+            Some(Pending::Exec(u)) => {
+                u.rows += 1;
+                if u.row_limit.is_some_and(|l| u.rows > l) {
+                    u.withheld += 1;
+                    return Ok(());
+                }
+                if c.masker.is_none() {
+                    f.encode(out);
+                    return Ok(());
+                }
+                if u.mask.is_some() {
+                    None
+                } else if let Some(fl) = portal_fields.get(&u.portal) {
+                    Some((fl.clone(), Vec::new()))
+                } else if let Some(fl) = stmt_fields.get(&u.statement) {
+                    Some((fl.clone(), u.formats.clone()))
+                } else {
+                    Some((Vec::new(), Vec::new()))
+                }
+            }
+            _ => {
+                if c.masker.is_none() {
+                    f.encode(out);
+                    return Ok(());
+                }
+                Some((Vec::new(), Vec::new()))
+            }
+        }
+    };
+    let masker = c.masker.as_ref().expect("checked above");
+    if let Some((fields, formats)) = needs_plan {
+        if fields.is_empty() {
+            // No description of this result: fail closed, every value becomes NULL.
+            let values = backend::data_row(&f.body)?;
+            let n = values.iter().filter(|v| v.is_some()).count() as u64;
+            backend::encode_data_row(values.iter().map(|_| None), out);
+            if let Some(Pending::Exec(u)) = c.st().pending.front_mut() {
+                u.masked += n;
+            }
+            return Ok(());
+        }
+        let plan = plan_for(c, masker, &fields, &formats).await;
+        if let Some(Pending::Exec(u)) = c.st().pending.front_mut() {
+            u.mask = Some(plan);
+        }
+    }
+    let mut st = c.st();
+    if let Some(Pending::Exec(u)) = st.pending.front_mut() {
+        if let Some(m) = &u.mask {
+            u.masked += mask::rewrite_row(masker, m, &f.body, out)?;
+        }
+    }
+    Ok(())
+}
