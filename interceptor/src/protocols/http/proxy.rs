@@ -18,10 +18,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::audit::HttpRecord;
 use super::counting::{counted, Counting, Finish};
 use super::mask::{self, BodyKind};
-use super::respond::{full, json_error, Body, REQUEST_TIMEOUT_RAW};
+use super::respond::{denied, fail, full, Body, REQUEST_TIMEOUT_RAW};
 use super::upstream::{Driver, Target, Tls, Upstream};
 use super::{global, inject, Ctx, Outcome};
 use crate::policy::{evaluate_http, HttpEffects, HttpRequest, Verdict};
@@ -333,62 +332,49 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
     rec.decision = d.verdict;
     rec.rule = d.rule.map(str::to_owned);
     rec.reason = d.reason.clone();
-    let deny = |mut rec: HttpRecord,
-                mut fin: Finish,
-                status: StatusCode,
-                error: &str,
-                close: bool| {
-        rec.decision = Verdict::Deny;
-        rec.status = status.as_u16();
-        tracing::info!(session = %rec.session, service = %rec.service, method = ?rec.method, path = ?rec.path, rule = ?rec.rule, reason = %rec.reason, "HTTP request refused");
-        let r = json_error(status, error, rec.rule.as_deref(), &rec.reason, close);
-        fin.rec = Some(rec);
-        drop(fin);
-        Ok(r)
-    };
     if d.verdict != Verdict::Allow {
-        return deny(
+        return Ok(denied(
             rec,
             fin,
             StatusCode::FORBIDDEN,
             "forbidden by interceptor policy",
             false,
-        );
+        ));
     }
     if uri_host.is_some() && uri_host != host {
         rec.reason = "the request URI names another host than the Host header".into();
-        return deny(
+        return Ok(denied(
             rec,
             fin,
             StatusCode::FORBIDDEN,
             "forbidden by interceptor policy",
             true,
-        );
+        ));
     }
     let effects: HttpEffects = d.effects.cloned().unwrap_or_default();
     let upgrade = req.headers().contains_key(header::UPGRADE);
     if req.method() == Method::CONNECT {
         rec.reason = "CONNECT is not proxied".into();
-        return deny(
+        return Ok(denied(
             rec,
             fin,
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed",
             true,
-        );
+        ));
     }
     if upgrade && !effects.allow_upgrade {
         rec.reason = format!(
             "protocol upgrade refused: rule {} does not set allow_upgrade",
             rec.rule.as_deref().unwrap_or("-")
         );
-        return deny(
+        return Ok(denied(
             rec,
             fin,
             StatusCode::FORBIDDEN,
             "forbidden by interceptor policy",
             false,
-        );
+        ));
     }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -431,17 +417,15 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
     match inject::apply(&mut parts.headers, &effects.inject) {
         Ok(names) => rec.injected = names,
         Err(e) => {
-            rec.error = Some(e.to_string());
-            rec.status = 502;
-            let r = json_error(
+            let why = e.to_string();
+            return Ok(fail(
+                rec,
+                fin,
                 StatusCode::BAD_GATEWAY,
                 "credential injection failed",
-                rec.rule.as_deref(),
-                &e.to_string(),
+                why,
                 false,
-            );
-            fin.rec = Some(rec);
-            return Ok(r);
+            ));
         }
     }
     let masks = effects.masks() && parts.method != Method::HEAD;
@@ -465,17 +449,14 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
         .await
     {
         tracing::error!(session = %ctx.session, error = %e, "audit store refused the request's record; not forwarding it (fail closed)");
-        rec.status = 503;
-        rec.error = Some(format!("audit: {e}"));
-        let r = json_error(
+        return Ok(fail(
+            rec,
+            fin,
             StatusCode::SERVICE_UNAVAILABLE,
             "the interceptor cannot record this request, so it was not sent (fail closed)",
-            rec.rule.as_deref(),
-            &e.to_string(),
+            format!("audit: {e}"),
             true,
-        );
-        fin.rec = Some(rec);
-        return Ok(r);
+        ));
     }
     let out = Request::from_parts(parts, counted(body, up.clone(), ctx.bytes_up.clone(), None));
     let sent = conn
@@ -490,17 +471,14 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
         }
         Err(e) => {
             tracing::warn!(session = %ctx.session, service = %ctx.service, error = %e, "upstream request failed");
-            rec.status = 502;
-            rec.error = Some(e.clone());
-            let r = json_error(
+            return Ok(fail(
+                rec,
+                fin,
                 StatusCode::BAD_GATEWAY,
                 "upstream request failed",
-                rec.rule.as_deref(),
-                &e,
+                e,
                 false,
-            );
-            fin.rec = Some(rec);
-            return Ok(r);
+            ));
         }
     };
     rec.status = resp.status().as_u16();
@@ -591,17 +569,14 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
         }
         Err(e) => {
             tracing::warn!(session = %ctx.session, service = %ctx.service, error = %e, "response withheld");
-            rec.status = 502;
-            rec.error = Some(e.clone());
-            let r = json_error(
+            Ok(fail(
+                rec,
+                fin,
                 StatusCode::BAD_GATEWAY,
                 "response withheld: it cannot be masked",
-                rec.rule.as_deref(),
-                &e,
+                e,
                 true,
-            );
-            fin.rec = Some(rec);
-            Ok(r)
+            ))
         }
     }
 }

@@ -2,6 +2,10 @@
 
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
+
+use super::audit::HttpRecord;
+use super::counting::Finish;
+use crate::policy::Verdict;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 
 /// The body of every response sent to the agent.
@@ -59,4 +63,38 @@ mod tests {
         assert!(head.contains(&format!("content-length: {}", body.len())));
         serde_json::from_str::<serde_json::Value>(body).unwrap();
     }
+}
+
+/// The answer to a request the interceptor refuses (403, 405): a JSON error naming the rule
+/// and the record's reason; the record becomes a denial with that status.
+pub(super) fn denied(
+    mut rec: HttpRecord,
+    mut fin: Finish,
+    status: StatusCode,
+    error: &str,
+    close: bool,
+) -> Response<Body> {
+    rec.decision = Verdict::Deny;
+    rec.status = status.as_u16();
+    tracing::info!(session = %rec.session, service = %rec.service, method = ?rec.method, path = ?rec.path, rule = ?rec.rule, reason = %rec.reason, "HTTP request refused");
+    let r = json_error(status, error, rec.rule.as_deref(), &rec.reason, close);
+    fin.rec = Some(rec);
+    r
+}
+
+/// The answer to an allowed request that could not be carried out (502, 503): a JSON error
+/// naming the rule and `why`; the record keeps its decision and gets the status and `why`.
+pub(super) fn fail(
+    mut rec: HttpRecord,
+    mut fin: Finish,
+    status: StatusCode,
+    error: &str,
+    why: String,
+    close: bool,
+) -> Response<Body> {
+    rec.status = status.as_u16();
+    let r = json_error(status, error, rec.rule.as_deref(), &why, close);
+    rec.error = Some(why);
+    fin.rec = Some(rec);
+    r
 }
