@@ -54,17 +54,6 @@ pub fn json_error(
 /// head (hyper itself just closes).
 pub const REQUEST_TIMEOUT_RAW: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\nx-interceptor-decision: error\r\ncontent-length: 97\r\n\r\n{\"error\":\"request timeout\",\"reason\":\"the request head did not arrive in time\",\"by\":\"interceptor\"}";
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn raw_408_length_is_right() {
-        let raw = std::str::from_utf8(super::REQUEST_TIMEOUT_RAW).unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("content-length: {}", body.len())));
-        serde_json::from_str::<serde_json::Value>(body).unwrap();
-    }
-}
-
 /// The answer to a request the interceptor refuses (403, 405): a JSON error naming the rule
 /// and the record's reason; the record becomes a denial with that status.
 pub(super) fn denied(
@@ -97,4 +86,15 @@ pub(super) fn fail(
     rec.error = Some(why);
     fin.rec = Some(rec);
     r
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn raw_408_length_is_right() {
+        let raw = std::str::from_utf8(super::REQUEST_TIMEOUT_RAW).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        serde_json::from_str::<serde_json::Value>(body).unwrap();
+    }
 }
