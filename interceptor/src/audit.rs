@@ -114,6 +114,17 @@ pub struct ConnectionOpen<'a> {
     pub rule: Option<&'a str>,
 }
 
+/// One record as the JSON line it is stored as (the chain adds `seq`, `prev`, `hash`).
+/// Records are plain structs of strings and numbers: should one ever fail to serialise,
+/// the line says so instead of vanishing.
+pub fn line<T: Serialize>(rec: &T) -> String {
+    serde_json::to_string(rec).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot serialise audit record");
+        let error = serde_json::Value::String(e.to_string());
+        format!("{{\"type\":\"unserialisable\",\"error\":{error}}}")
+    })
+}
+
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
@@ -268,6 +279,11 @@ impl AuditLog {
             .map(serde_json::to_string)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| AuditError::Serialize(e.to_string()))?;
+        self.commit_lines(lines).await
+    }
+
+    /// Like `commit_many` for records already serialised with [`line`].
+    pub async fn commit_lines(&self, lines: Vec<String>) -> Result<Position, AuditError> {
         if !self.durable {
             self.tx
                 .send(Msg::Records(lines, None))

@@ -206,25 +206,6 @@ fn parse_wrk(out: &str) -> Result<Wrk> {
     })
 }
 
-/// Busy CPU time of the whole machine so far (µs), from /proc/stat: user, nice, system,
-/// irq, softirq and steal (USER_HZ = 100).
-fn busy_cpu_us() -> u64 {
-    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
-    let f: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    [0, 1, 2, 5, 6, 7]
-        .iter()
-        .filter_map(|&i| f.get(i))
-        .sum::<u64>()
-        * 10_000
-}
-
 /// `l4` is allowed by a TCP rule only (no HTTP service): the reference relay.
 fn policy(plain: SocketAddr, tls: SocketAddr, l4: SocketAddr, ca: &Path) -> String {
     format!(
@@ -307,9 +288,9 @@ pub fn run_bench() -> Result<()> {
     // upstream, the interceptor, the kernel's loopback TCP), which explains the ratios of a
     // CPU-bound run better than wall-clock numbers on a shared machine.
     let measured = |f: &dyn Fn() -> Result<Wrk>| -> Result<(Wrk, f64)> {
-        let before = busy_cpu_us();
+        let before = crate::util::busy_cpu_us();
         let w = f()?;
-        let cpu = (busy_cpu_us() - before) as f64 / w.requests.max(1) as f64;
+        let cpu = (crate::util::busy_cpu_us() - before) as f64 / w.requests.max(1) as f64;
         Ok((w, cpu))
     };
     let direct = |url: &str, c: u32| -> Result<(Wrk, f64)> {

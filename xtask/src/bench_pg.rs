@@ -9,7 +9,8 @@
 //!    psycopg connection: direct, through without masking, through with masking.
 //!
 //! Prints a summary and writes it to target/bench/pg.txt. Loopback only. `BENCH_SECS`
-//! overrides the 15 s per pgbench run.
+//! overrides the 15 s per pgbench run; `BENCH_ONLY=S` stops after step 1; `BENCH_PERF=FILE`
+//! records each pgbench run with `perf record -a -g` into FILE.<target>.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -36,6 +37,15 @@ struct Target<'a> {
     port: u16,
     /// `interceptor run --policy P` around the client.
     policy: Option<&'a Path>,
+}
+
+/// One pgbench run.
+struct Run {
+    tps: f64,
+    /// Busy CPU of the whole machine (client, proxy, server) per transaction, µs.
+    cpu_us: f64,
+    /// Statement records in the audit log (through the interceptor).
+    audited: usize,
 }
 
 struct Bench<'a> {
@@ -72,9 +82,9 @@ impl Bench<'_> {
         c
     }
 
-    /// One pgbench run; its TPS and, through the interceptor, how many statement records
-    /// it audited.
-    fn pgbench(&self, t: &Target, extra: &[&str]) -> Result<(f64, usize)> {
+    /// One pgbench run: its TPS, the machine's busy CPU per transaction and, through the
+    /// interceptor, how many statement records it audited.
+    fn pgbench(&self, t: &Target, extra: &[&str]) -> Result<Run> {
         let secs = self.secs.to_string();
         let port = t.port.to_string();
         let mut args = vec!["-S", "-n", "-c", CLIENTS, "-j", THREADS, "-T", &secs];
@@ -82,12 +92,36 @@ impl Bench<'_> {
         args.extend(["-h", t.host, "-p", &port, "-U", "bench", "bench"]);
         println!("    {:<22} pgbench {}", t.name, args.join(" "));
         let _ = fs::remove_file(self.dir.join("pg-audit.jsonl"));
+        // The whole machine's profile of this run: `perf report -i FILE.<target>`.
+        let perf = match std::env::var("BENCH_PERF") {
+            Ok(file) => Some(
+                Command::new("perf")
+                    .args(["record", "-a", "-g", "-F", "1000", "-o"])
+                    .arg(format!(
+                        "{file}.{}",
+                        t.name.replace([' ', ',', '(', ')'], "")
+                    ))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("starting perf record")?,
+            ),
+            Err(_) => None,
+        };
+        let cpu_before = crate::util::busy_cpu_us();
         let out = self
             .command(t, &self.cluster.bin("pgbench"))
             .args(&args)
             .stdin(Stdio::null())
             .output()
             .context("running pgbench")?;
+        let cpu = crate::util::busy_cpu_us() - cpu_before;
+        if let Some(mut p) = perf {
+            let _ = Command::new("kill")
+                .args(["-INT", &p.id().to_string()])
+                .status();
+            let _ = p.wait();
+        }
         let so = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
             bail!(
@@ -102,6 +136,14 @@ impl Bench<'_> {
             .find_map(|l| l.trim().strip_prefix("tps = "))
             .and_then(|r| r.split_whitespace().next()?.parse::<f64>().ok())
             .with_context(|| format!("no `tps = ` in pgbench's output:\n{so}"))?;
+        let txns = so
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("number of transactions actually processed: ")
+            })
+            .and_then(|r| r.split(['/', ' ']).next()?.parse::<u64>().ok())
+            .with_context(|| format!("no transaction count in pgbench's output:\n{so}"))?;
         let failed = so
             .lines()
             .find_map(|l| l.trim().strip_prefix("number of failed transactions: "))
@@ -124,8 +166,16 @@ impl Bench<'_> {
             None => 0,
         };
         let _ = fs::remove_file(self.dir.join("pg-audit.jsonl"));
-        println!("    {:<22} {tps:>10.0} TPS", "");
-        Ok((tps, audited))
+        let cpu_us = cpu as f64 / txns.max(1) as f64;
+        println!(
+            "    {:<22} {tps:>10.0} TPS, {cpu_us:.1} µs machine CPU per transaction",
+            ""
+        );
+        Ok(Run {
+            tps,
+            cpu_us,
+            audited,
+        })
     }
 
     /// Median milliseconds of the 1,000-row SELECT (psycopg, one connection).
@@ -418,18 +468,33 @@ pub fn run() -> Result<()> {
     });
 
     println!("\n==> pgbench -S -c {CLIENTS} -j {THREADS} -T {secs} (select-only, simple protocol)");
-    let (s_direct, _) = bench.pgbench(&direct, &[])?;
-    let (s_through, audited) = bench.pgbench(&through, &[])?;
+    let s_direct = bench.pgbench(&direct, &[])?;
+    let s_through = bench.pgbench(&through, &[])?;
     let s_bouncer = match &bouncer_t {
-        Some(t) => Some(bench.pgbench(t, &[])?.0),
+        Some(t) => Some(bench.pgbench(t, &[])?),
         None => None,
     };
+    let audited = s_through.audited;
+    // What each proxy adds to the machine's CPU per transaction.
+    let s_cost = s_through.cpu_us - s_direct.cpu_us;
+    let b_cost = s_bouncer.as_ref().map(|b| b.cpu_us - s_direct.cpu_us);
+    let (s_bouncer, s_through, s_direct) = (s_bouncer.map(|b| b.tps), s_through.tps, s_direct.tps);
 
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("S") {
+        println!(
+            "\nBENCH_ONLY=S: interceptor/direct {:.2}x (+{s_cost:.1} µs CPU per transaction), \
+             pgbouncer/direct {} (+{} µs)",
+            s_through / s_direct,
+            s_bouncer.map_or("n/a".into(), |b| format!("{:.2}x", b / s_direct)),
+            b_cost.map_or("n/a".into(), |c| format!("{c:.1}"))
+        );
+        return Ok(());
+    }
     println!("\n==> pgbench -S -C -c {CLIENTS} -j {THREADS} -T {secs} (a new connection per transaction)");
-    let (c_direct, _) = bench.pgbench(&direct, &["-C"])?;
-    let (c_through, _) = bench.pgbench(&through, &["-C"])?;
+    let c_direct = bench.pgbench(&direct, &["-C"])?.tps;
+    let c_through = bench.pgbench(&through, &["-C"])?.tps;
     let c_bouncer = match &bouncer_t {
-        Some(t) => Some(bench.pgbench(t, &["-C"])?.0),
+        Some(t) => Some(bench.pgbench(t, &["-C"])?.tps),
         None => None,
     };
     drop(bouncer);
@@ -465,6 +530,11 @@ pub fn run() -> Result<()> {
         s_through / s_direct,
         b(s_bouncer),
         br(s_bouncer, s_direct)
+    )?;
+    writeln!(
+        t,
+        "| pgbench -S, machine CPU added per transaction, µs | — | {s_cost:.1} | | {} | | |",
+        b_cost.map_or("n/a".into(), |c| format!("{c:.1}"))
     )?;
     writeln!(
         t,

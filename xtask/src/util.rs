@@ -222,6 +222,25 @@ pub fn fmt_duration(d: Duration) -> String {
     }
 }
 
+/// Busy CPU time of the whole machine so far (µs), from /proc/stat: user, nice, system,
+/// irq, softirq and steal (USER_HZ = 100).
+pub fn busy_cpu_us() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| f.get(i))
+        .sum::<u64>()
+        * 10_000
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,23 +39,23 @@ pub struct SessionStart {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct StatementRecord {
+pub struct StatementRecord<'a> {
     pub time: String,
     #[serde(rename = "type")]
     pub kind: &'static str,
-    pub session: String,
-    pub instance: String,
-    pub identity: Who,
-    pub resource: String,
+    pub session: &'a str,
+    pub instance: &'a str,
+    pub identity: &'a Who,
+    pub resource: &'a str,
     /// "simple" (Query) or "extended" (Parse/Execute).
     pub protocol: &'static str,
     /// The statement's text as the agent sent it.
-    pub statement: String,
+    pub statement: &'a str,
     /// The classifier's summary, e.g. `DeleteStmt write -> [orders]`.
-    pub classification: String,
+    pub classification: &'a str,
     pub decision: Verdict,
-    pub rule: Option<String>,
-    pub reason: String,
+    pub rule: Option<&'a str>,
+    pub reason: &'a str,
     pub rows: u64,
     /// Rows not sent because of the row limit.
     #[serde(skip_serializing_if = "is_zero")]
@@ -91,17 +91,17 @@ pub struct SessionEnd {
 /// (issue 6) A command about to be sent upstream: committed durably *before* it is
 /// forwarded (write before forward); its outcome follows as a `statement` record.
 #[derive(Debug, Clone, Serialize)]
-pub struct CommandRecord {
+pub struct CommandRecord<'a> {
     pub time: String,
     #[serde(rename = "type")]
     pub kind: &'static str,
-    pub session: String,
-    pub instance: String,
-    pub resource: String,
+    pub session: &'a str,
+    pub instance: &'a str,
+    pub resource: &'a str,
     /// "simple" (Query) or "extended" (Execute).
     pub protocol: &'static str,
-    pub statement: String,
-    pub classification: String,
+    pub statement: &'a str,
+    pub classification: &'a str,
     pub decision: Verdict,
-    pub rule: Option<String>,
+    pub rule: Option<&'a str>,
 }

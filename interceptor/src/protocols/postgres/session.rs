@@ -29,6 +29,7 @@ use crate::policy::{Policy, PostgresResource, SqlDecision, Subject, Verdict};
 use crate::sql::{Classification, ParseOptions, SqlError, Statement};
 
 mod client;
+mod decide;
 mod server;
 
 use client::client_pump;
@@ -66,8 +67,18 @@ const DENY_TOKEN: &str = "interceptor_denied_";
 #[derive(Debug, Clone)]
 struct StmtCtx {
     text: String,
-    summary: String,
-    decision: SqlDecision,
+    summary: Arc<str>,
+    decision: Arc<SqlDecision>,
+}
+
+impl StmtCtx {
+    fn new(text: String, summary: &str, decision: &SqlDecision) -> StmtCtx {
+        StmtCtx {
+            text,
+            summary: summary.into(),
+            decision: Arc::new(decision.clone()),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -219,16 +230,16 @@ impl Common<'_> {
         self.ctx.audit.record_any(&StatementRecord {
             time: now_rfc3339(),
             kind: "statement",
-            session: self.ctx.session.clone(),
-            instance: self.ctx.instance.clone(),
-            identity: self.who.clone(),
-            resource: self.ctx.resource.clone(),
+            session: &self.ctx.session,
+            instance: &self.ctx.instance,
+            identity: &self.who,
+            resource: &self.ctx.resource,
             protocol,
-            statement: s.text.clone(),
-            classification: s.summary.clone(),
+            statement: &s.text,
+            classification: &s.summary,
             decision: s.decision.verdict,
-            rule: s.decision.rule.clone(),
-            reason: s.decision.reason.clone(),
+            rule: s.decision.rule.as_deref(),
+            reason: &s.decision.reason,
             rows: u.map_or(0, |u| u.rows - u.withheld),
             rows_withheld: u.map_or(0, |u| u.withheld),
             fields_masked: u.map_or(0, |u| u.masked),
@@ -239,26 +250,20 @@ impl Common<'_> {
 }
 
 impl Common<'_> {
-    /// (issue 6) The pre-forward record of an allowed command.
-    fn intent(
-        &self,
-        protocol: &'static str,
-        text: &str,
-        summary: &str,
-        d: &SqlDecision,
-    ) -> CommandRecord {
-        CommandRecord {
+    /// (issue 6) The pre-forward record of an allowed command, serialised.
+    fn intent(&self, protocol: &'static str, text: &str, summary: &str, d: &SqlDecision) -> String {
+        crate::audit::line(&CommandRecord {
             time: now_rfc3339(),
             kind: "command",
-            session: self.ctx.session.clone(),
-            instance: self.ctx.instance.clone(),
-            resource: self.ctx.resource.clone(),
+            session: &self.ctx.session,
+            instance: &self.ctx.instance,
+            resource: &self.ctx.resource,
             protocol,
-            statement: text.to_owned(),
-            classification: summary.to_owned(),
+            statement: text,
+            classification: summary,
             decision: d.verdict,
-            rule: d.rule.clone(),
-        }
+            rule: d.rule.as_deref(),
+        })
     }
 }
 

@@ -1,6 +1,7 @@
 //! The client → upstream direction of a session: frontend messages checked statement by
 //! statement (classification, policy, holds, write-before-forward) before they go upstream.
 
+use super::decide::{self, Decisions};
 use super::*;
 
 /// Client → upstream. `Ok(true)`: the client sent Terminate; `Ok(false)`: it closed.
@@ -21,7 +22,8 @@ where
     let mut portals: HashMap<String, (String, Vec<i16>)> = HashMap::new();
     let mut token_n = 0u64;
     let mut out = BytesMut::with_capacity(16 * 1024);
-    let mut intents: Vec<CommandRecord> = Vec::new();
+    let mut intents: Vec<String> = Vec::new();
+    let mut decisions = Decisions::new(c.ctx.token.is_none());
     loop {
         let f = match reader.next().await? {
             Some(f) => f,
@@ -66,12 +68,18 @@ where
             };
             match msg {
                 Frontend::Query(sql) => {
-                    let (cls, shaped) = classify(sql, c.st().scs);
-                    let checked = enforcer.check(&cls, &sql_prepared);
-                    let checked = c
-                        .settle(checked, sql, &policy, client, &mut out, up)
-                        .await?;
-                    let stmts = stmt_ctxs(sql, &checked, shaped);
+                    let d = decisions.decide(sql, c.st().scs, &enforcer, &sql_prepared);
+                    let settled = match d.checked.decision.verdict {
+                        Verdict::Hold => Some(
+                            c.settle(d.checked.clone(), sql, &policy, client, &mut out, up)
+                                .await?,
+                        ),
+                        _ => None,
+                    };
+                    let (checked, stmts) = match &settled {
+                        Some(s) => (s, d.restate(sql, s)),
+                        None => (&d.checked, d.stmts(sql)),
+                    };
                     if checked.allowed() {
                         remember_prepared(&checked.statements, &mut sql_prepared);
                         intents.push(c.intent("simple", sql, &checked.summary, &checked.decision));
@@ -88,23 +96,27 @@ where
                         let denied = stmts
                             .get(checked.decision.statement.unwrap_or(0))
                             .cloned()
-                            .unwrap_or_else(|| StmtCtx {
-                                text: sql.to_owned(),
-                                summary: checked.summary.clone(),
-                                decision: checked.decision.clone(),
+                            .unwrap_or_else(|| {
+                                StmtCtx::new(sql.to_owned(), &checked.summary, &checked.decision)
                             });
                         c.audit_stmt("simple", &denied, None, None);
                         queue_denied(c);
-                        deny_with(&checked, &mut out, None);
+                        deny_with(checked, &mut out, None);
                     }
                 }
                 Frontend::Parse { name, query } => {
-                    let (cls, shaped) = classify(query, c.st().scs);
-                    let checked = enforcer.check(&cls, &sql_prepared);
-                    let checked = c
-                        .settle(checked, query, &policy, client, &mut out, up)
-                        .await?;
-                    let stmts = stmt_ctxs(query, &checked, shaped);
+                    let d = decisions.decide(query, c.st().scs, &enforcer, &sql_prepared);
+                    let settled = match d.checked.decision.verdict {
+                        Verdict::Hold => Some(
+                            c.settle(d.checked.clone(), query, &policy, client, &mut out, up)
+                                .await?,
+                        ),
+                        _ => None,
+                    };
+                    let (checked, stmts) = match &settled {
+                        Some(s) => (s, d.restate(query, s)),
+                        None => (&d.checked, d.stmts(query)),
+                    };
                     c.st().pending.push_back(Pending::Parse);
                     if checked.allowed() {
                         remember_prepared(&checked.statements, &mut sql_prepared);
@@ -112,13 +124,11 @@ where
                         f.encode(&mut out);
                     } else {
                         statements.remove(name);
-                        let denied = stmts.first().cloned().unwrap_or_else(|| StmtCtx {
-                            text: query.to_owned(),
-                            summary: checked.summary.clone(),
-                            decision: checked.decision.clone(),
+                        let denied = stmts.first().cloned().unwrap_or_else(|| {
+                            StmtCtx::new(query.to_owned(), &checked.summary, &checked.decision)
                         });
                         c.audit_stmt("extended", &denied, None, None);
-                        deny_with(&checked, &mut out, Some(name));
+                        deny_with(checked, &mut out, Some(name));
                     }
                 }
                 Frontend::Bind {
@@ -206,11 +216,11 @@ where
                     };
                     c.audit_stmt(
                         "simple",
-                        &StmtCtx {
-                            text: format!("<function call {oid}>"),
-                            summary: checked.summary.clone(),
-                            decision: checked.decision.clone(),
-                        },
+                        &StmtCtx::new(
+                            format!("<function call {oid}>"),
+                            &checked.summary,
+                            &checked.decision,
+                        ),
                         None,
                         None,
                     );
@@ -243,10 +253,9 @@ where
         if !intents.is_empty() {
             c.ctx
                 .audit
-                .commit_many(&intents)
+                .commit_lines(std::mem::take(&mut intents))
                 .await
                 .map_err(|e| PgError::Audit(e.to_string()))?;
-            intents.clear();
         }
         if !out.is_empty() {
             up.write_all(&out).await?;
@@ -258,9 +267,6 @@ where
     }
 }
 
-/// Classifies a query text. Texts that differ only in numeric literals share one cache
-/// entry (`shape`): `true` when the result is of the shape (one statement, whose text is
-/// then `sql` itself, not the shape's).
 /// Queues the reply slot of a denied statement (the proxy writes its ErrorResponse).
 fn queue_denied(c: &Common<'_>) {
     let mut u = Unit::new(true, Vec::new(), None);
@@ -270,7 +276,13 @@ fn queue_denied(c: &Common<'_>) {
     st.outstanding += 1;
 }
 
-fn classify(sql: &str, scs: bool) -> (Arc<std::result::Result<Classification, SqlError>>, bool) {
+/// Classifies a query text. Texts that differ only in numeric literals share one cache
+/// entry (`shape`): `true` when the result is of the shape (one statement, whose text is
+/// then `sql` itself, not the shape's).
+pub(super) fn classify(
+    sql: &str,
+    scs: bool,
+) -> (Arc<std::result::Result<Classification, SqlError>>, bool) {
     let options = ParseOptions {
         standard_conforming_strings: scs,
     };
@@ -288,36 +300,31 @@ fn classify(sql: &str, scs: bool) -> (Arc<std::result::Result<Classification, Sq
     (classifier.classify_with(sql, options), false)
 }
 
-fn stmt_ctxs(sql: &str, checked: &Checked, shaped: bool) -> Vec<StmtCtx> {
+/// The audit facts of each statement of a decided text.
+pub(super) fn stmt_ctxs(sql: &str, checked: &Checked, shaped: bool) -> Vec<StmtCtx> {
+    let decision = Arc::new(checked.decision.clone());
+    let one = |text: String, summary: String| StmtCtx {
+        text,
+        summary: summary.into(),
+        decision: decision.clone(),
+    };
+    let summary = |s: &Statement| {
+        Classification {
+            statements: vec![s.clone()],
+        }
+        .summary()
+    };
     if shaped && checked.statements.len() == 1 {
         let s = &checked.statements[0];
-        return vec![StmtCtx {
-            text: sql.trim().trim_end_matches(';').trim_end().to_owned(),
-            summary: Classification {
-                statements: vec![s.clone()],
-            }
-            .summary(),
-            decision: checked.decision.clone(),
-        }];
+        return vec![one(decide::shaped_text(sql), summary(s))];
     }
     if checked.statements.is_empty() {
-        return vec![StmtCtx {
-            text: sql.to_owned(),
-            summary: checked.summary.clone(),
-            decision: checked.decision.clone(),
-        }];
+        return vec![one(sql.to_owned(), checked.summary.clone())];
     }
     checked
         .statements
         .iter()
-        .map(|s| StmtCtx {
-            text: s.text.clone(),
-            summary: Classification {
-                statements: vec![s.clone()],
-            }
-            .summary(),
-            decision: checked.decision.clone(),
-        })
+        .map(|s| one(s.text.clone(), summary(s)))
         .collect()
 }
 
