@@ -45,7 +45,8 @@ pub struct StatementRecord<'a> {
     pub kind: &'static str,
     pub session: &'a str,
     pub instance: &'a str,
-    pub identity: &'a Who,
+    /// The session's `Who`, serialised once per session.
+    pub identity: &'a serde_json::value::RawValue,
     pub resource: &'a str,
     /// "simple" (Query) or "extended" (Parse/Execute).
     pub protocol: &'static str,

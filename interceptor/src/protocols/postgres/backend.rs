@@ -23,7 +23,7 @@ pub const COPY_OUT: u8 = b'H';
 pub const COPY_BOTH: u8 = b'W';
 
 /// One column of a RowDescription.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Field {
     pub name: String,
     pub table_oid: u32,

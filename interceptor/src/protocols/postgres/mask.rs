@@ -31,11 +31,31 @@ pub struct TableInfo {
 #[derive(Default)]
 pub struct Catalog {
     tables: Mutex<HashMap<u32, Arc<TableInfo>>>,
+    /// One lookup at a time: sessions that start together and miss the same tables wait
+    /// for the first one's answer instead of each logging in for its own.
+    filling: tokio::sync::Mutex<()>,
 }
 
 const CATALOG_MAX: usize = 10_000;
 
 impl Catalog {
+    /// The OIDs (of `oids`, non-zero) not cached yet.
+    pub fn missing(&self, oids: impl IntoIterator<Item = u32>) -> Vec<u32> {
+        let t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<u32> = oids
+            .into_iter()
+            .filter(|o| *o != 0 && !t.contains_key(o))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Held while looking OIDs up (see `filling`).
+    pub async fn fill_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.filling.lock().await
+    }
+
     pub fn get(&self, oid: u32) -> Option<Arc<TableInfo>> {
         self.tables
             .lock()
@@ -46,13 +66,11 @@ impl Catalog {
 
     /// Looks up the OIDs not cached yet on `conn` (an idle connection).
     pub async fn fill(&self, oids: &[u32], conn: &mut Upstream) -> Result<()> {
-        let missing: Vec<String> = {
-            let t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-            oids.iter()
-                .filter(|o| **o != 0 && !t.contains_key(o))
-                .map(|o| o.to_string())
-                .collect()
-        };
+        let missing: Vec<String> = self
+            .missing(oids.iter().copied())
+            .iter()
+            .map(u32::to_string)
+            .collect();
         if missing.is_empty() {
             return Ok(());
         }

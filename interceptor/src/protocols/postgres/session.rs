@@ -91,7 +91,7 @@ struct Unit {
     statement: String,
     formats: Vec<i16>,
     fields: Option<Vec<Field>>,
-    mask: Option<ResultMask>,
+    mask: Option<Arc<ResultMask>>,
     rows: u64,
     withheld: u64,
     masked: u64,
@@ -145,11 +145,17 @@ struct State {
 struct Common<'a> {
     ctx: &'a Ctx,
     who: Who,
+    /// `who` as JSON, for the statement records.
+    who_json: Box<serde_json::value::RawValue>,
     state: Mutex<State>,
     statements: AtomicU64,
     denied: AtomicU64,
     masker: Option<Arc<Masker>>,
     pool_key: String,
+    /// Table names of the resource (shared by its sessions).
+    catalog: Arc<mask::Catalog>,
+    /// Masking plans by result shape (fields, formats).
+    plans: Mutex<server::Plans>,
     /// Woken when the server owes nothing more (after the answers were written).
     idle: tokio::sync::Notify,
 }
@@ -232,7 +238,7 @@ impl Common<'_> {
             kind: "statement",
             session: &self.ctx.session,
             instance: &self.ctx.instance,
-            identity: &self.who,
+            identity: &self.who_json,
             resource: &self.ctx.resource,
             protocol,
             statement: &s.text,
@@ -374,9 +380,12 @@ pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
     backend::backend_key(cpid, ckey).encode(&mut hello);
     backend::ready(b'I').encode(&mut hello);
 
+    let who_json = serde_json::value::to_raw_value(&who)
+        .unwrap_or_else(|_| serde_json::value::RawValue::from_string("null".into()).expect("JSON"));
     let common = Common {
         ctx: &ctx,
         who,
+        who_json,
         state: Mutex::new(State {
             tx: b'I',
             scs,
@@ -385,6 +394,8 @@ pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
         statements: AtomicU64::new(0),
         denied: AtomicU64::new(0),
         masker,
+        catalog: global().catalog(&pool_key),
+        plans: Mutex::default(),
         pool_key: pool_key.clone(),
         idle: tokio::sync::Notify::new(),
     };

@@ -221,19 +221,82 @@ async fn on_backend(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> 
 }
 
 /// A plan for these fields, naming their tables first (side query on a pooled connection).
-async fn plan_for(c: &Common<'_>, m: &Masker, fields: &[Field], formats: &[i16]) -> ResultMask {
-    let catalog = global().catalog(&c.pool_key);
-    let oids: Vec<u32> = fields
-        .iter()
-        .map(|f| f.table_oid)
-        .filter(|o| *o != 0 && catalog.get(*o).is_none())
-        .collect();
-    if !oids.is_empty() {
-        if let Err(e) = fill_catalog(c, &catalog, &oids).await {
-            tracing::warn!(session = %c.ctx.session, error = %e, "table names unknown; column rules by table may not apply");
+/// The masking plan of a result. Plans are memoised per session by result shape once
+/// every table of it is named (a plan made while a table was unknown is made again).
+async fn plan_for(
+    c: &Common<'_>,
+    m: &Masker,
+    fields: &[Field],
+    formats: &[i16],
+) -> Arc<ResultMask> {
+    if let Some(p) = c
+        .plans
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(fields, formats)
+    {
+        return p;
+    }
+    let catalog = &c.catalog;
+    let table_oids = || fields.iter().map(|f| f.table_oid);
+    if !catalog.missing(table_oids()).is_empty() {
+        let _turn = catalog.fill_turn().await;
+        let oids = catalog.missing(table_oids());
+        if !oids.is_empty() {
+            if let Err(e) = fill_catalog(c, catalog, &oids).await {
+                tracing::warn!(session = %c.ctx.session, error = %e, "table names unknown; column rules by table may not apply");
+            }
         }
     }
-    mask::plan(m, fields, formats, &catalog)
+    let plan = Arc::new(mask::plan(m, fields, formats, catalog));
+    if catalog.missing(table_oids()).is_empty() {
+        c.plans
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(fields, formats, plan.clone());
+    }
+    plan
+}
+
+/// A session's masking plans by result shape (the RowDescription's fields and the result
+/// formats), looked up without copying the shape.
+#[derive(Default)]
+pub(super) struct Plans {
+    by_hash: HashMap<u64, Vec<(Vec<Field>, Vec<i16>, Arc<ResultMask>)>>,
+    len: usize,
+}
+
+/// Result shapes whose plans a session keeps.
+const PLAN_MEMO: usize = 64;
+
+impl Plans {
+    fn hash(fields: &[Field], formats: &[i16]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        fields.hash(&mut h);
+        formats.hash(&mut h);
+        h.finish()
+    }
+
+    fn get(&self, fields: &[Field], formats: &[i16]) -> Option<Arc<ResultMask>> {
+        self.by_hash
+            .get(&Self::hash(fields, formats))?
+            .iter()
+            .find(|(f, fm, _)| f == fields && fm == formats)
+            .map(|(_, _, p)| p.clone())
+    }
+
+    fn put(&mut self, fields: &[Field], formats: &[i16], plan: Arc<ResultMask>) {
+        if self.len >= PLAN_MEMO {
+            self.by_hash.clear();
+            self.len = 0;
+        }
+        self.by_hash
+            .entry(Self::hash(fields, formats))
+            .or_default()
+            .push((fields.to_vec(), formats.to_vec(), plan));
+        self.len += 1;
+    }
 }
 
 async fn fill_catalog(c: &Common<'_>, catalog: &mask::Catalog, oids: &[u32]) -> Result<()> {
