@@ -130,8 +130,29 @@ pub fn line<T: Serialize>(rec: &T) -> String {
     }
 }
 
+/// The current time as `YYYY-MM-DDTHH:MM:SS.mmmZ`. The date and time of day are formatted
+/// once per second per thread; each call adds only the milliseconds.
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+    use std::cell::RefCell;
+    thread_local!(static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) });
+    let now = SystemTime::now();
+    let since = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (secs, millis) = (since.as_secs(), since.subsec_millis());
+    SECOND.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            let mut s = humantime::format_rfc3339_seconds(whole).to_string();
+            s.pop(); // the trailing 'Z'
+            *c = (secs, s);
+        }
+        let mut out = String::with_capacity(c.1.len() + 5);
+        out.push_str(&c.1);
+        let _ = std::fmt::Write::write_fmt(&mut out, format_args!(".{millis:03}Z"));
+        out
+    })
 }
 
 /// How the daemon's audit store is set up.

@@ -21,6 +21,16 @@ use crate::util::{find_in_path, is_root, run, workspace_root};
 const HOST: &str = "127.0.0.2";
 const BODY: &str = "{\"id\":1,\"name\":\"bench\",\"ok\":true}\n";
 
+/// CPU per request of one run, µs.
+#[derive(Clone, Copy)]
+struct Cpu {
+    /// The whole machine's busy time.
+    machine: f64,
+    /// The client process tree's user and system time.
+    user: f64,
+    sys: f64,
+}
+
 /// Serves keep-alive HTTP/1.1 GETs on one stream until it closes.
 fn serve<S: Read + Write>(s: S) {
     let mut r = BufReader::new(s);
@@ -287,26 +297,35 @@ pub fn run_bench() -> Result<()> {
     // Each run also measures the machine's busy CPU per request (everything: wrk, the
     // upstream, the interceptor, the kernel's loopback TCP), which explains the ratios of a
     // CPU-bound run better than wall-clock numbers on a shared machine.
-    let measured = |f: &dyn Fn() -> Result<Wrk>| -> Result<(Wrk, f64)> {
+    // It also measures the CPU of the client process tree (wrk; through the interceptor,
+    // `interceptor run` and its wrk): through minus direct is the daemon's own cost.
+    let measured = |f: &dyn Fn() -> Result<Wrk>| -> Result<(Wrk, Cpu)> {
         let before = crate::util::busy_cpu_us();
+        let (u0, s0) = crate::util::children_cpu_us();
         let w = f()?;
-        let cpu = (crate::util::busy_cpu_us() - before) as f64 / w.requests.max(1) as f64;
+        let (u1, s1) = crate::util::children_cpu_us();
+        let n = w.requests.max(1) as f64;
+        let cpu = Cpu {
+            machine: (crate::util::busy_cpu_us() - before) as f64 / n,
+            user: (u1 - u0) as f64 / n,
+            sys: (s1 - s0) as f64 / n,
+        };
         Ok((w, cpu))
     };
-    let direct = |url: &str, c: u32| -> Result<(Wrk, f64)> {
+    let direct = |url: &str, c: u32| -> Result<(Wrk, Cpu)> {
         measured(&|| {
             let out = Command::new("wrk").args(&wrk_args(url, c)[1..]).output()?;
             parse_wrk(&String::from_utf8_lossy(&out.stdout))
         })
     };
-    let through = |url: &str, c: u32, mode: &str| -> Result<(Wrk, f64)> {
+    let through = |url: &str, c: u32, mode: &str| -> Result<(Wrk, Cpu)> {
         let _ = fs::remove_file(&audit);
         measured(&|| {
             let mut cmd = match std::env::var_os("BENCH_PERF") {
                 // Profile the interceptor (and wrk, its child): `perf report -i FILE`.
                 Some(out) => {
                     let mut c = Command::new("perf");
-                    c.args(["record", "-F", "2000", "-g", "-o"])
+                    c.args(["record", "-F", "999", "--call-graph", "dwarf,16384", "-o"])
                         .arg(out)
                         .arg("--")
                         .arg(&daemon);
@@ -344,17 +363,20 @@ pub fn run_bench() -> Result<()> {
         BODY.len()
     );
     let mut rows = Vec::new();
-    let mut row = |name: &str, c: u32, d: (Wrk, f64), t: (Wrk, f64)| {
+    let mut row = |name: &str, c: u32, d: (Wrk, Cpu), t: (Wrk, Cpu)| {
         let ((d, dcpu), (t, tcpu)) = (d, t);
+        let (own_user, own_sys) = (tcpu.user - dcpu.user, tcpu.sys - dcpu.sys);
         println!(
-            "{name:<34} -c{c:<3} direct {:>7.0} req/s p50 {:>5.0} p99 {:>6.0} µs | interceptor {:>7.0} req/s p50 {:>5.0} p99 {:>6.0} µs | ratio {:.2}x, p50 {:+.0} µs, p99 {:+.0} µs | CPU/request {:.0} → {:.0} µs",
+            "{name:<34} -c{c:<3} direct {:>7.0} req/s p50 {:>5.0} p99 {:>6.0} µs | interceptor {:>7.0} req/s p50 {:>5.0} p99 {:>6.0} µs | ratio {:.2}x, p50 {:+.0} µs, p99 {:+.0} µs | CPU/request {:.0} → {:.0} µs, daemon's own {:.1} user + {:.1} sys µs",
             d.rps, d.p50_us, d.p99_us, t.rps, t.p50_us, t.p99_us,
-            t.rps / d.rps, t.p50_us - d.p50_us, t.p99_us - d.p99_us, dcpu, tcpu
+            t.rps / d.rps, t.p50_us - d.p50_us, t.p99_us - d.p99_us, dcpu.machine, tcpu.machine,
+            own_user, own_sys
         );
         rows.push(serde_json::json!({
             "case": name, "connections": c,
-            "direct": {"rps": d.rps, "p50_us": d.p50_us, "p99_us": d.p99_us, "cpu_us_per_request": dcpu},
-            "interceptor": {"rps": t.rps, "p50_us": t.p50_us, "p99_us": t.p99_us, "cpu_us_per_request": tcpu},
+            "direct": {"rps": d.rps, "p50_us": d.p50_us, "p99_us": d.p99_us, "cpu_us_per_request": dcpu.machine},
+            "interceptor": {"rps": t.rps, "p50_us": t.p50_us, "p99_us": t.p99_us, "cpu_us_per_request": tcpu.machine,
+                "daemon_user_us_per_request": own_user, "daemon_sys_us_per_request": own_sys},
             "ratio": t.rps / d.rps,
             "p50_overhead_us": t.p50_us - d.p50_us,
             "p99_overhead_us": t.p99_us - d.p99_us,
@@ -367,7 +389,7 @@ pub fn run_bench() -> Result<()> {
             .is_none_or(|o| o.split(',').any(|c| c == case))
     };
     let mut d_plain = None;
-    let mut plain_direct = || -> Result<(Wrk, f64)> {
+    let mut plain_direct = || -> Result<(Wrk, Cpu)> {
         if d_plain.is_none() {
             d_plain = Some(direct(&plain_url, conns)?);
         }

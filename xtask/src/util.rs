@@ -222,6 +222,22 @@ pub fn fmt_duration(d: Duration) -> String {
     }
 }
 
+/// CPU time (user, system) in µs of this process's children that have been waited for,
+/// from /proc/self/stat (`cutime`, `cstime`; USER_HZ = 100). A child's figure includes its
+/// own waited-for children: `interceptor run -- client` counts the daemon and the client.
+pub fn children_cpu_us() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; cutime and cstime are fields 16 and 17.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let tick = |i: usize| f.get(i).copied().unwrap_or(0) * 10_000;
+    // `rest` starts at field 3 (state): field N is rest[N - 3].
+    (tick(16 - 3), tick(17 - 3))
+}
+
 /// Busy CPU time of the whole machine so far (µs), from /proc/stat: user, nice, system,
 /// irq, softirq and steal (USER_HZ = 100).
 pub fn busy_cpu_us() -> u64 {

@@ -437,3 +437,18 @@ fn refuses_an_audit_dir_others_can_read() {
         "left as it was"
     );
 }
+
+#[test]
+fn now_rfc3339_matches_humantime_to_the_millisecond() {
+    for _ in 0..3 {
+        let before = std::time::SystemTime::now();
+        let ours = super::now_rfc3339();
+        let after = std::time::SystemTime::now();
+        let a = humantime::format_rfc3339_millis(before).to_string();
+        let b = humantime::format_rfc3339_millis(after).to_string();
+        assert_eq!(ours.len(), "2026-01-01T00:00:00.000Z".len(), "{ours}");
+        assert!(a <= ours && ours <= b, "{a} <= {ours} <= {b}");
+        humantime::parse_rfc3339(&ours).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(400));
+    }
+}

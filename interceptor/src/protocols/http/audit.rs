@@ -1,10 +1,12 @@
 //! The audit record of one HTTP request (or one TLS passthrough connection). It never
 //! holds header values or bodies: injected secrets cannot reach the log.
 
+use std::sync::Arc;
+
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::policy::Verdict;
-use crate::protocols::postgres::audit::Who;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HttpRecord {
@@ -12,10 +14,11 @@ pub struct HttpRecord {
     /// `http_request`, or `http_passthrough` for a TLS connection decided on its SNI.
     #[serde(rename = "type")]
     pub kind: &'static str,
-    pub session: String,
-    pub instance: String,
-    pub identity: Who,
-    pub service: String,
+    pub session: Arc<str>,
+    pub instance: Arc<str>,
+    /// The connection's `Who` (see `postgres::audit`), serialised once per connection.
+    pub identity: Arc<RawValue>,
+    pub service: Arc<str>,
     /// `plain`, `intercept` or `passthrough`.
     pub tls: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -39,6 +42,15 @@ pub struct HttpRecord {
     pub duration_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// The parts of every record of one connection, made once.
+#[derive(Debug, Clone)]
+pub struct RecordBase {
+    pub session: Arc<str>,
+    pub instance: Arc<str>,
+    pub identity: Arc<RawValue>,
+    pub service: Arc<str>,
 }
 
 /// Written (durably) before a request is forwarded: what is about to be sent. Never the

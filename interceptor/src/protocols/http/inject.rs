@@ -1,5 +1,9 @@
 //! Header hygiene and credential injection on requests the policy allows.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::policy::InjectHeader;
@@ -20,7 +24,46 @@ pub enum InjectError {
     BadValue { header: String },
 }
 
-/// Reads the secret of `i` now (so a rotated file or a changed environment is picked up).
+/// How long a secret read from its file or the environment is reused: a rotated file is
+/// picked up within this time, without a file read per request.
+const SECRET_TTL: Duration = Duration::from_secs(1);
+
+type Cached = (Instant, HeaderValue);
+
+/// Secrets recently read, by (header, prefix, env var or file).
+fn cache() -> &'static Mutex<HashMap<(String, String, String), Cached>> {
+    static C: OnceLock<Mutex<HashMap<(String, String, String), Cached>>> = OnceLock::new();
+    C.get_or_init(Mutex::default)
+}
+
+/// The header value of `i`: its prefix and secret, read at most once per `SECRET_TTL`.
+fn value(i: &InjectHeader) -> Result<HeaderValue, InjectError> {
+    let source = match (&i.secret_env, &i.secret_file) {
+        (Some(var), _) => format!("env:{var}"),
+        (None, Some(path)) => format!("file:{}", path.display()),
+        (None, None) => String::new(),
+    };
+    let key = (i.header.clone(), i.prefix.clone(), source);
+    let now = Instant::now();
+    if let Some((at, v)) = cache().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if now.duration_since(*at) < SECRET_TTL {
+            return Ok(v.clone());
+        }
+    }
+    let mut v = HeaderValue::from_str(&format!("{}{}", i.prefix, secret(i)?)).map_err(|_| {
+        InjectError::BadValue {
+            header: i.header.clone(),
+        }
+    })?;
+    v.set_sensitive(true);
+    cache()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, (now, v.clone()));
+    Ok(v)
+}
+
+/// Reads the secret of `i` from its file or the daemon's environment.
 fn secret(i: &InjectHeader) -> Result<String, InjectError> {
     if let Some(var) = &i.secret_env {
         return std::env::var(var).map_err(|_| InjectError::MissingEnv {
@@ -43,13 +86,7 @@ pub fn apply(headers: &mut HeaderMap, inject: &[InjectHeader]) -> Result<Vec<Str
     let mut names = Vec::with_capacity(inject.len());
     for i in inject {
         let name = HeaderName::from_bytes(i.header.as_bytes()).expect("checked when loading");
-        let mut v =
-            HeaderValue::from_str(&format!("{}{}", i.prefix, secret(i)?)).map_err(|_| {
-                InjectError::BadValue {
-                    header: i.header.clone(),
-                }
-            })?;
-        v.set_sensitive(true);
+        let v = value(i)?;
         headers.remove(&name);
         headers.insert(name, v);
         names.push(i.header.clone());
@@ -57,8 +94,24 @@ pub fn apply(headers: &mut HeaderMap, inject: &[InjectHeader]) -> Result<Vec<Str
     Ok(names)
 }
 
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    n == header::CONNECTION
+        || n == header::PROXY_AUTHENTICATE
+        || n == header::PROXY_AUTHORIZATION
+        || n == header::TE
+        || n == header::TRAILER
+        || n == header::TRANSFER_ENCODING
+        || n == header::UPGRADE
+        || n == "keep-alive"
+        || n == "proxy-connection"
+}
+
 /// Removes hop-by-hop headers (and those the `Connection` header names) before forwarding.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most requests carry none: one pass over the names instead of a lookup per kind.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -114,6 +167,40 @@ mod tests {
             apply(&mut h, &[missing]),
             Err(InjectError::MissingEnv { .. })
         ));
+    }
+
+    #[test]
+    fn a_rotated_secret_file_is_picked_up_within_the_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "first\n").unwrap();
+        let i = InjectHeader {
+            header: "X-Api-Key".into(),
+            prefix: String::new(),
+            secret_file: Some(file.clone()),
+            secret_env: None,
+        };
+        let mut h = HeaderMap::new();
+        apply(&mut h, std::slice::from_ref(&i)).unwrap();
+        assert_eq!(h["x-api-key"], "first");
+        std::fs::write(&file, "second\n").unwrap();
+        std::thread::sleep(SECRET_TTL + Duration::from_millis(50));
+        apply(&mut h, std::slice::from_ref(&i)).unwrap();
+        assert_eq!(h["x-api-key"], "second");
+        assert_eq!(h.get_all("x-api-key").iter().count(), 1);
+    }
+
+    #[test]
+    fn requests_without_hop_by_hop_headers_keep_theirs() {
+        let mut h = HeaderMap::new();
+        h.insert("accept", "*/*".parse().unwrap());
+        h.insert("x-request-id", "7".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+        assert!(!h.contains_key("keep-alive"));
     }
 
     #[test]
