@@ -533,10 +533,20 @@ fn agent_token_expiry_denies_and_a_fresh_token_restores_access() {
         assert!(err.contains(expect), "{what}: {err}");
     }
 
+    // Valid long enough for the daemon to start and one query to pass on a loaded
+    // machine (a 3 s token made this test flaky), then waited out.
     let token_file = s.env.dir.path().join("agent.jwt");
+    let lifetime = Duration::from_secs(10);
+    let expires = std::time::Instant::now() + lifetime;
     std::fs::write(
         &token_file,
-        s.idp.token("idp", ISS, "agent-7", &["agents"], 3),
+        s.idp.token(
+            "idp",
+            ISS,
+            "agent-7",
+            &["agents"],
+            lifetime.as_secs() as i64,
+        ),
     )
     .unwrap();
     let _d = Attached::start_with(
@@ -547,7 +557,10 @@ fn agent_token_expiry_denies_and_a_fresh_token_restores_access() {
     );
     let (so, se) = finish(s.psql("SELECT count(*) FROM users"));
     assert_eq!(so.trim(), "3", "{se}");
-    std::thread::sleep(Duration::from_secs(4));
+    // JWT times are whole seconds: past `expires` plus a margin, the token is expired.
+    std::thread::sleep(
+        expires.saturating_duration_since(std::time::Instant::now()) + Duration::from_millis(1500),
+    );
     // Expired: new connections are refused (reset before any byte).
     let (so, se) = finish(s.psql("SELECT count(*) FROM users"));
     assert!(so.trim().is_empty(), "{so}");

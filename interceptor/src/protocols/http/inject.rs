@@ -28,11 +28,12 @@ pub enum InjectError {
 /// picked up within this time, without a file read per request.
 const SECRET_TTL: Duration = Duration::from_secs(1);
 
-type Cached = (Instant, HeaderValue);
+/// (header, prefix, env var or file) → when read, the header value.
+type SecretCache = HashMap<(String, String, String), (Instant, HeaderValue)>;
 
-/// Secrets recently read, by (header, prefix, env var or file).
-fn cache() -> &'static Mutex<HashMap<(String, String, String), Cached>> {
-    static C: OnceLock<Mutex<HashMap<(String, String, String), Cached>>> = OnceLock::new();
+/// Secrets recently read.
+fn cache() -> &'static Mutex<SecretCache> {
+    static C: OnceLock<Mutex<SecretCache>> = OnceLock::new();
     C.get_or_init(Mutex::default)
 }
 

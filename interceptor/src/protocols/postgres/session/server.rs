@@ -262,9 +262,12 @@ async fn plan_for(
 /// formats), looked up without copying the shape.
 #[derive(Default)]
 pub(super) struct Plans {
-    by_hash: HashMap<u64, Vec<(Vec<Field>, Vec<i16>, Arc<ResultMask>)>>,
+    by_hash: HashMap<u64, Vec<PlanEntry>>,
     len: usize,
 }
+
+/// A result shape (fields, formats) and its plan.
+type PlanEntry = (Vec<Field>, Vec<i16>, Arc<ResultMask>);
 
 /// Result shapes whose plans a session keeps.
 const PLAN_MEMO: usize = 64;
