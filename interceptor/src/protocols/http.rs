@@ -42,7 +42,6 @@ use crate::identity::Identity;
 use crate::masking::{Masker, MaskingDoc};
 use crate::policy::{evaluate_http, HttpRequest, HttpService, Policy, TlsHandling, Verdict};
 use crate::protocols::postgres::audit::Who;
-use serde_json::value::RawValue;
 
 use audit::HttpRecord;
 use detect::Detected;
@@ -184,66 +183,11 @@ pub struct Ctx {
     /// connection was accepted.
     pub token: Option<Arc<crate::auth::TokenBinding>>,
     pub token_now: Option<crate::policy::AgentToken>,
-    /// What every record of this connection repeats (made once by `Ctx::new`).
-    base: audit::RecordBase,
-}
-
-/// What `Ctx::new` needs besides the connection's facts.
-pub struct CtxParts {
-    pub session: String,
-    pub instance: String,
-    pub identity: Identity,
-    pub policy: Arc<Policy>,
-    pub service: String,
-    pub svc: HttpService,
-    pub dst: SocketAddr,
-    pub audit: AuditLog,
-    pub connect_timeout: Duration,
-    pub bytes_up: Arc<AtomicU64>,
-    pub bytes_down: Arc<AtomicU64>,
-    pub stop: tokio::sync::watch::Receiver<bool>,
-    pub approvals: Arc<crate::approvals::Registry>,
-    pub token: Option<Arc<crate::auth::TokenBinding>>,
-    pub token_now: Option<crate::policy::AgentToken>,
+    /// What every record of this connection repeats (`RecordBase::new`).
+    pub base: audit::RecordBase,
 }
 
 impl Ctx {
-    pub fn new(p: CtxParts) -> Ctx {
-        let who = Who {
-            pid: p.identity.pid,
-            uid: p.identity.uid,
-            comm: p.identity.comm.clone(),
-            exe: p.identity.exe.clone(),
-            cgroup: p.identity.cgroup.clone(),
-        };
-        let identity = serde_json::value::to_raw_value(&who)
-            .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("JSON"));
-        let base = audit::RecordBase {
-            session: p.session.as_str().into(),
-            instance: p.instance.as_str().into(),
-            identity: identity.into(),
-            service: p.service.as_str().into(),
-        };
-        Ctx {
-            session: p.session,
-            instance: p.instance,
-            identity: p.identity,
-            policy: p.policy,
-            service: p.service,
-            svc: p.svc,
-            dst: p.dst,
-            audit: p.audit,
-            connect_timeout: p.connect_timeout,
-            bytes_up: p.bytes_up,
-            bytes_down: p.bytes_down,
-            stop: p.stop,
-            approvals: p.approvals,
-            token: p.token,
-            token_now: p.token_now,
-            base,
-        }
-    }
-
     /// The subject with the agent token as it is now (expiry checked).
     pub fn token_view(&self) -> Option<crate::policy::AgentToken> {
         self.token.as_ref().map(|t| t.view(self.policy.issuers()))
@@ -261,13 +205,7 @@ impl Ctx {
     }
 
     pub fn who(&self) -> Who {
-        Who {
-            pid: self.identity.pid,
-            uid: self.identity.uid,
-            comm: self.identity.comm.clone(),
-            exe: self.identity.exe.clone(),
-            cgroup: self.identity.cgroup.clone(),
-        }
+        Who::of(&self.identity)
     }
 
     pub fn record(&self, kind: &'static str, tls: &'static str) -> HttpRecord {

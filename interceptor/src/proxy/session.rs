@@ -372,7 +372,8 @@ async fn serve_http(
 ) {
     use crate::protocols::http;
     let t = Tracked::begin(shared, n, &rec, &identity, dst, started);
-    let ctx = http::Ctx::new(http::CtxParts {
+    let base = http::audit::RecordBase::new(&rec.session, &shared.instance, &identity, &service);
+    let ctx = http::Ctx {
         session: rec.session.clone(),
         instance: shared.instance.clone(),
         identity: identity.clone(),
@@ -388,7 +389,8 @@ async fn serve_http(
         approvals: shared.approvals.clone(),
         token: shared.token.clone(),
         token_now: token,
-    });
+        base,
+    };
     rec.identity = Some(identity);
     let outcome = http::serve(client, ctx).await;
     t.end(shared, rec, outcome.error, started);

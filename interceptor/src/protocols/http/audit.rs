@@ -53,6 +53,24 @@ pub struct RecordBase {
     pub service: Arc<str>,
 }
 
+impl RecordBase {
+    pub fn new(
+        session: &str,
+        instance: &str,
+        identity: &crate::identity::Identity,
+        service: &str,
+    ) -> Self {
+        RecordBase {
+            session: session.into(),
+            instance: instance.into(),
+            identity: crate::protocols::postgres::audit::Who::of(identity)
+                .to_raw()
+                .into(),
+            service: service.into(),
+        }
+    }
+}
+
 /// Written (durably) before a request is forwarded: what is about to be sent. Never the
 /// injected secret, never a body.
 #[derive(Debug, Serialize)]

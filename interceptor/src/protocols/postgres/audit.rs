@@ -17,6 +17,25 @@ pub struct Who {
     pub cgroup: Option<String>,
 }
 
+impl Who {
+    pub fn of(i: &crate::identity::Identity) -> Who {
+        Who {
+            pid: i.pid,
+            uid: i.uid,
+            comm: i.comm.clone(),
+            exe: i.exe.clone(),
+            cgroup: i.cgroup.clone(),
+        }
+    }
+
+    /// Serialised once, for the records of a session or connection.
+    pub fn to_raw(&self) -> Box<serde_json::value::RawValue> {
+        serde_json::value::to_raw_value(self).unwrap_or_else(|_| {
+            serde_json::value::RawValue::from_string("null".into()).expect("valid JSON")
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionStart {
     pub time: String,

@@ -218,6 +218,29 @@ impl Common<'_> {
         Ok(checked)
     }
 
+    /// `settle` for a decision that holds (`None` for any other: it stands as decided).
+    async fn settle_held<W, CW>(
+        &self,
+        d: &decide::Decided,
+        sql: &str,
+        policy: &Policy,
+        client: &tokio::sync::Mutex<CW>,
+        out: &mut BytesMut,
+        up: &mut W,
+    ) -> Result<Option<Checked>>
+    where
+        W: AsyncWrite + Unpin,
+        CW: AsyncWrite + Unpin,
+    {
+        if d.checked.decision.verdict != Verdict::Hold {
+            return Ok(None);
+        }
+        let checked = d.checked.clone();
+        Ok(Some(
+            self.settle(checked, sql, policy, client, out, up).await?,
+        ))
+    }
+
     fn st(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -290,13 +313,7 @@ pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
         n.get().min(usize::MAX as u64) as usize
     });
     let mut creader = FrameReader::new(cr, max, "client");
-    let who = Who {
-        pid: ctx.identity.pid,
-        uid: ctx.identity.uid,
-        comm: ctx.identity.comm.clone(),
-        exe: ctx.identity.exe.clone(),
-        cgroup: ctx.identity.cgroup.clone(),
-    };
+    let who = Who::of(&ctx.identity);
 
     // 1. Client startup: refuse encryption, accept any credentials (with a deadline).
     let params = match super::startup::client_startup(&mut creader, &mut cw, &ctx).await {
@@ -380,8 +397,7 @@ pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
     backend::backend_key(cpid, ckey).encode(&mut hello);
     backend::ready(b'I').encode(&mut hello);
 
-    let who_json = serde_json::value::to_raw_value(&who)
-        .unwrap_or_else(|_| serde_json::value::RawValue::from_string("null".into()).expect("JSON"));
+    let who_json = who.to_raw();
     let common = Common {
         ctx: &ctx,
         who,

@@ -69,13 +69,9 @@ where
             match msg {
                 Frontend::Query(sql) => {
                     let d = decisions.decide(sql, c.st().scs, &enforcer, &sql_prepared);
-                    let settled = match d.checked.decision.verdict {
-                        Verdict::Hold => Some(
-                            c.settle(d.checked.clone(), sql, &policy, client, &mut out, up)
-                                .await?,
-                        ),
-                        _ => None,
-                    };
+                    let settled = c
+                        .settle_held(&d, sql, &policy, client, &mut out, up)
+                        .await?;
                     let (checked, stmts) = match &settled {
                         Some(s) => (s, d.restate(sql, s)),
                         None => (&d.checked, d.stmts(sql)),
@@ -106,13 +102,9 @@ where
                 }
                 Frontend::Parse { name, query } => {
                     let d = decisions.decide(query, c.st().scs, &enforcer, &sql_prepared);
-                    let settled = match d.checked.decision.verdict {
-                        Verdict::Hold => Some(
-                            c.settle(d.checked.clone(), query, &policy, client, &mut out, up)
-                                .await?,
-                        ),
-                        _ => None,
-                    };
+                    let settled = c
+                        .settle_held(&d, query, &policy, client, &mut out, up)
+                        .await?;
                     let (checked, stmts) = match &settled {
                         Some(s) => (s, d.restate(query, s)),
                         None => (&d.checked, d.stmts(query)),
