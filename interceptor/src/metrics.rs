@@ -127,14 +127,15 @@ pub async fn serve(
         let (mut s, _) = listener.accept().await?;
         let body = body.clone();
         tokio::spawn(async move {
-            let mut req = [0u8; 1024];
-            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut req))
-                .await
-            {
-                Ok(Ok(n)) => n,
+            // Read the whole request head: a client may send it in several
+            // segments, and answering after the first one would close the
+            // socket on unread bytes (the client then sees a reset).
+            let head = tokio::time::timeout(std::time::Duration::from_secs(5), read_head(&mut s));
+            let req = match head.await {
+                Ok(Ok(req)) => req,
                 _ => return,
             };
-            let ok = req[..n].starts_with(b"GET /metrics");
+            let ok = req.starts_with(b"GET /metrics");
             let (status, text) = if ok {
                 ("200 OK", body())
             } else {
@@ -149,6 +150,23 @@ pub async fn serve(
     }
 }
 
+/// Reads until the blank line that ends an HTTP request head (at most 8 KiB).
+async fn read_head(s: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut req = Vec::with_capacity(256);
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        if req.len() > 8192 {
+            return Err(std::io::Error::other("request head over 8 KiB"));
+        }
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        req.extend_from_slice(&buf[..n]);
+    }
+    Ok(req)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +179,33 @@ mod tests {
         assert!(text.contains("interceptor_connections_allowed_total 3\n"));
         assert!(text.contains("interceptor_kernel_events_total{event=\"redirected_v4\"} 5\n"));
         assert!(text.contains("# TYPE interceptor_connections_active gauge"));
+    }
+
+    /// A scrape whose request head arrives in two segments gets the page,
+    /// not a 404 and a reset (the CI flake of stop 12).
+    #[tokio::test]
+    async fn answers_a_request_head_split_across_segments() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        let server = tokio::spawn(serve(addr, Arc::new(|| "up 1\n".to_string())));
+        let mut c = loop {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(c) => break c,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        };
+        c.set_nodelay(true).unwrap();
+        c.write_all(b"GET ").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        c.write_all(b"/metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+        assert!(out.ends_with("up 1\n"), "{out}");
+        server.abort();
     }
 }

@@ -622,7 +622,9 @@ fn status_reports_attachment_and_live_connections() {
 fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    // One write: the request head in one piece, as real scrapers send it.
+    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
