@@ -14,6 +14,7 @@ pub mod dns;
 pub mod doctor;
 pub mod ebpf;
 pub mod harden;
+pub mod http_client;
 pub mod identity;
 pub mod limits;
 pub mod masking;

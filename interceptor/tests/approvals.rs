@@ -369,15 +369,20 @@ fn held_request_expires_and_daemon_stop_fails_waiters_without_running_them() {
 /// (headers, body) of each delivery.
 type Deliveries = Arc<Mutex<Vec<(String, String)>>>;
 
-/// A one-request-at-a-time HTTP receiver on 127.0.0.1 recording what it got.
-fn webhook_receiver() -> (u16, Deliveries) {
+/// A one-request-at-a-time HTTPS receiver on 127.0.0.1 recording what it got; its
+/// certificate comes from a CA made in `dir` (returned: the CA's PEM file, for `ca_file`).
+fn webhook_receiver(dir: &Path) -> (u16, Deliveries, PathBuf) {
+    use interceptor::protocols::http::tls;
+    let ca = tls::Ca::load_or_init(dir).unwrap();
+    let config = ca.server_config("127.0.0.1").unwrap();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let got = Arc::new(Mutex::new(Vec::new()));
     let g = got.clone();
     std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            let mut r = BufReader::new(s.try_clone().unwrap());
+        for tcp in l.incoming().flatten() {
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut r = BufReader::new(rustls::StreamOwned::new(conn, tcp));
             let mut head = String::new();
             let mut len = 0;
             loop {
@@ -395,11 +400,14 @@ fn webhook_receiver() -> (u16, Deliveries) {
             g.lock()
                 .unwrap()
                 .push((head, String::from_utf8_lossy(&body).into_owned()));
-            let mut s = s;
+            let s = r.get_mut();
             let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+            let _ = s.flush();
+            s.conn.send_close_notify();
+            let _ = s.flush();
         }
     });
-    (port, got)
+    (port, got, tls::ca_paths(dir).0)
 }
 
 #[test]
@@ -408,12 +416,14 @@ fn http_api_approves_and_webhook_is_signed() {
         return;
     }
     let s = setup("apr-api");
-    let (hook_port, hooks) = webhook_receiver();
+    // The receiver speaks https with a certificate of a private CA, trusted by `ca_file`.
+    let (hook_port, hooks, hook_ca) = webhook_receiver(&s.env.dir.path().join("hook-ca"));
     let secret = s.env.dir.path().join("hook.key");
     std::fs::write(&secret, "webhook-signing-key\n").unwrap();
     let extra = format!(
-        "  webhook: {{url: \"http://127.0.0.1:{hook_port}/hooks/approvals\", secret_file: {}}}\n",
-        secret.display()
+        "  webhook: {{url: \"https://127.0.0.1:{hook_port}/hooks/approvals\", secret_file: {}, ca_file: {}}}\n",
+        secret.display(),
+        hook_ca.display()
     );
     let policy = s.policy(60, None, &extra);
     let api = TcpListener::bind("127.0.0.1:0")
@@ -470,7 +480,12 @@ fn http_api_approves_and_webhook_is_signed() {
     for (head, body) in &got {
         let sig = head
             .lines()
-            .find_map(|l| l.strip_prefix("X-Interceptor-Signature: sha256="))
+            .find_map(|l| {
+                let name = "x-interceptor-signature: sha256=";
+                l.to_ascii_lowercase()
+                    .starts_with(name)
+                    .then(|| &l[name.len()..])
+            })
             .expect("signature header")
             .trim();
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"webhook-signing-key").unwrap();

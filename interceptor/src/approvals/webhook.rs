@@ -1,6 +1,7 @@
 //! Webhook notifications of approval events: `POST <url>` with a JSON body
 //! `{"event": "...", "instance": "...", "request": {...}}`, signed with HMAC-SHA256 over the
 //! body (`X-Interceptor-Signature: sha256=<hex>`, `X-Interceptor-Event: <event>`).
+//! http:// or https:// (verified against the system roots plus the webhook's `ca_file`).
 //! Delivered in order by one background task, retried with exponential back-off; a
 //! failing receiver never delays enforcement.
 
@@ -8,11 +9,10 @@ use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::registry::RequestView;
+use crate::http_client::{self, Call, Url};
 use crate::policy::Webhook;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
@@ -26,34 +26,6 @@ struct Body<'a> {
     event: &'a str,
     instance: &'a str,
     request: &'a RequestView,
-}
-
-/// Parsed `http://host:port/path`.
-struct Target {
-    authority: String,
-    path: String,
-}
-
-fn target(url: &str) -> Result<Target, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("webhook url {url:?} must start with http://"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let authority = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    Ok(Target {
-        authority,
-        path: path.to_owned(),
-    })
 }
 
 /// The signing key named by the webhook's `secret_file` / `secret_env`.
@@ -86,7 +58,8 @@ impl Notifier {
     /// Starts the delivery task for `w`.
     pub fn start(w: &Webhook, instance: String) -> Result<Notifier, String> {
         let key = secret(w)?;
-        let t = target(&w.url)?;
+        let t = Url::parse(&w.url).map_err(|e| e.to_string())?;
+        let ca_file = w.ca_file.clone();
         let attempts = w.attempts.unwrap_or(4).max(1);
         let url = w.url.clone();
         let (tx, mut rx) = mpsc::unbounded_channel::<(String, RequestView)>();
@@ -103,7 +76,7 @@ impl Notifier {
                 let sig = sign(&key, &body);
                 let mut delay = Duration::from_millis(500);
                 for attempt in 1..=attempts {
-                    match post(&t, &event, &sig, &body).await {
+                    match post(&t, ca_file.as_deref(), &event, &sig, &body).await {
                         Ok(()) => {
                             tracing::debug!(%url, %event, id = %view.id, "webhook delivered");
                             break;
@@ -128,33 +101,31 @@ impl Notifier {
     }
 }
 
-async fn post(t: &Target, event: &str, sig: &str, body: &[u8]) -> Result<(), String> {
-    let fut = async {
-        let mut s = TcpStream::connect(&t.authority)
-            .await
-            .map_err(|e| format!("connect {}: {e}", t.authority))?;
-        let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Interceptor-Event: {event}\r\nX-Interceptor-Signature: {sig}\r\nConnection: close\r\nUser-Agent: interceptor\r\n\r\n",
-            t.path,
-            t.authority,
-            body.len()
-        );
-        s.write_all(head.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        s.write_all(body).await.map_err(|e| e.to_string())?;
-        let mut status = [0u8; 12];
-        s.read_exact(&mut status)
-            .await
-            .map_err(|e| format!("reading the answer: {e}"))?;
-        let code = std::str::from_utf8(&status[9..12]).unwrap_or("");
-        if code.starts_with('2') {
-            Ok(())
-        } else {
-            Err(format!("receiver answered HTTP {code}"))
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), fut)
-        .await
-        .map_err(|_| "no answer within 10 s".to_owned())?
+async fn post(
+    url: &Url,
+    ca_file: Option<&std::path::Path>,
+    event: &str,
+    sig: &str,
+    body: &[u8],
+) -> Result<(), String> {
+    let answer = http_client::send(Call {
+        method: hyper::Method::POST,
+        url,
+        headers: &[
+            ("content-type", "application/json"),
+            ("x-interceptor-event", event),
+            ("x-interceptor-signature", sig),
+        ],
+        body: bytes::Bytes::copy_from_slice(body),
+        ca_file,
+        timeout: Duration::from_secs(10),
+        max_body: 64 * 1024,
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    if answer.status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("receiver answered HTTP {}", answer.status))
+    }
 }

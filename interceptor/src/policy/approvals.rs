@@ -2,7 +2,7 @@
 //! `auth.issuers` (OIDC/JWT issuers whose tokens the daemon accepts, for agents and for
 //! approvers) and `approvals` (who may approve which held rules, timeouts, webhook).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -132,8 +132,13 @@ impl Checked for Approver {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Webhook {
-    /// `http://host:port/path`.
+    /// `http://host[:port]/path` or `https://…` (the server verified against the system
+    /// roots plus `ca_file`).
     pub url: String,
+    /// PEM file of extra CA certificates trusted for an https `url` (relative paths are
+    /// relative to the policy file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// File (readable by the daemon) holding the HMAC-SHA256 key that signs each body
     /// (`X-Interceptor-Signature: sha256=<hex>`). One of `secret_file`, `secret_env`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,11 +153,9 @@ pub struct Webhook {
 
 impl Webhook {
     pub fn check(&self) -> Result<(), String> {
-        if !self.url.starts_with("http://") {
-            return Err(format!(
-                "webhook url {:?} must start with http:// (https is not supported for webhooks yet)",
-                self.url
-            ));
+        let url = crate::http_client::Url::parse(&self.url).map_err(|e| e.to_string())?;
+        if self.ca_file.is_some() && !url.tls {
+            return Err("`ca_file` is for an https:// url".into());
         }
         match (&self.secret_file, &self.secret_env) {
             (Some(_), Some(_)) => {
@@ -262,7 +265,11 @@ pub(super) fn compile(
     let compiled = CompiledApprovals {
         timeout_secs: doc.timeout_secs.unwrap_or(DEFAULT_HOLD_TIMEOUT_SECS),
         approvers: doc.approvers.clone(),
-        webhook: doc.webhook.clone(),
+        webhook: doc
+            .webhook
+            .as_ref()
+            .map(|w| webhook_with_ca(w, base))
+            .transpose()?,
     };
     for r in hold_rules {
         if !compiled.approvers.iter().any(|a| {
@@ -277,4 +284,20 @@ pub(super) fn compile(
         }
     }
     Ok((issuers, Some(compiled)))
+}
+
+/// The webhook with its `ca_file` resolved against the policy's directory and loaded once
+/// (a missing or empty file is a policy error now, not a failed delivery later).
+fn webhook_with_ca(w: &Webhook, base: Option<&Path>) -> Result<Webhook, String> {
+    let mut w = w.clone();
+    if let Some(f) = &w.ca_file {
+        let f = match base {
+            Some(b) if f.is_relative() => b.join(f),
+            _ => f.clone(),
+        };
+        crate::protocols::http::tls::client_config("webhook", Some(&f))
+            .map_err(|e| format!("approvals.webhook.ca_file: {e}"))?;
+        w.ca_file = Some(f);
+    }
+    Ok(w)
 }
