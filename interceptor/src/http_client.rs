@@ -221,4 +221,4 @@ where
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -4,7 +4,7 @@ use tokio::net::TcpListener;
 use super::*;
 
 /// The client marks its sockets (SO_MARK needs CAP_NET_ADMIN): root only; fails under CI.
-fn root_or_skip(name: &str) -> bool {
+pub(crate) fn root_or_skip(name: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
