@@ -5,8 +5,8 @@
 //! `hostssl` logins are accepted). The server log (connections logged) is
 //! `dir/server.log`. Stopped on drop.
 //!
-//! Also finds the client tools: psql, pgbench, and a Python with psycopg 3 (installed with
-//! pip, or Debian's python3-psycopg, when missing).
+//! Also finds the client tools: psql, pgbench, and a Python with psycopg 3 or asyncpg
+//! (installed with pip, or from Debian's packages, when missing).
 #![allow(dead_code)]
 
 use std::os::unix::fs::PermissionsExt;
@@ -58,14 +58,47 @@ pub fn pgbench() -> PathBuf {
     bindir().join("pgbench")
 }
 
+/// A Python client library the tests drive: how to check it, and where to get it.
+struct PyLib {
+    /// Checked with `python -c`: exits 0 when the library is there and new enough.
+    check: &'static str,
+    /// `pip install` spec (PyPI), tried first.
+    pip: &'static str,
+    /// Debian package, tried when pip cannot.
+    apt: &'static str,
+}
+
+const PSYCOPG: PyLib = PyLib {
+    check: "import psycopg, sys; sys.exit(0 if psycopg.__version__ >= '3.1' else 1)",
+    pip: "psycopg[binary]",
+    apt: "python3-psycopg",
+};
+
+const ASYNCPG: PyLib = PyLib {
+    check: "import asyncpg",
+    pip: "asyncpg",
+    apt: "python3-asyncpg",
+};
+
 /// A Python interpreter that can `import psycopg` (version 3), installing psycopg when
 /// missing: `pip install psycopg[binary]` (PyPI), else Debian's `python3-psycopg`.
 /// `None` (with the reason printed) when impossible; under CI=true that is a panic.
 pub fn python() -> Option<PathBuf> {
     static PY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match PY.get_or_init(find_python) {
+    found(PY.get_or_init(|| find_python(&PSYCOPG)))
+}
+
+/// A Python interpreter that can `import asyncpg`, installed the same way (pip `asyncpg`,
+/// else Debian's `python3-asyncpg`).
+pub fn python_asyncpg() -> Option<PathBuf> {
+    static PY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    found(PY.get_or_init(|| find_python(&ASYNCPG)))
+}
+
+fn found(r: &Result<PathBuf, String>) -> Option<PathBuf> {
+    match r {
         Ok(p) => Some(p.clone()),
-        Err(why) if ci() => panic!("{why}, and CI=true: the psycopg tests need it"),
+        Err(why) if ci() => panic!("{why}, and CI=true: the Python client tests need it"),
         Err(why) => {
             eprintln!("SKIP: {why}");
             None
@@ -73,7 +106,7 @@ pub fn python() -> Option<PathBuf> {
     }
 }
 
-fn find_python() -> Result<PathBuf, String> {
+fn find_python(lib: &PyLib) -> Result<PathBuf, String> {
     // The interpreters to try, as absolute paths (a pyenv shim resolves to its target).
     let candidates = || -> Vec<PathBuf> {
         let mut v = Vec::new();
@@ -91,15 +124,12 @@ fn find_python() -> Result<PathBuf, String> {
         }
         v
     };
-    let with_psycopg = |cands: &[PathBuf]| {
+    let with_lib = |cands: &[PathBuf]| {
         cands
             .iter()
             .find(|p| {
                 Command::new(p)
-                    .args([
-                        "-c",
-                        "import psycopg, sys; sys.exit(0 if psycopg.__version__ >= '3.1' else 1)",
-                    ])
+                    .args(["-c", lib.check])
                     .stderr(Stdio::null())
                     .status()
                     .is_ok_and(|s| s.success())
@@ -107,7 +137,7 @@ fn find_python() -> Result<PathBuf, String> {
             .cloned()
     };
     let cands = candidates();
-    if let Some(p) = with_psycopg(&cands) {
+    if let Some(p) = with_lib(&cands) {
         return Ok(p);
     }
     for py in &cands {
@@ -121,21 +151,24 @@ fn find_python() -> Result<PathBuf, String> {
                     "--disable-pip-version-check",
                 ])
                 .args(extra)
-                .arg("psycopg[binary]")
+                .arg(lib.pip)
                 .status()
                 .is_ok_and(|s| s.success())
         };
-        eprintln!("installing psycopg[binary] for {} with pip", py.display());
+        eprintln!("installing {} for {} with pip", lib.pip, py.display());
         // Debian's own Python refuses pip installs (PEP 668) unless told otherwise.
         if pip(&[]) || pip(&["--break-system-packages"]) {
-            if let Some(p) = with_psycopg(std::slice::from_ref(py)) {
+            if let Some(p) = with_lib(std::slice::from_ref(py)) {
                 return Ok(p);
             }
         }
     }
-    apt_install(&["python3", "python3-psycopg"]);
-    with_psycopg(&candidates()).ok_or_else(|| {
-        "no Python with psycopg 3: `pip install psycopg[binary]` and `apt-get install python3-psycopg` both failed".to_owned()
+    apt_install(&["python3", lib.apt]);
+    with_lib(&candidates()).ok_or_else(|| {
+        format!(
+            "no Python with {}: `pip install {}` and `apt-get install {}` both failed",
+            lib.pip, lib.pip, lib.apt
+        )
     })
 }
 

@@ -780,3 +780,101 @@ fn pg_upstream_tls_verify_full_works_and_a_wrong_ca_is_a_clear_fatal_error() {
         "{failed}"
     );
 }
+
+#[test]
+fn pg_asyncpg_named_statements_binary_results_cursor_copy_and_denials() {
+    if !root_or_skip("pg_asyncpg_named_statements_binary_results_cursor_copy_and_denials") {
+        return;
+    }
+    let s = setup("app", APP_PASSWORD, &format!("{WRITE_IMPORTS}{READ_ONLY}"));
+    let Some(py) = pg_support::python_asyncpg() else {
+        return;
+    };
+    let script = probe().with_file_name("pg_asyncpg.py");
+    let port = s.pg.port.to_string();
+    let out = s.env.run(
+        &s.policy,
+        &[py.to_str().unwrap(), script.to_str().unwrap(), &port],
+    );
+    let so = String::from_utf8_lossy(&out.stdout);
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "pg_asyncpg.py failed:\n{so}\n{se}");
+    let r: Value = serde_json::from_str(so.trim()).unwrap_or_else(|e| panic!("{so:?}: {e}"));
+    let text = r.to_string();
+    no_plain_pii(&text);
+
+    // Binary results of a named statement: the email is partially masked, the SSN column
+    // redacted, the rest as stored.
+    let row = &r["select"][0];
+    assert_eq!(row[0], 2, "{text}");
+    assert_eq!(row[1], "Bob Chen");
+    let email = row[2].as_str().unwrap();
+    assert!(
+        email.ends_with("@example.org") && email != "bob.chen@example.org",
+        "{email}"
+    );
+    assert_eq!(row[3], "[REDACTED]");
+    assert_eq!(row[4], "card 4111 1111 1111 1111 on file", "{text}");
+    let prepared = r["prepared"].as_array().unwrap();
+    assert_eq!(prepared.len(), 4);
+    assert!(
+        prepared
+            .iter()
+            .all(|e| e.as_str().unwrap().contains("***@")),
+        "{text}"
+    );
+    assert_eq!(prepared[1], prepared[3]);
+    let all = r["all"].as_array().unwrap();
+    assert_eq!(all.len(), 3, "{text}");
+    assert!(all.iter().all(|row| row[2] == "[REDACTED]"), "{text}");
+
+    // Denials through Parse and through a simple Query: 42501, the session goes on.
+    for k in ["denied", "denied_simple"] {
+        assert_eq!(r[k]["class"], "InsufficientPrivilegeError", "{k}: {text}");
+        assert_eq!(r[k]["sqlstate"], "42501", "{k}: {text}");
+    }
+    assert_eq!(r["after_denied"], 50);
+
+    // executemany stores the values as sent and reads them back masked.
+    assert_eq!(r["imports"], 10, "{text}");
+    let email = r["imports_email"].as_str().unwrap();
+    assert!(
+        email.ends_with("@example.net") && email != "async7@example.net",
+        "{email}"
+    );
+    assert_eq!(
+        s.pg.sql(
+            "app",
+            "SELECT email FROM imports WHERE id = 7 AND note = 'batch'"
+        )
+        .trim(),
+        "async7@example.net"
+    );
+
+    // One row per Execute (PortalSuspended in between), each masked.
+    let cursor = r["cursor"].as_array().unwrap();
+    assert_eq!(cursor.len(), 3, "{text}");
+    assert!(
+        cursor.iter().all(|e| e.as_str().unwrap().contains("***@")),
+        "{text}"
+    );
+
+    // In a transaction the denial aborts it; asyncpg rolls back; nothing deleted.
+    assert_eq!(r["tx_denied"]["sqlstate"], "42501", "{text}");
+    assert_eq!(r["tx_after"], 50);
+    assert_eq!(s.pg.count("orders"), 50);
+
+    // Binary COPY FROM STDIN is a write to imports: allowed. COPY TO is denied under masking.
+    assert_eq!(r["copy_in"], "COPY 5", "{text}");
+    assert_eq!(r["copy_out"]["sqlstate"], "42501", "{text}");
+    assert_eq!(r["copy_out_chunks"], 0);
+    assert_eq!(r["after_copy"], 15);
+    assert_eq!(
+        s.pg.sql(
+            "app",
+            "SELECT count(*) FROM imports WHERE email LIKE 'copy%@example.net'"
+        )
+        .trim(),
+        "5"
+    );
+}
