@@ -23,6 +23,7 @@ pub const TARGETS: &[&str] = &[
     "sql_classify",
     "policy_load",
     "http_request",
+    "http_mask",
 ];
 
 const CARGO_FUZZ: &str = "cargo-fuzz";
@@ -30,7 +31,7 @@ const CARGO_FUZZ: &str = "cargo-fuzz";
 #[derive(Args, Debug)]
 pub struct FuzzArgs {
     /// The target to run (one of: pg_frontend, pg_backend, sql_classify, policy_load,
-    /// http_request).
+    /// http_request, http_mask).
     #[arg(required_unless_present_any = ["all", "list"], conflicts_with = "all")]
     pub target: Option<String>,
     /// Run every target, one after the other.

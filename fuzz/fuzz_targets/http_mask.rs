@@ -1,0 +1,87 @@
+//! HTTP response bodies through the shared masking engine, as the proxy masks them:
+//! `http::mask::mask_body` with field paths and every detector. The first byte picks JSON
+//! or text; the rest is the body.
+//!
+//! Properties besides "no panic": a changed body reports at least one masked value and an
+//! unchanged one none; masked JSON parses and keeps the input's shape (the same keys in every
+//! object, the same length of every array); masked text is UTF-8 and never longer than the
+//! input by more than the replacement markers allow.
+//!
+//! Not checked: that masking the output again finds nothing. A redaction changes the text
+//! around it, so a run it was glued to can become a match on its own: in
+//! `eyJ…c2lnbdb8::1` the JWT ends at `bdb8` and `::1` (glued to a word, not an address) reads
+//! as an IPv6 address once the JWT is `[REDACTED:jwt]` (the first finding of this target).
+#![no_main]
+
+use std::sync::OnceLock;
+
+use interceptor::masking::{FieldRule, Masker, MaskingDoc, Strategy};
+use interceptor::protocols::http::mask::{mask_body, BodyKind};
+use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
+
+fn masker() -> &'static (Masker, Vec<FieldRule>) {
+    static M: OnceLock<(Masker, Vec<FieldRule>)> = OnceLock::new();
+    M.get_or_init(|| {
+        let doc: MaskingDoc =
+            serde_yaml::from_str("detectors:\n  - kind: all\n    strategy: redact\n").expect("doc");
+        let fields = vec![
+            FieldRule::new("$.user.ssn", Strategy::Redact).expect("path"),
+            FieldRule::new("$.users[*].email", Strategy::Hash).expect("path"),
+            FieldRule::new("$.data[*].phone", Strategy::PARTIAL).expect("path"),
+        ];
+        (Masker::new(&doc, vec![7u8; 32]).expect("masker"), fields)
+    })
+}
+
+/// Same keys in every object and the same length of every array; leaves may differ.
+fn same_shape(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_shape(v, w)))
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same_shape(v, w))
+        }
+        (Value::Object(_) | Value::Array(_), _) | (_, Value::Object(_) | Value::Array(_)) => false,
+        _ => true,
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&sel, body)) = data.split_first() else {
+        return;
+    };
+    let (masker, fields) = masker();
+    let kind = if sel & 1 == 0 {
+        BodyKind::Json
+    } else {
+        BodyKind::Text
+    };
+    let Ok((out, n)) = mask_body(masker, fields, kind, body) else {
+        assert_eq!(kind, BodyKind::Json, "only JSON bodies can be refused");
+        return;
+    };
+    assert_eq!(out.is_some(), n > 0, "changed body and count disagree");
+    let Some(out) = out else { return };
+    match kind {
+        BodyKind::Json => {
+            let before: Value = serde_json::from_slice(body).expect("it parsed before masking");
+            let after: Value = serde_json::from_slice(&out).expect("masked JSON parses");
+            assert!(same_shape(&before, &after), "masking changed the shape");
+        }
+        _ => {
+            std::str::from_utf8(&out).expect("masked text is UTF-8");
+            // Each masked value becomes at most `[REDACTED:private_key]` (23 bytes).
+            let bound = String::from_utf8_lossy(body).len() + 23 * n as usize;
+            assert!(
+                out.len() <= bound,
+                "{} bytes out for {} in, {n} masked",
+                out.len(),
+                body.len()
+            );
+        }
+    }
+});
