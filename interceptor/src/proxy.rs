@@ -160,10 +160,18 @@ pub async fn serve(
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let shared = shared.clone();
-                sessions
-                    .lock()
-                    .await
-                    .spawn(session::handle(stream, peer, shared));
+                let mut set = sessions.lock().await;
+                // Reap finished sessions: a JoinSet keeps each task (and its future's
+                // memory) until it is joined, so without this every connection ever
+                // accepted stayed allocated until shutdown.
+                while let Some(done) = set.try_join_next() {
+                    if let Err(e) = done {
+                        if e.is_panic() {
+                            tracing::error!(error = %e, "a session task panicked");
+                        }
+                    }
+                }
+                set.spawn(session::handle(stream, peer, shared));
             }
             Err(e) => {
                 // EMFILE and friends: keep serving others, back off briefly.

@@ -10,7 +10,8 @@
 //!
 //! Prints a summary and writes it to target/bench/pg.txt. Loopback only. `BENCH_SECS`
 //! overrides the 15 s per pgbench run; `BENCH_ONLY=S` stops after step 1; `BENCH_PERF=FILE`
-//! records each pgbench run with `perf record -a -g` into FILE.<target>.
+//! records each pgbench run with `perf record -a -g` into FILE.<target>. `BENCH_ONLY=C` runs
+//! only step 2.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -467,6 +468,21 @@ pub fn run() -> Result<()> {
         policy: None,
     });
 
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("C") {
+        println!("\n==> pgbench -S -C -c {CLIENTS} -j {THREADS} -T {secs} (a new connection per transaction)");
+        let c_direct = bench.pgbench(&direct, &["-C"])?.tps;
+        let c_through = bench.pgbench(&through, &["-C"])?.tps;
+        let c_bouncer = match &bouncer_t {
+            Some(t) => Some(bench.pgbench(t, &["-C"])?.tps),
+            None => None,
+        };
+        println!(
+            "\nBENCH_ONLY=C: interceptor/direct {:.2}x, pgbouncer/direct {}",
+            c_through / c_direct,
+            c_bouncer.map_or("n/a".into(), |b| format!("{:.2}x", b / c_direct))
+        );
+        return Ok(());
+    }
     println!("\n==> pgbench -S -c {CLIENTS} -j {THREADS} -T {secs} (select-only, simple protocol)");
     let s_direct = bench.pgbench(&direct, &[])?;
     let s_through = bench.pgbench(&through, &[])?;
