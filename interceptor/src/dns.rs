@@ -198,9 +198,9 @@ async fn handle(
         (wire::error_reply(&query, &q, wire::RCODE_REFUSED), None)
     };
     let rcode = wire::answer_rcode(&reply, q.id);
-    if let Err(e) = sock.send_to(&reply, peer).await {
-        tracing::debug!(%peer, error = %e, "DNS proxy: reply not delivered");
-    }
+    // Recorded before the agent gets its answer: an agent that exits at once ends
+    // `interceptor run`, and a record queued after the reply could be lost with the
+    // detached task (seen in the 6.1 VM suite).
     shared.audit.record_any(&DnsRecord {
         time: now_rfc3339(),
         kind: "dns",
@@ -217,6 +217,9 @@ async fn handle(
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         error,
     });
+    if let Err(e) = sock.send_to(&reply, peer).await {
+        tracing::debug!(%peer, error = %e, "DNS proxy: reply not delivered");
+    }
 }
 
 /// Sends the query to the real resolver from a marked socket and waits for its answer.

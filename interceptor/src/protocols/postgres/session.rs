@@ -454,17 +454,19 @@ pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
         }
     }
     global().cancels.remove(cpid, ckey);
-    let _ = cw.shutdown().await;
 
-    // 4. Park the upstream when it is idle, else close it.
+    // 4. Park the upstream when it is idle, else close it. Announced before the agent
+    // sees its connection end: an agent reconnecting at once then waits for this one.
     let idle_now = {
         let st = common.st();
         st.outstanding == 0 && st.tx == b'I' && st.pending.is_empty()
     };
     let size = ctx.res.pool_size.unwrap_or(8) as usize;
     let pooled = clean_end && idle_now && size > 0;
-    if pooled {
-        global().pool.put(pool_key, up, size, idle).await;
+    let returning = pooled.then(|| global().pool.returning(&pool_key));
+    let _ = cw.shutdown().await;
+    if let Some(ret) = returning {
+        global().pool.put(ret, up, size, idle).await;
     } else {
         upstream::close(up).await;
     }

@@ -230,31 +230,96 @@ struct Idle {
     conn: Upstream,
 }
 
+/// The connections of one `pool_key`: parked ones, and how many are on their way back.
+#[derive(Default)]
+struct Slot {
+    idle: Vec<Idle>,
+    /// Released by their sessions and being reset (`DISCARD ALL`) right now.
+    returning: usize,
+}
+
+/// Longest a session waits for a connection being reset before it logs in anew. A reset is
+/// one round trip; a new login costs a backend fork and a SCRAM exchange.
+const RETURN_WAIT: Duration = Duration::from_millis(100);
+
 /// Idle upstream connections by `pool_key`.
 #[derive(Default)]
 pub struct Pool {
-    idle: Mutex<HashMap<String, Vec<Idle>>>,
+    slots: Mutex<HashMap<String, Slot>>,
+    /// Signalled whenever a returning connection is parked or given up.
+    returned: tokio::sync::Notify,
+}
+
+/// A connection announced as coming back to the pool (`Pool::returning`), handed to
+/// `Pool::put`. Until then `take` waits for it instead of logging in anew: an agent that
+/// opens a connection per call reconnects while its last one is still being reset.
+pub struct Returning<'a> {
+    pool: &'a Pool,
+    key: String,
+}
+
+impl Drop for Returning<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.pool.lock().get_mut(&self.key) {
+            slot.returning = slot.returning.saturating_sub(1);
+        }
+        self.pool.returned.notify_waiters();
+    }
 }
 
 impl Pool {
-    /// The most recently parked live connection for `key`, if any.
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently parked live connection for `key`; if none is parked but one is
+    /// being reset, waits for it (at most `RETURN_WAIT`).
     pub async fn take(&self, key: &str, max_idle: Duration) -> Option<Upstream> {
         loop {
-            let conn = {
-                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-                let list = idle.get_mut(key)?;
-                list.retain(|c| c.since.elapsed() < max_idle);
-                list.pop()?.conn
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            // Registered before looking, so a connection parked meanwhile is not missed.
+            returned.as_mut().enable();
+            let (conn, wait) = {
+                let mut slots = self.lock();
+                let slot = slots.get_mut(key)?;
+                slot.idle.retain(|c| c.since.elapsed() < max_idle);
+                match slot.idle.pop() {
+                    Some(c) => (Some(c.conn), false),
+                    None => (None, slot.returning > 0),
+                }
             };
-            let mut conn = conn;
-            if !conn.is_stale().await {
-                return Some(conn);
+            match conn {
+                Some(mut conn) => {
+                    if !conn.is_stale().await {
+                        return Some(conn);
+                    }
+                }
+                None if wait => {
+                    tokio::time::timeout(RETURN_WAIT, returned).await.ok()?;
+                }
+                None => return None,
             }
         }
     }
 
+    /// Announces that a connection of `key` is coming back (see `Returning`).
+    pub fn returning(&self, key: &str) -> Returning<'_> {
+        self.lock().entry(key.to_owned()).or_default().returning += 1;
+        Returning {
+            pool: self,
+            key: key.to_owned(),
+        }
+    }
+
     /// Resets the connection with `DISCARD ALL` and parks it (at most `size` per key).
-    pub async fn put(&self, key: String, mut conn: Upstream, size: usize, max_idle: Duration) {
+    pub async fn put(
+        &self,
+        ret: Returning<'_>,
+        mut conn: Upstream,
+        size: usize,
+        max_idle: Duration,
+    ) {
         if size == 0 {
             return;
         }
@@ -262,21 +327,23 @@ impl Pool {
             tracing::debug!(error = %e, "upstream not reusable after DISCARD ALL; closing it");
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.entry(key).or_default();
-        list.retain(|c| c.since.elapsed() < max_idle);
-        if list.len() >= size {
-            list.remove(0);
+        let mut slots = self.lock();
+        let slot = slots.entry(ret.key.clone()).or_default();
+        slot.idle.retain(|c| c.since.elapsed() < max_idle);
+        if slot.idle.len() >= size {
+            slot.idle.remove(0);
         }
-        list.push(Idle {
+        slot.idle.push(Idle {
             since: Instant::now(),
             conn,
         });
+        drop(slots);
+        // `ret` is dropped here: the count goes down and waiting sessions look again.
     }
 
     /// Closes every idle connection (daemon shutdown).
     pub fn clear(&self) {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.lock().clear();
     }
 }
 
@@ -292,4 +359,80 @@ pub async fn close(mut conn: Upstream) {
         while let Ok(true) = conn.reader.fill().await {}
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An upstream over an in-memory pipe whose "server" answers every query like
+    /// `DISCARD ALL` (CommandComplete, ReadyForQuery idle).
+    fn fake_upstream() -> Upstream {
+        let (ours, mut theirs) = tokio::io::duplex(4096);
+        tokio::spawn(async move {
+            let mut head = [0u8; 5];
+            while theirs.read_exact(&mut head).await.is_ok() {
+                let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+                let mut body = vec![0u8; len - 4];
+                if theirs.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                let mut out = vec![b'C'];
+                out.extend_from_slice(&(4 + 12u32).to_be_bytes());
+                out.extend_from_slice(b"DISCARD ALL\0");
+                out.extend_from_slice(&backend::ready(b'I').to_bytes());
+                if theirs.write_all(&out).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let (r, w) = split(Box::new(ours) as BoxStream);
+        Upstream {
+            reader: FrameReader::new(r, DEFAULT_MAX_FRAME, "upstream"),
+            writer: w,
+            session: Session {
+                params: Vec::new(),
+                pid: 1,
+                key: 2,
+            },
+            addr: "127.0.0.2:5432".parse().unwrap(),
+            tls: false,
+        }
+    }
+
+    const IDLE: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn take_waits_for_a_returning_connection_instead_of_missing() {
+        let pool: &'static Pool = Box::leak(Box::default());
+        assert!(pool.take("k", IDLE).await.is_none(), "empty pool: no wait");
+        let ret = pool.returning("k");
+        let waiter = tokio::spawn(pool.take("k", IDLE));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !waiter.is_finished(),
+            "a connection is on its way back: take waits"
+        );
+        pool.put(ret, fake_upstream(), 8, IDLE).await;
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+        assert_eq!(got.unwrap().unwrap().map(|u| u.session.pid), Some(1));
+        assert_eq!(pool.lock()["k"].returning, 0);
+    }
+
+    #[tokio::test]
+    async fn a_return_given_up_releases_the_waiter_and_the_wait_is_bounded() {
+        let pool: &'static Pool = Box::leak(Box::default());
+        let ret = pool.returning("k");
+        let waiter = tokio::spawn(pool.take("k", IDLE));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(ret); // e.g. DISCARD ALL failed: the connection is closed instead
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+        assert!(got.unwrap().unwrap().is_none());
+
+        // A return that never comes: take gives up after RETURN_WAIT.
+        let _stuck = pool.returning("k");
+        let t = Instant::now();
+        assert!(pool.take("k", IDLE).await.is_none());
+        assert!(t.elapsed() >= RETURN_WAIT);
+    }
 }

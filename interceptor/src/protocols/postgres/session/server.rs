@@ -310,9 +310,8 @@ async fn fill_catalog(c: &Common<'_>, catalog: &mask::Catalog, oids: &[u32]) -> 
     };
     let r = catalog.fill(oids, &mut conn).await;
     let size = c.ctx.res.pool_size.unwrap_or(8) as usize;
-    global()
-        .pool
-        .put(c.pool_key.clone(), conn, size.max(1), idle)
+    let pool = &global().pool;
+    pool.put(pool.returning(&c.pool_key), conn, size.max(1), idle)
         .await;
     r
 }
