@@ -217,11 +217,17 @@ impl Upstream {
         }
     }
 
-    /// Whether the server closed the connection or sent something while idle.
+    /// Whether the server closed the connection or sent something while idle: one poll of
+    /// a read, no timer. (A zero `timeout` waited for the timer wheel's next 1 ms tick
+    /// whenever the read was pending, i.e. on every healthy pooled connection: that was
+    /// most of a new agent connection's latency.) Unconstrained, so that tokio's
+    /// cooperative budget cannot turn a ready read into a pending one.
     async fn is_stale(&mut self) -> bool {
-        tokio::time::timeout(Duration::ZERO, self.reader.fill())
-            .await
-            .is_ok()
+        let mut fill = std::pin::pin!(self.reader.fill());
+        tokio::task::unconstrained(std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(fill.as_mut(), cx).is_ready())
+        }))
+        .await
     }
 }
 
@@ -386,7 +392,11 @@ mod tests {
                 }
             }
         });
-        let (r, w) = split(Box::new(ours) as BoxStream);
+        over(ours)
+    }
+
+    fn over(stream: tokio::io::DuplexStream) -> Upstream {
+        let (r, w) = split(Box::new(stream) as BoxStream);
         Upstream {
             reader: FrameReader::new(r, DEFAULT_MAX_FRAME, "upstream"),
             writer: w,
@@ -434,5 +444,18 @@ mod tests {
         let t = Instant::now();
         assert!(pool.take("k", IDLE).await.is_none());
         assert!(t.elapsed() >= RETURN_WAIT);
+    }
+
+    #[tokio::test]
+    async fn staleness_is_one_poll_of_the_read() {
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let mut up = over(ours);
+        assert!(!up.is_stale().await, "nothing arrived: reusable");
+        theirs.write_all(b"N").await.unwrap();
+        assert!(up.is_stale().await, "the server spoke while idle");
+        let (ours, theirs) = tokio::io::duplex(64);
+        let mut up = over(ours);
+        drop(theirs);
+        assert!(up.is_stale().await, "the server closed");
     }
 }
