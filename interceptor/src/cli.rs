@@ -25,6 +25,11 @@ pub struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info`, `interceptor=debug`.
     #[arg(long, global = true, env = "INTERCEPTOR_LOG", default_value = "info")]
     pub log: String,
+    /// Proxy worker threads. Default: half the CPUs, at least one. On a small host the
+    /// agent, its peers and the proxy share the cores, and waking a second worker for every
+    /// hand-off between tasks cost more than it gained (README, Measurements).
+    #[arg(long, global = true, env = "INTERCEPTOR_WORKER_THREADS")]
+    pub worker_threads: Option<std::num::NonZeroUsize>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -16,8 +16,12 @@ use interceptor::{
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log);
-    // Worker threads: one per CPU, or TOKIO_WORKER_THREADS.
+    let workers = cli.worker_threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+        |n| n.get(),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
         .expect("tokio runtime");
