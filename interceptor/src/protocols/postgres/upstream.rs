@@ -281,6 +281,15 @@ impl Pool {
     /// The most recently parked live connection for `key`; if none is parked but one is
     /// being reset, waits for it (at most `RETURN_WAIT`).
     pub async fn take(&self, key: &str, max_idle: Duration) -> Option<Upstream> {
+        self.take_waiting(key, max_idle, RETURN_WAIT).await
+    }
+
+    async fn take_waiting(
+        &self,
+        key: &str,
+        max_idle: Duration,
+        wait_for: Duration,
+    ) -> Option<Upstream> {
         loop {
             let returned = self.returned.notified();
             tokio::pin!(returned);
@@ -302,7 +311,7 @@ impl Pool {
                     }
                 }
                 None if wait => {
-                    tokio::time::timeout(RETURN_WAIT, returned).await.ok()?;
+                    tokio::time::timeout(wait_for, returned).await.ok()?;
                 }
                 None => return None,
             }
@@ -417,7 +426,8 @@ mod tests {
         let pool: &'static Pool = Box::leak(Box::default());
         assert!(pool.take("k", IDLE).await.is_none(), "empty pool: no wait");
         let ret = pool.returning("k");
-        let waiter = tokio::spawn(pool.take("k", IDLE));
+        // A long bound, so that a slow machine cannot race production's 100 ms.
+        let waiter = tokio::spawn(pool.take_waiting("k", IDLE, Duration::from_secs(30)));
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(
             !waiter.is_finished(),
@@ -433,7 +443,8 @@ mod tests {
     async fn a_return_given_up_releases_the_waiter_and_the_wait_is_bounded() {
         let pool: &'static Pool = Box::leak(Box::default());
         let ret = pool.returning("k");
-        let waiter = tokio::spawn(pool.take("k", IDLE));
+        // A long bound, so that a slow machine cannot race production's 100 ms.
+        let waiter = tokio::spawn(pool.take_waiting("k", IDLE, Duration::from_secs(30)));
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(ret); // e.g. DISCARD ALL failed: the connection is closed instead
         let got = tokio::time::timeout(Duration::from_secs(5), waiter).await;
