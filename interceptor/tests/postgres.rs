@@ -119,27 +119,32 @@ impl Setup {
     /// A scenario of tests/support/pg_client.py (psycopg 3) under `interceptor run`;
     /// `None` when no Python with psycopg can be had (skipped, except under CI=true).
     fn psycopg(&self, scenario: &str) -> Option<Value> {
-        let py = pg_support::python()?;
-        let script = probe().with_file_name("pg_client.py");
+        Some(self.python_client(&pg_support::python()?, "pg_client.py", &[scenario]))
+    }
+
+    /// tests/support/pg_asyncpg.py under `interceptor run` (`None`: no asyncpg, as above).
+    fn asyncpg(&self) -> Option<Value> {
+        Some(self.python_client(&pg_support::python_asyncpg()?, "pg_asyncpg.py", &[]))
+    }
+
+    /// Runs `script ARGS… PORT` from tests/support with `py` under `interceptor run` and
+    /// parses the one JSON object it prints.
+    fn python_client(&self, py: &std::path::Path, script: &str, args: &[&str]) -> Value {
+        let path = probe().with_file_name(script);
         let port = self.pg.port.to_string();
-        let out = self.env.run(
-            &self.policy,
-            &[
-                py.to_str().unwrap(),
-                script.to_str().unwrap(),
-                scenario,
-                &port,
-            ],
-        );
+        let mut argv = vec![py.to_str().unwrap(), path.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        argv.push(&port);
+        let out = self.env.run(&self.policy, &argv);
         let so = String::from_utf8_lossy(&out.stdout);
         let se = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success(),
-            "pg_client.py {scenario} failed ({:?}):\n{so}\n{se}",
+            "{script} {args:?} failed ({:?}):\n{so}\n{se}",
             out.status
         );
-        eprintln!("--- pg_client.py {scenario} ---\n{so}");
-        Some(serde_json::from_str(so.trim()).unwrap_or_else(|e| panic!("{so:?}: {e}")))
+        eprintln!("--- {script} {args:?} ---\n{so}");
+        serde_json::from_str(so.trim()).unwrap_or_else(|e| panic!("{so:?}: {e}"))
     }
 
     fn records(&self, kind: &str) -> Vec<Value> {
@@ -323,6 +328,19 @@ print("ok", b"42" in buf)
     assert!(so.contains("ok True"), "{so}");
 }
 
+/// `id, name, email, ssn` of user 2 as the agent must see them: the email partially
+/// masked by the detector, the SSN column redacted by its column rule.
+fn bob_masked(row: &Value, text: &str) {
+    assert_eq!(row[0], 2, "{text}");
+    assert_eq!(row[1], "Bob Chen");
+    let email = row[2].as_str().unwrap();
+    assert!(
+        email.ends_with("@example.org") && email != "bob.chen@example.org",
+        "{email}"
+    );
+    assert_eq!(row[3], "[REDACTED]");
+}
+
 fn no_plain_pii(text: &str) {
     for secret in [
         "bob.chen@example.org",
@@ -348,14 +366,7 @@ fn pg_psycopg_extended_protocol_masks_denies_prepares_and_pipelines() {
 
     // Parameterised SELECT, text results: masked columns arrive masked.
     let row = &r["select"][0];
-    assert_eq!(row[0], 2, "{text}");
-    assert_eq!(row[1], "Bob Chen");
-    let email = row[2].as_str().unwrap();
-    assert!(
-        email.ends_with("@example.org") && email != "bob.chen@example.org",
-        "{email}"
-    );
-    assert_eq!(row[3], "[REDACTED]");
+    bob_masked(row, &text);
     assert_eq!(r["select_rowcount"], 1);
     // Binary results: text columns are masked the same way (not passed through).
     let row = &r["binary"][0];
@@ -787,33 +798,16 @@ fn pg_asyncpg_named_statements_binary_results_cursor_copy_and_denials() {
         return;
     }
     let s = setup("app", APP_PASSWORD, &format!("{WRITE_IMPORTS}{READ_ONLY}"));
-    let Some(py) = pg_support::python_asyncpg() else {
+    let Some(r) = s.asyncpg() else {
         return;
     };
-    let script = probe().with_file_name("pg_asyncpg.py");
-    let port = s.pg.port.to_string();
-    let out = s.env.run(
-        &s.policy,
-        &[py.to_str().unwrap(), script.to_str().unwrap(), &port],
-    );
-    let so = String::from_utf8_lossy(&out.stdout);
-    let se = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "pg_asyncpg.py failed:\n{so}\n{se}");
-    let r: Value = serde_json::from_str(so.trim()).unwrap_or_else(|e| panic!("{so:?}: {e}"));
     let text = r.to_string();
     no_plain_pii(&text);
 
     // Binary results of a named statement: the email is partially masked, the SSN column
     // redacted, the rest as stored.
     let row = &r["select"][0];
-    assert_eq!(row[0], 2, "{text}");
-    assert_eq!(row[1], "Bob Chen");
-    let email = row[2].as_str().unwrap();
-    assert!(
-        email.ends_with("@example.org") && email != "bob.chen@example.org",
-        "{email}"
-    );
-    assert_eq!(row[3], "[REDACTED]");
+    bob_masked(row, &text);
     assert_eq!(row[4], "card 4111 1111 1111 1111 on file", "{text}");
     let prepared = r["prepared"].as_array().unwrap();
     assert_eq!(prepared.len(), 4);

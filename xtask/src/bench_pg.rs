@@ -468,14 +468,19 @@ pub fn run() -> Result<()> {
         policy: None,
     });
 
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("C") {
+    // Step 2, also run alone with BENCH_ONLY=C: TPS direct, through, through pgbouncer.
+    let step_c = || -> Result<(f64, f64, Option<f64>)> {
         println!("\n==> pgbench -S -C -c {CLIENTS} -j {THREADS} -T {secs} (a new connection per transaction)");
-        let c_direct = bench.pgbench(&direct, &["-C"])?.tps;
-        let c_through = bench.pgbench(&through, &["-C"])?.tps;
-        let c_bouncer = match &bouncer_t {
+        let direct = bench.pgbench(&direct, &["-C"])?.tps;
+        let through = bench.pgbench(&through, &["-C"])?.tps;
+        let bouncer = match &bouncer_t {
             Some(t) => Some(bench.pgbench(t, &["-C"])?.tps),
             None => None,
         };
+        Ok((direct, through, bouncer))
+    };
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("C") {
+        let (c_direct, c_through, c_bouncer) = step_c()?;
         println!(
             "\nBENCH_ONLY=C: interceptor/direct {:.2}x, pgbouncer/direct {}",
             c_through / c_direct,
@@ -506,13 +511,7 @@ pub fn run() -> Result<()> {
         );
         return Ok(());
     }
-    println!("\n==> pgbench -S -C -c {CLIENTS} -j {THREADS} -T {secs} (a new connection per transaction)");
-    let c_direct = bench.pgbench(&direct, &["-C"])?.tps;
-    let c_through = bench.pgbench(&through, &["-C"])?.tps;
-    let c_bouncer = match &bouncer_t {
-        Some(t) => Some(bench.pgbench(t, &["-C"])?.tps),
-        None => None,
-    };
+    let (c_direct, c_through, c_bouncer) = step_c()?;
     drop(bouncer);
 
     println!("\n==> SELECT of {MASK_ROWS} rows × 4 personal-data columns (email, phone, ssn, card_number)");

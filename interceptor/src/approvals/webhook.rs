@@ -70,7 +70,7 @@ impl Notifier {
                     instance: &instance,
                     request: &view,
                 }) {
-                    Ok(b) => b,
+                    Ok(b) => bytes::Bytes::from(b),
                     Err(_) => continue,
                 };
                 let sig = sign(&key, &body);
@@ -106,7 +106,7 @@ async fn post(
     ca_file: Option<&std::path::Path>,
     event: &str,
     sig: &str,
-    body: &[u8],
+    body: &bytes::Bytes,
 ) -> Result<(), String> {
     let answer = http_client::send(Call {
         method: hyper::Method::POST,
@@ -116,7 +116,7 @@ async fn post(
             ("x-interceptor-event", event),
             ("x-interceptor-signature", sig),
         ],
-        body: bytes::Bytes::copy_from_slice(body),
+        body: body.clone(), // shared, not copied, across retries
         ca_file,
         timeout: Duration::from_secs(10),
         max_body: 64 * 1024,
