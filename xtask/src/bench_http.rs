@@ -363,19 +363,25 @@ pub fn run_bench() -> Result<()> {
         BODY.len()
     );
     let mut rows = Vec::new();
-    let mut row = |name: &str, c: u32, d: (Wrk, Cpu), t: (Wrk, Cpu)| {
+    // `via` is "interceptor" or a peer; for a peer the client tree is wrk alone, so its
+    // own CPU is not split out (the machine's CPU per request still is).
+    let mut row = |name: &str, via: &str, c: u32, d: (Wrk, Cpu), t: (Wrk, Cpu)| {
         let ((d, dcpu), (t, tcpu)) = (d, t);
         let (own_user, own_sys) = (tcpu.user - dcpu.user, tcpu.sys - dcpu.sys);
+        let own = if via == "interceptor" {
+            format!(", daemon's own {own_user:.1} user + {own_sys:.1} sys µs")
+        } else {
+            String::new()
+        };
         println!(
-            "{name:<34} -c{c:<3} direct {:>7.0} req/s p50 {:>5.0} p99 {:>6.0} µs | interceptor {:>7.0} req/s p50 {:>5.0} p99 {:>6.0} µs | ratio {:.2}x, p50 {:+.0} µs, p99 {:+.0} µs | CPU/request {:.0} → {:.0} µs, daemon's own {:.1} user + {:.1} sys µs",
+            "{name:<34} -c{c:<3} direct {:>7.0} req/s p50 {:>5.0} p99 {:>6.0} µs | {via} {:>7.0} req/s p50 {:>5.0} p99 {:>6.0} µs | ratio {:.2}x, p50 {:+.0} µs, p99 {:+.0} µs | CPU/request {:.0} → {:.0} µs{own}",
             d.rps, d.p50_us, d.p99_us, t.rps, t.p50_us, t.p99_us,
             t.rps / d.rps, t.p50_us - d.p50_us, t.p99_us - d.p99_us, dcpu.machine, tcpu.machine,
-            own_user, own_sys
         );
         rows.push(serde_json::json!({
-            "case": name, "connections": c,
+            "case": name, "via": via, "connections": c,
             "direct": {"rps": d.rps, "p50_us": d.p50_us, "p99_us": d.p99_us, "cpu_us_per_request": dcpu.machine},
-            "interceptor": {"rps": t.rps, "p50_us": t.p50_us, "p99_us": t.p99_us, "cpu_us_per_request": tcpu.machine,
+            "through": {"rps": t.rps, "p50_us": t.p50_us, "p99_us": t.p99_us, "cpu_us_per_request": tcpu.machine,
                 "daemon_user_us_per_request": own_user, "daemon_sys_us_per_request": own_sys},
             "ratio": t.rps / d.rps,
             "p50_overhead_us": t.p50_us - d.p50_us,
@@ -403,7 +409,13 @@ pub fn run_bench() -> Result<()> {
             .lines()
             .filter(|l| l.contains("\"type\":\"http_request\""))
             .count();
-        row("HTTP/1.1, audit durable (default)", conns, d, t);
+        row(
+            "HTTP/1.1, audit durable (default)",
+            "interceptor",
+            conns,
+            d,
+            t,
+        );
         println!(
             "  (audit: {records} http_request records for {} requests)",
             t.0.requests
@@ -413,6 +425,7 @@ pub fn run_bench() -> Result<()> {
         let d = plain_direct()?;
         row(
             "HTTP/1.1, audit async",
+            "interceptor",
             conns,
             d,
             through(&plain_url, conns, "async")?,
@@ -421,6 +434,7 @@ pub fn run_bench() -> Result<()> {
     if want("one") {
         row(
             "HTTP/1.1, one connection, durable",
+            "interceptor",
             1,
             direct(&plain_url, 1)?,
             through(&plain_url, 1, "durable")?,
@@ -429,6 +443,7 @@ pub fn run_bench() -> Result<()> {
     if want("one-async") {
         row(
             "HTTP/1.1, one connection, async",
+            "interceptor",
             1,
             direct(&plain_url, 1)?,
             through(&plain_url, 1, "async")?,
@@ -439,6 +454,7 @@ pub fn run_bench() -> Result<()> {
         // parsing, no per-request record): what the extra hop alone costs on this machine.
         row(
             "TCP relay only (splice, no HTTP)",
+            "interceptor",
             conns,
             direct(&format!("http://{l4}/v1/items"), conns)?,
             through(&format!("http://{l4}/v1/items"), conns, "async")?,
@@ -447,10 +463,37 @@ pub fn run_bench() -> Result<()> {
     if want("tls") {
         row(
             "HTTPS (TLS interception), durable",
+            "interceptor",
             conns,
             direct(&tls_url, conns)?,
             through(&tls_url, conns, "durable")?,
         );
+    }
+    // The peer: HAProxy with as many threads as the daemon's default workers.
+    if want("haproxy") {
+        let threads = (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2).max(1);
+        match crate::haproxy::ensure()
+            .context("haproxy missing")
+            .and_then(|bin| crate::haproxy::Haproxy::start(&bin, &dir, threads, plain, l4))
+        {
+            Ok(h) => {
+                println!(
+                    "  peer: HAProxy, nbthread {threads}, on {} (HTTP) and {} (TCP)",
+                    h.http, h.tcp
+                );
+                let d = plain_direct()?;
+                let t = direct(&format!("http://{}/v1/items", h.http), conns)?;
+                row("HTTP/1.1 (HTTP mode, set-header)", "haproxy", conns, d, t);
+                row(
+                    "TCP relay only (TCP mode)",
+                    "haproxy",
+                    conns,
+                    direct(&format!("http://{l4}/v1/items"), conns)?,
+                    direct(&format!("http://{}/v1/items", h.tcp), conns)?,
+                );
+            }
+            Err(e) => println!("  haproxy: {e:#}; skipping the peer"),
+        }
     }
     let json = serde_json::json!({
         "wrk": {"connections": conns, "seconds": secs},

@@ -10,6 +10,7 @@ mod build;
 mod demo;
 mod demo_http;
 mod fuzz;
+mod haproxy;
 mod pg;
 mod setup;
 mod soak;

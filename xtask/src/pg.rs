@@ -14,26 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::util::{find_in_path, output, run};
+use crate::util::{apt_install, output, run};
 
 pub const BINDIR: &str = "/usr/lib/postgresql/15/bin";
-
-fn apt_install(pkgs: &[&str]) -> Result<()> {
-    if find_in_path("apt-get").is_none() {
-        bail!(
-            "{} missing and no apt-get here: install them by hand",
-            pkgs.join(" ")
-        );
-    }
-    println!("==> installing {} (apt-get)", pkgs.join(" "));
-    run(Command::new("apt-get")
-        .args(["update", "-q"])
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(pkgs)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
-}
 
 /// The PostgreSQL 15 server binaries, installing Debian's packages when missing.
 pub fn ensure_postgres() -> Result<PathBuf> {
@@ -54,19 +37,7 @@ pub fn ensure_postgres() -> Result<PathBuf> {
 
 /// pgbouncer, installed when missing; `None` when that fails (the comparison is skipped).
 pub fn ensure_pgbouncer() -> Option<PathBuf> {
-    let p = PathBuf::from("/usr/sbin/pgbouncer");
-    if !p.exists() {
-        if let Err(e) = apt_install(&["pgbouncer"]) {
-            println!("    pgbouncer not available ({e:#}): skipping that comparison");
-        }
-        // Debian's package starts a system instance on 127.0.0.1:6432; the bench runs its
-        // own, so that one is harmless, but stop it to keep the machine quiet.
-        let _ = Command::new("systemctl")
-            .args(["stop", "pgbouncer"])
-            .stderr(Stdio::null())
-            .status();
-    }
-    p.exists().then_some(p)
+    crate::util::ensure_daemon_package("/usr/sbin/pgbouncer", "pgbouncer")
 }
 
 /// A Python interpreter that can `import psycopg` (3.x): `python3` or `/usr/bin/python3`;

@@ -200,6 +200,42 @@ pub fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Installs Debian packages with apt-get (as root; a clear error otherwise).
+pub fn apt_install(pkgs: &[&str]) -> Result<()> {
+    let list = pkgs.join(" ");
+    if find_in_path("apt-get").is_none() {
+        bail!("{list} missing and no apt-get here: install them by hand");
+    }
+    if !is_root() {
+        bail!("{list} missing; installing needs root: sudo apt-get install {list}");
+    }
+    println!("==> installing {list} (apt-get)");
+    run(Command::new("apt-get")
+        .args(["update", "-qq"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(pkgs)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// A daemon's binary from a Debian package, installed when missing; `None` (and a line
+/// saying why) when that fails. The package's own system instance is stopped: benches run
+/// their own and want a quiet machine.
+pub fn ensure_daemon_package(bin: &str, package: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(bin);
+    if !p.exists() {
+        if let Err(e) = apt_install(&[package]) {
+            println!("    {package} not available ({e:#}): skipping that comparison");
+        }
+        let _ = Command::new("systemctl")
+            .args(["stop", package])
+            .stderr(Stdio::null())
+            .status();
+    }
+    p.exists().then_some(p)
+}
+
 /// True when the effective user id is 0 (read from /proc, no libc needed).
 pub fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")

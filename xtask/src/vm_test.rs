@@ -22,7 +22,7 @@ use clap::Args;
 use crate::build::{self, EBPF_OBJECT_ENV};
 use crate::setup;
 use crate::util::{
-    display, find_in_path, fmt_duration, host_cargo, host_target_dir, is_root, output, run,
+    apt_install, display, find_in_path, fmt_duration, host_cargo, host_target_dir, output, run,
     workspace_root,
 };
 
@@ -158,22 +158,6 @@ fn sanitize(s: &str) -> String {
 
 // ---------------------------------------------------------------------------------------
 // Tools and guest binaries
-
-fn apt_install(packages: &[&str]) -> Result<()> {
-    if !is_root() {
-        bail!(
-            "{} missing; installing needs root: sudo apt-get install {}",
-            packages.join(" "),
-            packages.join(" ")
-        );
-    }
-    println!("vm-test: installing {}", packages.join(" "));
-    run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(packages)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
-}
 
 fn ensure_qemu() -> Result<PathBuf> {
     if let Some(q) = find_in_path("qemu-system-x86_64") {
