@@ -450,10 +450,10 @@ pub fn run_bench() -> Result<()> {
         );
     }
     if want("l4") {
-        // The same exchange through the plain TCP path (accept, decide, splice; no HTTP
+        // The same exchange through the plain TCP path (accept, decide, relay; no HTTP
         // parsing, no per-request record): what the extra hop alone costs on this machine.
         row(
-            "TCP relay only (splice, no HTTP)",
+            "TCP relay only (no HTTP)",
             "interceptor",
             conns,
             direct(&format!("http://{l4}/v1/items"), conns)?,

@@ -1,5 +1,8 @@
-//! Zero-copy relay between two TCP sockets with splice(2) through a pipe, driven by tokio
-//! readiness. Half-closes are propagated; an error on either side shuts both down.
+//! Relay between two TCP sockets, driven by tokio readiness. Each direction starts by
+//! copying through a stack buffer (recv + send: two system calls per message, and a short
+//! read tells that the socket is drained, so no failing call follows); once a read fills
+//! the buffer the direction is a bulk transfer and switches for good to zero-copy splice(2)
+//! through a pipe. Half-closes are propagated; an error on either side shuts both down.
 
 use std::{
     io,
@@ -12,6 +15,10 @@ use tokio::{io::Interest, net::TcpStream};
 
 /// Bytes moved per splice call (the default pipe capacity).
 const CHUNK: usize = 64 * 1024;
+
+/// The copy buffer (on the stack only while a message is moved: an idle connection holds
+/// no buffer). A read that fills it switches the direction to splice.
+const COPY_BUF: usize = 16 * 1024;
 
 /// How one direction ended.
 #[derive(Debug)]
@@ -63,6 +70,95 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 async fn pump(src: &TcpStream, dst: &TcpStream, count: &AtomicU64) -> io::Result<()> {
+    loop {
+        src.readable().await?;
+        match copy_once(src, dst)? {
+            Moved::Wait => continue,
+            Moved::Eof => return Ok(()),
+            Moved::Bytes { n, rest, full } => {
+                if let Some(rest) = rest {
+                    write_all(dst, &rest).await?;
+                }
+                count.fetch_add(n as u64, Relaxed);
+                if full {
+                    return splice_pump(src, dst, count).await;
+                }
+            }
+        }
+    }
+}
+
+/// What one [`copy_once`] did.
+enum Moved {
+    /// Not readable after all (readiness cleared).
+    Wait,
+    Eof,
+    /// `n` bytes read; `rest` is what `dst` did not take at once; `full`: the read filled
+    /// the buffer.
+    Bytes {
+        n: usize,
+        rest: Option<Vec<u8>>,
+        full: bool,
+    },
+}
+
+/// One read of up to [`COPY_BUF`] bytes from `src`, written to `dst` as far as it takes
+/// them without waiting. A short read means the receive queue was drained (TCP recv copies
+/// until the queue is empty or the buffer full), so readiness is cleared right away, as
+/// tokio's own `poll_read` does, instead of learning it from an extra failing call.
+fn copy_once(src: &TcpStream, dst: &TcpStream) -> io::Result<Moved> {
+    let mut buf = [0u8; COPY_BUF];
+    let mut short = None;
+    let read = src.try_io(Interest::READABLE, || {
+        // SAFETY: `buf` is valid for `COPY_BUF` bytes; the fd is owned by `src`.
+        let n = unsafe { libc::recv(src.as_raw_fd(), buf.as_mut_ptr().cast(), COPY_BUF, 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        if n > 0 && n < COPY_BUF {
+            short = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    let n = match read {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => match short {
+            Some(n) => n,
+            None => return Ok(Moved::Wait),
+        },
+        Err(e) => return Err(e),
+    };
+    if n == 0 {
+        return Ok(Moved::Eof);
+    }
+    let written = match dst.try_write(&buf[..n]) {
+        Ok(w) => w,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    Ok(Moved::Bytes {
+        n,
+        rest: (written < n).then(|| buf[written..n].to_vec()),
+        full: n == COPY_BUF,
+    })
+}
+
+async fn write_all(dst: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        dst.writable().await?;
+        match dst.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Bulk mode: socket → pipe → socket with splice, no copy through user space.
+async fn splice_pump(src: &TcpStream, dst: &TcpStream, count: &AtomicU64) -> io::Result<()> {
     let (rd, wr) = pipe()?;
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
     loop {
@@ -143,5 +239,52 @@ mod tests {
         assert_eq!(client_task.await.unwrap(), b"bye");
         assert_eq!(up.load(Relaxed), 1_000_000);
         assert_eq!(down.load(Relaxed), 3);
+    }
+
+    /// Many small request/response exchanges stay in copy mode; each side waits for the
+    /// other's answer, so a readiness wrongly cleared after a short read would hang here.
+    #[tokio::test]
+    async fn small_exchanges_in_copy_mode() {
+        let (mut client, proxy_in) = pair().await;
+        let (proxy_out, mut server) = pair().await;
+        let up = AtomicU64::new(0);
+        let down = AtomicU64::new(0);
+        let server_task = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            loop {
+                let n = server.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                let mut reply = buf[..n].to_vec();
+                reply.reverse();
+                server.write_all(&reply).await.unwrap();
+            }
+        });
+        let client_task = tokio::spawn(async move {
+            for i in 0..2_000u32 {
+                let msg = format!("ping {i}");
+                client.write_all(msg.as_bytes()).await.unwrap();
+                let mut back = vec![0u8; msg.len()];
+                client.read_exact(&mut back).await.unwrap();
+                back.reverse();
+                assert_eq!(back, msg.as_bytes());
+            }
+            client.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            client.read_to_end(&mut rest).await.unwrap();
+            assert!(rest.is_empty());
+        });
+        let relayed = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            relay(&proxy_in, &proxy_out, &up, &down),
+        )
+        .await
+        .expect("the relay stalled");
+        assert!(matches!(relayed, (End::Eof, End::Eof)), "{relayed:?}");
+        client_task.await.unwrap();
+        server_task.await.unwrap();
+        assert_eq!(up.load(Relaxed), down.load(Relaxed));
+        assert!(up.load(Relaxed) > 2_000 * 6);
     }
 }
