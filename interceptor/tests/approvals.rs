@@ -234,28 +234,39 @@ fn held_statement_approved_then_another_denied_from_the_cli() {
     assert!(se.contains("not during business hours"), "{se}");
     assert_eq!(s.pg.count("orders"), before - 1);
 
-    // Audit: created → approved → executed, created → denied.
-    let events: Vec<(String, String)> = s
-        .env
-        .audit()
-        .into_iter()
-        .filter(|r| r["type"] == "approval")
-        .map(|r| {
-            let id = r["request"]["id"]
-                .as_str()
-                .or(r["request"].as_str())
-                .unwrap_or("")
-                .to_owned();
-            (id, r["event"].as_str().unwrap().to_owned())
-        })
-        .collect();
-    for e in [
+    // Audit: created → approved → executed, created → denied. Records are written by the
+    // audit thread, so the last ones may land a moment after the client saw the answer.
+    let wanted = [
         (id.clone(), "created"),
         (id.clone(), "approved"),
         (id.clone(), "executed"),
         (id2.clone(), "created"),
         (id2.clone(), "denied"),
-    ] {
+    ];
+    let approval_events = || -> Vec<(String, String)> {
+        s.env
+            .audit()
+            .into_iter()
+            .filter(|r| r["type"] == "approval")
+            .map(|r| {
+                let id = r["request"]["id"]
+                    .as_str()
+                    .or(r["request"].as_str())
+                    .unwrap_or("")
+                    .to_owned();
+                (id, r["event"].as_str().unwrap().to_owned())
+            })
+            .collect()
+    };
+    let _ = try_wait_for(Duration::from_secs(10), || {
+        let ev = approval_events();
+        wanted
+            .iter()
+            .all(|e| ev.iter().any(|(i, x)| *i == e.0 && x == e.1))
+            .then_some(())
+    });
+    let events = approval_events();
+    for e in wanted {
         assert!(
             events.iter().any(|(i, ev)| *i == e.0 && ev == e.1),
             "missing {e:?} in {events:?}"
@@ -580,10 +591,18 @@ fn agent_token_expiry_denies_and_a_fresh_token_restores_access() {
     let (so, se) = finish(s.psql("SELECT count(*) FROM users"));
     assert!(so.trim().is_empty(), "{so}");
     assert!(!se.is_empty());
-    let denied = s.env.audit().into_iter().any(|r| {
-        r["type"] == "connection" && r["reason"].as_str().unwrap_or("").contains("token expired")
+    // The record is written by the audit thread, possibly a moment after the reset.
+    let denied = try_wait_for(Duration::from_secs(10), || {
+        s.env
+            .audit()
+            .into_iter()
+            .any(|r| {
+                r["type"] == "connection"
+                    && r["reason"].as_str().unwrap_or("").contains("token expired")
+            })
+            .then_some(())
     });
-    assert!(denied, "the refusal names the expired token");
+    assert!(denied.is_some(), "the refusal names the expired token");
     // A fresh token through the control socket.
     let fresh = s.env.dir.path().join("fresh.jwt");
     std::fs::write(&fresh, s.idp.token("idp", ISS, "agent-7", &["agents"], 600)).unwrap();
