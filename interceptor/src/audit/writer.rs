@@ -58,6 +58,7 @@ impl Store {
                 out.flush()?;
                 if let Some(f) = file.as_ref().filter(|_| sync) {
                     f.sync_data()?;
+                    super::segment::release_cache(f);
                 }
                 let first = *lines + 1;
                 *lines += recs.len() as u64;
@@ -74,10 +75,11 @@ impl Store {
             Store::Chain(s) => s.sync(),
             Store::Plain { out, file, .. } => {
                 out.flush()?;
-                match file {
-                    Some(f) => f.sync_data(),
-                    None => Ok(()),
+                if let Some(f) = file {
+                    f.sync_data()?;
+                    super::segment::release_cache(f);
                 }
+                Ok(())
             }
         }
     }
