@@ -23,6 +23,7 @@ mod model;
 mod net;
 mod pg;
 mod ports;
+mod scalars;
 mod sockets;
 mod sql_eval;
 
@@ -46,16 +47,14 @@ pub use http::{
 };
 pub use http_eval::{evaluate_http, HttpDecision, HttpEffects, HttpRequest};
 pub use load::{NameResolution, Policy};
-pub use model::{
-    Action, Destination, IdList, Identity, IdentityRef, Name, PolicyDoc, Rule, Version,
-    DEFAULT_DNS_REFRESH_SECS,
-};
+pub use model::{Destination, Identity, PolicyDoc, Rule, DEFAULT_DNS_REFRESH_SECS};
 pub use net::{Cidr, HostName};
 pub use pg::{
     PostgresResource, Resource, ResourceRef, SqlAction, SqlOperation, SqlRule, TlsMode,
     DEFAULT_PG_PORT,
 };
 pub use ports::PortSet;
+pub use scalars::{Action, IdList, IdentityRef, Name, Version};
 pub use sockets::{
     dns_resolvers, evaluate_dns, socket_bits, udp_entries, Dns, SocketGrant, Sockets,
     UdpDestination, DNS_PORT,

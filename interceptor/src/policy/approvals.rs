@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::de::{checked_list, Checked};
 use super::glob::Pattern;
-use super::model::Name;
+use super::scalars::Name;
 
 /// Default time a held command waits for a decision.
 pub const DEFAULT_HOLD_TIMEOUT_SECS: u64 = 300;

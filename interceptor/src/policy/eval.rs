@@ -77,11 +77,11 @@ impl fmt::Display for Verdict {
     }
 }
 
-impl From<super::model::Action> for Verdict {
-    fn from(a: super::model::Action) -> Verdict {
+impl From<super::scalars::Action> for Verdict {
+    fn from(a: super::scalars::Action) -> Verdict {
         match a {
-            super::model::Action::Allow => Verdict::Allow,
-            super::model::Action::Deny => Verdict::Deny,
+            super::scalars::Action::Allow => Verdict::Allow,
+            super::scalars::Action::Deny => Verdict::Deny,
         }
     }
 }

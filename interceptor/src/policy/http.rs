@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::de::Checked;
 use super::glob::Pattern;
-use super::model::{IdentityRef, Name};
 use super::pg::{ResourceRef, SqlAction};
+use super::scalars::{IdentityRef, Name};
 use crate::masking::{FieldRule, MaskingDoc};
 
 /// Default largest request head (request line + headers) accepted from the agent.

@@ -17,8 +17,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::de::{check_name, Checked};
 use super::glob::Pattern;
-use super::model::{IdentityRef, Name};
 use super::net::StrVisitor;
+use super::scalars::{IdentityRef, Name};
 
 /// Default upstream port.
 pub const DEFAULT_PG_PORT: u16 = 5432;

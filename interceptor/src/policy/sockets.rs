@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 use super::de::{checked_list, Checked};
 use super::eval::{Decision, Verdict};
 use super::glob::Pattern;
-use super::model::Action;
 use super::net::Cidr;
 use super::ports::PortSet;
+use super::scalars::Action;
 
 /// Most exact (address, port) pairs the UDP allow list may expand to (kernel map size).
 pub const MAX_UDP_ENTRIES: usize = 4096;
