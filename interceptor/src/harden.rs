@@ -112,7 +112,17 @@ impl Harden {
             let mut previous = h.applied();
             loop {
                 tokio::time::sleep(REAPPLY_PERIOD).await;
-                match tokio::task::block_in_place(|| h.apply()) {
+                // On a blocking thread: `block_in_place` would hand this worker's core to
+                // another thread every period, moving the whole runtime between threads.
+                let again = h.clone();
+                let applied = match tokio::task::spawn_blocking(move || again.apply()).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "socket guard update panicked");
+                        continue;
+                    }
+                };
+                match applied {
                     Ok(a) if a != previous => {
                         tracing::info!(cgroups = ?a.cgroups, udp_entries = a.udp_entries, dns = ?a.dns, "socket guards updated");
                         previous = a;
