@@ -96,8 +96,10 @@ def main():
         print(json.dumps(out), flush=True)
     elif cmd == "wait-then-once":
         go, out = sys.argv[2], sys.argv[3]
-        with open(out + ".ready", "w") as f:
+        # Written whole then renamed: the test polls for the file and reads it at once.
+        with open(out + ".ready.tmp", "w") as f:
             f.write(str(os.getpid()))
+        os.rename(out + ".ready.tmp", out + ".ready")
         deadline = time.time() + 60
         while not os.path.exists(go) and time.time() < deadline:
             time.sleep(0.02)
