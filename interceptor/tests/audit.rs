@@ -14,49 +14,25 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pg_support::{Pg, APP_PASSWORD};
+use pg_support::{appdb_policy_yaml, Pg, APP_PASSWORD, READ_ONLY_RULE};
 use serde_json::Value;
 use support::*;
 
 fn policy(env: &Env, pg: &Pg, sql_rules: &str) -> PathBuf {
-    let pw = env.dir.path().join("appdb.pass");
-    std::fs::write(&pw, format!("{APP_PASSWORD}\n")).unwrap();
-    env.policy(
-        "audit.yaml",
-        &format!(
-            "version: 1
-identities:
-  agent: {{}}
-rules:
-  - name: allow-db
-    action: allow
-    to:
-      - cidr: 127.0.0.2/32
-        ports: {port}
-resources:
-  appdb:
-    postgres:
-      address: 127.0.0.2
-      port: {port}
-      database: app
-      user: app
-      password_file: {pw}
-      tls: disable
+    let yaml = appdb_policy_yaml(
+        env.dir.path(),
+        pg.port,
+        "app",
+        APP_PASSWORD,
+        "      tls: disable
       masking:
         detectors:
           - kind: email
             strategy: partial
-sql_rules:
-  - name: agent-read
-    identity: agent
-    resource: appdb
-    action: allow
-    operations: [read, transaction, session]
-{sql_rules}",
-            port = pg.port,
-            pw = pw.display()
-        ),
-    )
+",
+        &format!("{READ_ONLY_RULE}{sql_rules}"),
+    );
+    env.policy("audit.yaml", &yaml)
 }
 
 /// `interceptor run` with the default (chained) audit store.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pg_support::{Pg, APP_PASSWORD};
+use pg_support::{appdb_policy_yaml, Pg, APP_PASSWORD, READ_ONLY_RULE};
 use serde_json::Value;
 use support::*;
 
@@ -75,39 +75,15 @@ fn fd_count(pid: u32) -> usize {
 }
 
 fn pg_policy(env: &Env, port: u16) -> PathBuf {
-    let pw = env.dir.path().join("appdb.pass");
-    std::fs::write(&pw, format!("{APP_PASSWORD}\n")).unwrap();
-    env.policy(
-        "pg.yaml",
-        &format!(
-            "version: 1
-identities:
-  agent: {{}}
-rules:
-  - name: allow-db
-    action: allow
-    to:
-      - cidr: 127.0.0.2/32
-        ports: {port}
-resources:
-  appdb:
-    postgres:
-      address: 127.0.0.2
-      port: {port}
-      database: app
-      user: app
-      password_file: {pw}
-      tls: disable
-sql_rules:
-  - name: agent-read
-    identity: agent
-    resource: appdb
-    action: allow
-    operations: [read, transaction, session]
-",
-            pw = pw.display()
-        ),
-    )
+    let yaml = appdb_policy_yaml(
+        env.dir.path(),
+        port,
+        "app",
+        APP_PASSWORD,
+        "      tls: disable\n",
+        READ_ONLY_RULE,
+    );
+    env.policy("pg.yaml", &yaml)
 }
 
 fn psql_args(port: u16, cmds: &[&str]) -> Vec<String> {

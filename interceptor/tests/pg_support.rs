@@ -508,3 +508,49 @@ impl Drop for Pg {
         let _ = &self.bin;
     }
 }
+
+/// The `agent` read rule most PostgreSQL tests start from (a `sql_rules` list item).
+pub const READ_ONLY_RULE: &str = "  - name: agent-read
+    identity: agent
+    resource: appdb
+    action: allow
+    operations: [read, transaction, session]
+";
+
+/// The policy the PostgreSQL root tests share: identity `agent`, a TCP rule for
+/// 127.0.0.2:`port`, and resource `appdb` (database `app`, login `user` with `password` in
+/// a password file written into `dir`). `resource_extra` adds lines to the resource
+/// (indented 6: `tls:`, `masking:` …); `sql_rules` is the list under `sql_rules:`.
+pub fn appdb_policy_yaml(
+    dir: &Path,
+    port: u16,
+    user: &str,
+    password: &str,
+    resource_extra: &str,
+    sql_rules: &str,
+) -> String {
+    let pw = dir.join("appdb.pass");
+    std::fs::write(&pw, format!("{password}\n")).unwrap();
+    format!(
+        "version: 1
+identities:
+  agent: {{}}
+rules:
+  - name: allow-db
+    action: allow
+    to:
+      - cidr: 127.0.0.2/32
+        ports: {port}
+resources:
+  appdb:
+    postgres:
+      address: 127.0.0.2
+      port: {port}
+      database: app
+      user: {user}
+      password_file: {pw}
+{resource_extra}sql_rules:
+{sql_rules}",
+        pw = pw.display()
+    )
+}

@@ -4,7 +4,7 @@
 mod pg_support;
 mod support;
 
-use pg_support::{Pg, APP_PASSWORD, MD5_PASSWORD};
+use pg_support::{appdb_policy_yaml, Pg, APP_PASSWORD, MD5_PASSWORD, READ_ONLY_RULE};
 use serde_json::Value;
 use support::*;
 
@@ -27,46 +27,27 @@ fn policy_yaml_with(
     resource_extra: &str,
     sql_rules: &str,
 ) -> String {
-    let pw = env.dir.path().join("appdb.pass");
-    std::fs::write(&pw, format!("{password}\n")).unwrap();
-    format!(
-        "version: 1
-identities:
-  agent: {{}}
-rules:
-  - name: allow-db
-    action: allow
-    to:
-      - cidr: 127.0.0.2/32
-        ports: {port}
-resources:
-  appdb:
-    postgres:
-      address: 127.0.0.2
-      port: {port}
-      database: app
-      user: {user}
-      password_file: {pw}
-{resource_extra}      masking:
+    let resource = format!(
+        "{resource_extra}      masking:
         columns:
           - match: users.ssn
             strategy: redact
         detectors:
           - kind: email
             strategy: partial
-sql_rules:
-{sql_rules}",
-        port = pg.port,
-        pw = pw.display()
+"
+    );
+    appdb_policy_yaml(
+        env.dir.path(),
+        pg.port,
+        user,
+        password,
+        &resource,
+        sql_rules,
     )
 }
 
-const READ_ONLY: &str = "  - name: agent-read
-    identity: agent
-    resource: appdb
-    action: allow
-    operations: [read, transaction, session]
-";
+const READ_ONLY: &str = READ_ONLY_RULE;
 
 /// Writes to `imports` (and reads of it) are allowed; listed first so it wins for them.
 const WRITE_IMPORTS: &str = "  - name: agent-import
