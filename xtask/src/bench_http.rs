@@ -431,43 +431,44 @@ pub fn run_bench() -> Result<()> {
             through(&plain_url, conns, "async")?,
         );
     }
-    if want("one") {
-        row(
+    // Rows measured against their own direct run: (BENCH_CASES name, row, URL, connections,
+    // audit mode). `l4` is the same exchange through the plain TCP path (accept, decide,
+    // relay; no HTTP parsing, no per-request record): what the extra hop alone costs here.
+    let l4_url = format!("http://{l4}/v1/items");
+    let paired = [
+        (
+            "one",
             "HTTP/1.1, one connection, durable",
-            "interceptor",
+            &plain_url,
             1,
-            direct(&plain_url, 1)?,
-            through(&plain_url, 1, "durable")?,
-        );
-    }
-    if want("one-async") {
-        row(
+            "durable",
+        ),
+        (
+            "one-async",
             "HTTP/1.1, one connection, async",
-            "interceptor",
+            &plain_url,
             1,
-            direct(&plain_url, 1)?,
-            through(&plain_url, 1, "async")?,
-        );
-    }
-    if want("l4") {
-        // The same exchange through the plain TCP path (accept, decide, relay; no HTTP
-        // parsing, no per-request record): what the extra hop alone costs on this machine.
-        row(
-            "TCP relay only (no HTTP)",
-            "interceptor",
-            conns,
-            direct(&format!("http://{l4}/v1/items"), conns)?,
-            through(&format!("http://{l4}/v1/items"), conns, "async")?,
-        );
-    }
-    if want("tls") {
-        row(
+            "async",
+        ),
+        ("l4", "TCP relay only (no HTTP)", &l4_url, conns, "async"),
+        (
+            "tls",
             "HTTPS (TLS interception), durable",
-            "interceptor",
+            &tls_url,
             conns,
-            direct(&tls_url, conns)?,
-            through(&tls_url, conns, "durable")?,
-        );
+            "durable",
+        ),
+    ];
+    for (case, name, url, c, mode) in paired {
+        if want(case) {
+            row(
+                name,
+                "interceptor",
+                c,
+                direct(url, c)?,
+                through(url, c, mode)?,
+            );
+        }
     }
     // The peer: HAProxy with as many threads as the daemon's default workers.
     if want("haproxy") {
@@ -488,7 +489,7 @@ pub fn run_bench() -> Result<()> {
                     "TCP relay only (TCP mode)",
                     "haproxy",
                     conns,
-                    direct(&format!("http://{l4}/v1/items"), conns)?,
+                    direct(&l4_url, conns)?,
                     direct(&format!("http://{}/v1/items", h.tcp), conns)?,
                 );
             }
