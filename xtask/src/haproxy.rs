@@ -13,6 +13,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+use crate::pg::free_port;
+
 const HOST: &str = "127.0.0.3";
 
 /// A running haproxy; killed on drop.
@@ -29,10 +31,6 @@ pub fn ensure() -> Option<PathBuf> {
     crate::util::ensure_daemon_package("/usr/sbin/haproxy", "haproxy")
 }
 
-fn free(host: &str) -> Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind((host, 0))?.local_addr()?)
-}
-
 impl Haproxy {
     /// Starts haproxy with `threads` threads in front of `plain` (HTTP) and `l4` (TCP).
     pub fn start(
@@ -42,7 +40,9 @@ impl Haproxy {
         plain: SocketAddr,
         l4: SocketAddr,
     ) -> Result<Haproxy> {
-        let (http, tcp) = (free(HOST)?, free(HOST)?);
+        let free =
+            || -> Result<SocketAddr> { Ok(SocketAddr::new(HOST.parse()?, free_port(HOST)?)) };
+        let (http, tcp) = (free()?, free()?);
         let cfg = dir.join("haproxy.cfg");
         fs::write(
             &cfg,
