@@ -1,4 +1,4 @@
-//! Bypass attempts in the VM (the host runs the full set in interceptor/tests/bypass.rs):
+//! Bypass attempts in the VM (the host runs the full set in interceptor/tests/bypass/):
 //! UDP to an unlisted port, DNS through the proxy with the reply's source restored, raw and
 //! packet sockets. The attempts run as `vm-suite attempt KIND …` under `interceptor run`.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Bypass attempts for the root tests (interceptor/tests/bypass.rs). Each mode tries one way
+"""Bypass attempts for the root tests (interceptor/tests/bypass/). Each mode tries one way
 around the interceptor and prints one JSON line: {"ok": bool, "errno": N|null, "error": ..., ...}.
 "ok": true means the attempt got through to where it aimed (for a bypass: a failure of the
 interceptor); the tests say what each result must be.

@@ -1,0 +1,116 @@
+//! DNS: proxied, audited and answered from the real resolver; names and resolvers outside
+//! the policy refused.
+
+use super::*;
+
+root_test!(dns_sendto_is_proxied_audited_and_reply_source_restored, {
+    let peer = UdpPeer::start("127.0.53.1");
+    let env = Env::new();
+    let p = env.policy("p.yaml", &policy(&peer.ip, peer.echo_port, 1, ""));
+    let r = attempt(
+        &env,
+        &p,
+        None,
+        &["dns", "sendto", "4", &peer.ip, "www.example.test"],
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["rcode"], 0);
+    assert_eq!(
+        r["answers"][0], "127.0.0.99",
+        "the real server's answer: {r}"
+    );
+    // recvmsg4 turned the proxy's source back into the resolver the client asked.
+    assert_eq!(r["reply_from"], format!("{}:53", peer.ip));
+    assert_eq!(peer.seen(), vec!["dns www.example.test"]);
+    let recs = records(&env, "dns");
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let rec = &recs[0];
+    assert_eq!(rec["qname"], "www.example.test");
+    assert_eq!(rec["qtype"], "A");
+    assert_eq!(rec["rcode"], "NOERROR");
+    assert_eq!(rec["decision"], "allow");
+    assert_eq!(rec["resolver"], format!("{}:53", peer.ip));
+    assert_eq!(rec["identity"]["pid"], r["pid"], "{rec}");
+});
+
+root_test!(dns_connected_socket_and_v4_mapped_are_proxied, {
+    let peer = UdpPeer::start("127.0.53.2");
+    let env = Env::new();
+    let p = env.policy("p.yaml", &policy(&peer.ip, peer.echo_port, 1, ""));
+    let r = attempt(
+        &env,
+        &p,
+        None,
+        &["dns", "connect", "4", &peer.ip, "a.example.test"],
+    );
+    assert_eq!(r["answers"][0], "127.0.0.99", "{r}");
+    assert_eq!(
+        r["peer"],
+        format!("{}:53", peer.ip),
+        "getpeername shows the resolver"
+    );
+    let r = attempt(
+        &env,
+        &p,
+        None,
+        &["dns", "connect", "mapped", &peer.ip, "b.example.test"],
+    );
+    assert_eq!(r["answers"][0], "127.0.0.99", "{r}");
+    assert_eq!(r["reply_from"], format!("[::ffff:{}]:53", peer.ip));
+    let r = attempt(
+        &env,
+        &p,
+        None,
+        &["dns", "sendmsg", "mapped", &peer.ip, "c.example.test"],
+    );
+    assert_eq!(r["answers"][0], "127.0.0.99", "{r}");
+    assert_eq!(peer.seen().len(), 3);
+    let names: Vec<Value> = records(&env, "dns")
+        .iter()
+        .map(|r| r["qname"].clone())
+        .collect();
+    assert_eq!(
+        names,
+        ["a.example.test", "b.example.test", "c.example.test"]
+    );
+});
+
+root_test!(
+    dns_name_outside_policy_is_refused_and_never_reaches_the_resolver,
+    {
+        let peer = UdpPeer::start("127.0.53.3");
+        let env = Env::new();
+        let p = env.policy("p.yaml", &policy(&peer.ip, peer.echo_port, 1, ""));
+        let r = attempt(
+            &env,
+            &p,
+            None,
+            &["dns", "sendto", "4", &peer.ip, "exfil.evil.org"],
+        );
+        assert_eq!(r["rcode"], 5, "REFUSED: {r}");
+        assert!(peer.seen().is_empty(), "{:?}", peer.seen());
+        let rec = &records(&env, "dns")[0];
+        assert_eq!(
+            (rec["decision"].as_str(), rec["rcode"].as_str()),
+            (Some("deny"), Some("REFUSED"))
+        );
+        assert_eq!(rec["qname"], "exfil.evil.org");
+    }
+);
+
+root_test!(dns_to_a_resolver_not_in_the_policy_is_denied, {
+    let allowed = UdpPeer::start("127.0.53.4");
+    let other = UdpPeer::start("127.0.53.5");
+    let env = Env::new();
+    let p = env.policy("p.yaml", &policy(&allowed.ip, allowed.echo_port, 1, ""));
+    for mode in ["sendto", "connect", "sendmsg"] {
+        let r = attempt(
+            &env,
+            &p,
+            None,
+            &["dns", mode, "4", &other.ip, "www.example.test"],
+        );
+        denied_eperm(&r, &format!("DNS {mode} to an unlisted resolver"));
+    }
+    assert!(other.seen().is_empty());
+});
