@@ -4,7 +4,7 @@
 
 #[path = "../http_support/mod.rs"]
 mod http_support;
-#[path = "../pg_support.rs"]
+#[path = "../pg_support/mod.rs"]
 mod pg_support;
 #[path = "../support/mod.rs"]
 mod support;

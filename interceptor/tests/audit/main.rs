@@ -1,9 +1,9 @@
 //! Root tests of the tamper-evident audit store (issue 6) on real daemons, a real
-//! PostgreSQL 15 (pg_support.rs) and real clients (psql, pgbench): verify, sessions
+//! PostgreSQL 15 (pg_support/mod.rs) and real clients (psql, pgbench): verify, sessions
 //! list/show/replay, kill -9 under load, the PostgreSQL sink through an outage, and the
 //! agent locked out of the audit directory.
 
-#[path = "../pg_support.rs"]
+#[path = "../pg_support/mod.rs"]
 mod pg_support;
 #[path = "../support/mod.rs"]
 mod support;

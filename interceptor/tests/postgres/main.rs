@@ -1,7 +1,7 @@
 //! Root tests of PostgreSQL enforcement through the transparent path: a real PostgreSQL 15
-//! on 127.0.0.2 (see pg_support.rs), psql and raw clients under `interceptor run`.
+//! on 127.0.0.2 (see pg_support/mod.rs), psql and raw clients under `interceptor run`.
 
-#[path = "../pg_support.rs"]
+#[path = "../pg_support/mod.rs"]
 mod pg_support;
 #[path = "../support/mod.rs"]
 mod support;
