@@ -97,10 +97,15 @@ pub async fn attach(opts: Options, strict: Strict) -> Result<(), AttachError> {
     let mut int = signal(SignalKind::interrupt()).expect("signal handler");
     let mut hup = signal(SignalKind::hangup()).expect("signal handler");
     let policy_path = opts.policy_path.clone();
-    let daemon = Daemon::start(opts.clone()).await?;
+    let mut daemon = Daemon::start(opts.clone()).await?;
+    // `status` shows the instance only once the pre-attach connections are dealt with.
     if let Err(e) = check_outside(&daemon, &opts, strict).await {
         daemon.shutdown(Duration::from_secs(1)).await;
         return Err(e);
+    }
+    if let Err(e) = daemon.serve_control().await {
+        daemon.shutdown(Duration::from_secs(1)).await;
+        return Err(e.into());
     }
     loop {
         tokio::select! {

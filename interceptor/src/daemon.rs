@@ -129,6 +129,8 @@ pub struct Daemon {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     sessions: Arc<tokio::sync::Mutex<JoinSet<()>>>,
     control_path: PathBuf,
+    /// Until `serve_control`: the handler of the control socket, not serving yet.
+    control: Option<Arc<ControlHandler>>,
     shutdown: watch::Sender<bool>,
     sink: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
 }
@@ -277,7 +279,6 @@ impl Daemon {
         });
         let control_path =
             control::socket_dir(&opts.state_dir).join(format!("{}.sock", opts.instance));
-        tasks.push(control::serve(control_path.clone(), handler).await?);
         if let Some(addr) = opts.metrics_addr {
             let (s, c) = (shared.clone(), counters.clone());
             let body: Arc<dyn Fn() -> String + Send + Sync> =
@@ -303,9 +304,21 @@ impl Daemon {
             tasks,
             sessions,
             control_path,
+            control: Some(handler),
             shutdown,
             sink,
         })
+    }
+
+    /// Opens the control socket: from now on `status` lists this instance. Callers do this
+    /// once their own start-up checks have run (e.g. `attach --strict`), so nothing watching
+    /// `status` sees the instance before it is in its final state.
+    pub async fn serve_control(&mut self) -> Result<(), DaemonError> {
+        if let Some(handler) = self.control.take() {
+            self.tasks
+                .push(control::serve(self.control_path.clone(), handler).await?);
+        }
+        Ok(())
     }
 
     pub fn shared(&self) -> &Arc<Shared> {

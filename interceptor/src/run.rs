@@ -79,13 +79,18 @@ pub async fn run(
 ) -> Result<i32, RunError> {
     let creds = user.as_deref().map(lookup_user).transpose()?;
     let cgroup = opts.cgroup.clone();
-    let daemon = match Daemon::start(opts.clone()).await {
+    let mut daemon = match Daemon::start(opts.clone()).await {
         Ok(d) => d,
         Err(e) => {
             let _ = cgroup.remove();
             return Err(e.into());
         }
     };
+    if let Err(e) = daemon.serve_control().await {
+        daemon.shutdown(Duration::from_secs(1)).await;
+        let _ = cgroup.remove();
+        return Err(e.into());
+    }
     opts.cgroup = cgroup.clone();
     // (issue 4) When the policy intercepts TLS, the child trusts the local CA.
     // Secrets the daemon holds in its environment are not passed on to the child.
