@@ -117,7 +117,7 @@ pub fn certs(
         "-days",
         "2",
         "-subj",
-        "/CN=bench CA",
+        "/CN=throwaway test CA (xtask)",
     ]))?;
     ossl(&a(&[
         "req",

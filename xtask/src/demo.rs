@@ -98,6 +98,18 @@ pub fn run_demo() -> Result<()> {
     for line in fs::read_to_string(&audit)?.lines() {
         let v: serde_json::Value = serde_json::from_str(line)?;
         let id = &v["identity"];
+        if v["type"] == "connection_open" {
+            // Written when an allowed connection starts; its `connection` record follows
+            // when it ends, with the byte counts.
+            println!(
+                "    open  {:<22} rule={:<17} pid={} exe={}",
+                v["destination"].as_str().unwrap_or("-"),
+                v["rule"].as_str().unwrap_or("(default)"),
+                id["pid"],
+                id["exe"].as_str().unwrap_or("?"),
+            );
+            continue;
+        }
         println!(
             "    {:<5} {:<22} rule={:<17} pid={} exe={} up={}B down={}B\n          reason: {}",
             v["decision"].as_str().unwrap_or("?"),
