@@ -101,7 +101,6 @@ pub fn run() -> i32 {
     }
 }
 
-/// `6.1.0-56-cloud-amd64` → (6, 1).
 /// The program types beside the TCP redirect, and how packet sockets are guarded.
 fn print_guards(packet: ebpf::PacketGuard) {
     use interceptor_common::names;
@@ -120,14 +119,20 @@ fn print_guards(packet: ebpf::PacketGuard) {
         ebpf::PacketGuard::Lsm { active: true } => {
             "ok (lsm_cgroup/socket_create, BPF LSM active)".to_string()
         }
+        ebpf::PacketGuard::Lsm { active: false }
+            if !std::path::Path::new("/sys/kernel/security/lsm").exists() =>
+        {
+            "lsm_cgroup/socket_create loads; whether the BPF LSM is active is unknown (securityfs is not mounted at /sys/kernel/security: `mount -t securityfs none /sys/kernel/security`, then run doctor again)".to_string()
+        }
         ebpf::PacketGuard::Lsm { active: false } => {
             "lsm_cgroup/socket_create loads, but the BPF LSM is not active (add `bpf` to the lsm= boot parameter); AF_PACKET then only needs CAP_NET_RAW".to_string()
         }
-        ebpf::PacketGuard::Unavailable => "not available (lsm_cgroup/socket_create did not load: kernel < 6.0 or no BPF LSM); AF_PACKET only needs CAP_NET_RAW: run agents as a non-root user".to_string(),
+        ebpf::PacketGuard::Unavailable => "not available: lsm_cgroup/socket_create did not load (the kernel's answer is in the warning above; it needs a kernel ≥ 6.0 built with CONFIG_BPF_LSM, and some sandboxes refuse LSM programs with EPERM); AF_PACKET only needs CAP_NET_RAW: run agents as a non-root user".to_string(),
     };
     println!("  packet:  {packet}");
 }
 
+/// `6.1.0-56-cloud-amd64` → (6, 1).
 pub fn parse_release(release: &str) -> Option<(u32, u32)> {
     let mut parts = release.split(|c: char| !c.is_ascii_digit());
     let major = parts.next()?.parse().ok()?;
