@@ -17,7 +17,7 @@ use std::{
 
 use interceptor_common::PROXY_MARK;
 use serde::Serialize;
-use tokio::net::UdpSocket;
+use tokio::{net::UdpSocket, sync::Semaphore};
 
 use crate::{
     audit::now_rfc3339,
@@ -30,6 +30,12 @@ use crate::{
 
 /// How long the proxy waits for the real resolver.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Queries being answered at once, over all listeners. Each forwarded query holds a socket
+/// and a buffer until its answer or `UPSTREAM_TIMEOUT`; beyond this many the proxy answers
+/// SERVFAIL at once (like dnsmasq's `dns-forward-max`), so an agent flooding a slow
+/// resolver cannot exhaust the daemon's file descriptors or memory.
+pub const MAX_IN_FLIGHT: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
@@ -79,6 +85,7 @@ impl DnsProxy {
     ) -> Result<DnsProxy, DnsError> {
         let mut listeners = Vec::new();
         let mut tasks = Vec::new();
+        let limit = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         for &resolver in resolvers {
             let addr: SocketAddr = if resolver.is_ipv4() {
                 (Ipv4Addr::LOCALHOST, 0).into()
@@ -97,12 +104,16 @@ impl DnsProxy {
                 .local_addr()
                 .map_err(|source| DnsError::Bind { addr, source })?;
             listeners.push((resolver, local));
-            tasks.push(tokio::spawn(serve(
-                Arc::new(sock),
+            let listener = Listener {
+                sock: Arc::new(sock),
                 local,
                 resolver,
+            };
+            tasks.push(tokio::spawn(serve(
+                listener,
                 shared.clone(),
                 callers.clone(),
+                limit.clone(),
             )));
         }
         Ok(DnsProxy { listeners, tasks })
@@ -115,16 +126,19 @@ impl DnsProxy {
     }
 }
 
-async fn serve(
+/// One listener: where agents' datagrams to `resolver` arrive.
+#[derive(Clone)]
+struct Listener {
     sock: Arc<UdpSocket>,
     local: SocketAddr,
     resolver: IpAddr,
-    shared: Arc<Shared>,
-    callers: Arc<UdpCallers>,
-) {
+}
+
+async fn serve(l: Listener, shared: Arc<Shared>, callers: Arc<UdpCallers>, limit: Arc<Semaphore>) {
     let mut buf = vec![0u8; 4096];
+    let mut warned: Option<Instant> = None;
     loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
+        let (n, peer) = match l.sock.recv_from(&mut buf).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "DNS proxy receive failed");
@@ -132,11 +146,83 @@ async fn serve(
             }
         };
         let query = buf[..n].to_vec();
-        let (sock, shared, callers) = (sock.clone(), shared.clone(), callers.clone());
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                tracing::warn!(
+                    limit = MAX_IN_FLIGHT,
+                    "DNS proxy overloaded: answering SERVFAIL until queries in flight finish (a slow resolver or an agent flooding it)"
+                );
+                warned = Some(Instant::now());
+            }
+            overloaded(&l, peer, &query, &shared).await;
+            continue;
+        };
+        let (l, shared, callers) = (l.clone(), shared.clone(), callers.clone());
         tokio::spawn(async move {
-            handle(&sock, local, peer, resolver, query, &shared, &callers).await;
+            handle(&l, peer, query, &shared, &callers).await;
+            drop(permit);
         });
     }
+}
+
+/// Answers SERVFAIL at once, without looking up the caller or forwarding; audited.
+async fn overloaded(l: &Listener, peer: SocketAddr, query: &[u8], shared: &Shared) {
+    let Some(q) = wire::parse_query(query) else {
+        return;
+    };
+    let reply = wire::error_reply(query, &q, wire::RCODE_SERVFAIL);
+    let decision = policy::Decision {
+        verdict: Verdict::Deny,
+        rule: None,
+        reason: format!(
+            "DNS proxy overloaded: {MAX_IN_FLIGHT} queries already in flight; answered SERVFAIL without forwarding"
+        ),
+    };
+    record(
+        shared,
+        l,
+        peer,
+        None,
+        q,
+        &reply,
+        decision,
+        Instant::now(),
+        None,
+    );
+    if let Err(e) = l.sock.send_to(&reply, peer).await {
+        tracing::debug!(%peer, error = %e, "DNS proxy: reply not delivered");
+    }
+}
+
+/// Queues the audit record of one query (before the agent gets its answer).
+#[allow(clippy::too_many_arguments)]
+fn record(
+    shared: &Shared,
+    l: &Listener,
+    peer: SocketAddr,
+    identity: Option<Identity>,
+    q: wire::Question,
+    reply: &[u8],
+    decision: policy::Decision,
+    started: Instant,
+    error: Option<String>,
+) {
+    shared.audit.record_any(&DnsRecord {
+        time: now_rfc3339(),
+        kind: "dns",
+        instance: shared.instance.clone(),
+        identity,
+        client: peer.to_string(),
+        resolver: SocketAddr::new(l.resolver, policy::DNS_PORT).to_string(),
+        rcode: wire::answer_rcode(reply, q.id).map(wire::rcode_name),
+        qname: q.name,
+        qtype: wire::qtype_name(q.qtype),
+        decision: decision.verdict,
+        rule: decision.rule,
+        reason: decision.reason,
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        error,
+    });
 }
 
 /// The caller of a datagram from `peer` to our listener `local`.
@@ -166,20 +252,25 @@ fn caller(
 }
 
 async fn handle(
-    sock: &UdpSocket,
-    local: SocketAddr,
+    l: &Listener,
     peer: SocketAddr,
-    resolver: IpAddr,
     query: Vec<u8>,
-    shared: &Shared,
-    callers: &UdpCallers,
+    shared: &Arc<Shared>,
+    callers: &Arc<UdpCallers>,
 ) {
     let started = Instant::now();
     let Some(q) = wire::parse_query(&query) else {
         tracing::debug!(%peer, "DNS proxy: not a single-question query; dropped");
         return;
     };
-    let identity = tokio::task::block_in_place(|| caller(shared, callers, peer, local));
+    // sock_diag, or a /proc walk as the fallback: off the worker threads (block_in_place
+    // would hand this worker's other sessions to a new thread on every query).
+    let identity = {
+        let (shared, callers, local) = (shared.clone(), callers.clone(), l.local);
+        tokio::task::spawn_blocking(move || caller(&shared, &callers, peer, local))
+            .await
+            .unwrap_or(None)
+    };
     let decision = match &identity {
         None => policy::Decision {
             verdict: Verdict::Deny,
@@ -188,7 +279,7 @@ async fn handle(
         },
         Some(_) => policy::evaluate_dns(&shared.policy().dns(), &q.name),
     };
-    let resolver_addr = SocketAddr::new(resolver, policy::DNS_PORT);
+    let resolver_addr = SocketAddr::new(l.resolver, policy::DNS_PORT);
     let (reply, error) = if decision.is_allow() {
         match forward(resolver_addr, &query, q.id).await {
             Ok(r) => (r, None),
@@ -197,27 +288,13 @@ async fn handle(
     } else {
         (wire::error_reply(&query, &q, wire::RCODE_REFUSED), None)
     };
-    let rcode = wire::answer_rcode(&reply, q.id);
     // Recorded before the agent gets its answer: an agent that exits at once ends
     // `interceptor run`, and a record queued after the reply could be lost with the
     // detached task (seen in the 6.1 VM suite).
-    shared.audit.record_any(&DnsRecord {
-        time: now_rfc3339(),
-        kind: "dns",
-        instance: shared.instance.clone(),
-        identity,
-        client: peer.to_string(),
-        resolver: resolver_addr.to_string(),
-        qname: q.name,
-        qtype: wire::qtype_name(q.qtype),
-        rcode: rcode.map(wire::rcode_name),
-        decision: decision.verdict,
-        rule: decision.rule,
-        reason: decision.reason,
-        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-        error,
-    });
-    if let Err(e) = sock.send_to(&reply, peer).await {
+    record(
+        shared, l, peer, identity, q, &reply, decision, started, error,
+    );
+    if let Err(e) = l.sock.send_to(&reply, peer).await {
         tracing::debug!(%peer, error = %e, "DNS proxy: reply not delivered");
     }
 }

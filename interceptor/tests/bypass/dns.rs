@@ -114,3 +114,59 @@ root_test!(dns_to_a_resolver_not_in_the_policy_is_denied, {
     }
     assert!(other.seen().is_empty());
 });
+
+root_test!(dns_flood_to_a_silent_resolver_is_bounded_and_answered, {
+    // An agent sends 2,000 queries at once for a name the resolver never answers. The proxy
+    // forwards at most MAX_IN_FLIGHT of them (each holds a socket until the 5 s timeout),
+    // answers the rest SERVFAIL at once, audits every answer, and serves again afterwards.
+    let peer = UdpPeer::start("127.0.53.23");
+    let env = Env::new();
+    let p = env.policy("p.yaml", &policy(&peer.ip, peer.echo_port, 1, ""));
+    let r = attempt(
+        &env,
+        &p,
+        None,
+        &["dnsflood", &peer.ip, "silent.example.test", "2000"],
+    );
+    assert_eq!(
+        r["parent"], "interceptor",
+        "the flood's parent is the daemon: {r}"
+    );
+    let servfail = r["rcodes"]["2"].as_u64().unwrap_or(0);
+    assert!(
+        servfail > 0,
+        "beyond the limit the proxy answers SERVFAIL at once: {r}"
+    );
+    let grown = r["peak_fds"].as_u64().unwrap() - r["base_fds"].as_u64().unwrap();
+    let limit = interceptor::dns::MAX_IN_FLIGHT as u64;
+    assert!(
+        grown <= limit + 32,
+        "the daemon opened {grown} descriptors during the flood (limit {limit}): {r}"
+    );
+    assert_eq!(
+        r["after_rcode"], 0,
+        "served again once the flood timed out: {r}"
+    );
+    let recs = records(&env, "dns");
+    let overloaded = recs
+        .iter()
+        .filter(|r| {
+            r["reason"]
+                .as_str()
+                .is_some_and(|s| s.contains("overloaded"))
+        })
+        .count() as u64;
+    assert!(
+        overloaded >= servfail,
+        "every SERVFAIL the agent got is audited ({overloaded} records, {servfail} replies)"
+    );
+    let forwarded = peer
+        .seen()
+        .iter()
+        .filter(|l| *l == "dns silent.example.test")
+        .count() as u64;
+    assert!(
+        forwarded <= limit,
+        "at most {limit} queries reached the resolver, not {forwarded}"
+    );
+});

@@ -6,6 +6,8 @@ interceptor); the tests say what each result must be.
 
   bypass.py udp MODE FAMILY HOST PORT TEXT   MODE: sendto | connect | sendmsg; FAMILY 4|6|mapped
   bypass.py dns MODE FAMILY HOST NAME [QTYPE] DNS query over UDP (MODE as above); rcode, answers, from
+  bypass.py dnsflood HOST NAME COUNT         COUNT queries at once, replies within 2 s, the
+                                             daemon's (parent's) fds; then one more query
   bypass.py tcp FAMILY HOST PORT TEXT        plain connect + one echo line
   bypass.py tfo HOST PORT TEXT               TCP Fast Open: sendto(MSG_FASTOPEN) without connect()
   bypass.py iouring HOST PORT TEXT           IORING_OP_CONNECT via raw io_uring syscalls, then echo
@@ -112,6 +114,57 @@ def dns(mode, family, host, name, qtype="1"):
             answers.append(socket.inet_ntoa(rdata))
         i += 10 + rdlen
     out(ok=True, id=ident, rcode=flags & 0xF, answers=answers, reply_from=frm, peer=peer)
+
+
+def dnsflood(host, name, count):
+    """COUNT queries for NAME to HOST:53 from one socket, about 50 per ms; the rcodes of the
+    replies that arrive within 2 s and the peak number of open descriptors of our parent (the
+    daemon, under `interceptor run`); then, once the proxy's upstream timeout (5 s) has passed,
+    one ordinary query for after.example.test."""
+    import time
+    ppid = os.getppid()
+
+    def fds():
+        return len(os.listdir("/proc/%d/fd" % ppid))
+
+    base = peak = fds()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.setblocking(False)
+    rcodes = {}
+
+    def drain():
+        while True:
+            try:
+                data = s.recv(512)
+            except BlockingIOError:
+                return
+            rc = str(data[3] & 0xF)
+            rcodes[rc] = rcodes.get(rc, 0) + 1
+
+    body = dns_query(name, 1)[2:]
+    for i in range(int(count)):
+        try:
+            s.sendto(struct.pack(">H", i & 0xFFFF) + body, (host, 53))
+        except BlockingIOError:
+            pass
+        if i % 50 == 49:
+            drain()
+            peak = max(peak, fds())
+            time.sleep(0.001)
+    deadline = time.time() + 2
+    while time.time() < deadline:
+        drain()
+        peak = max(peak, fds())
+        time.sleep(0.01)
+    time.sleep(4)
+    try:
+        data, _frm, _peer = udp_exchange("sendto", "4", host, 53, dns_query("after.example.test", 1))
+        after = data[3] & 0xF
+    except OSError as e:
+        after = str(e)
+    out(ok=True, parent=open("/proc/%d/comm" % ppid).read().strip(), base_fds=base,
+        peak_fds=peak, rcodes=rcodes, after_rcode=after)
 
 
 def tcp(family, host, port, text):
@@ -277,6 +330,8 @@ def dispatch(a):
         udp(*a[1:6])
     elif cmd == "dns":
         dns(*a[1:])
+    elif cmd == "dnsflood":
+        dnsflood(*a[1:4])
     elif cmd == "tcp":
         tcp(*a[1:5])
     elif cmd == "tfo":

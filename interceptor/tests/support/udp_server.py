@@ -4,7 +4,8 @@
   udp_server.py HOST DNS_PORT ECHO_PORT
 
 DNS (on HOST:DNS_PORT): answers every A query with 127.0.0.99 for names it knows
-("*.example.test" and "allowed.test"), NXDOMAIN otherwise. UDP echo (on HOST:ECHO_PORT,
+("*.example.test" and "allowed.test"), NXDOMAIN otherwise; never answers names under
+"silent.". UDP echo (on HOST:ECHO_PORT,
 0 = any free port): replies "echo:" + payload. Prints "ready DNS_PORT ECHO_PORT" when bound and one
 line per datagram received: "dns NAME" / "echo PAYLOAD" (the tests count what arrived).
 """
@@ -52,7 +53,8 @@ def main():
                 except Exception:  # malformed: ignore
                     continue
                 print("dns " + name, flush=True)
-                s.sendto(reply, peer)
+                if not name.startswith("silent."):  # silent.*: a resolver that never answers
+                    s.sendto(reply, peer)
             else:
                 print("echo " + data.decode(errors="replace"), flush=True)
                 s.sendto(b"echo:" + data, peer)
