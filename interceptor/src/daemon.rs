@@ -420,7 +420,16 @@ async fn refresh_dns(shared: Arc<Shared>) {
         tokio::time::sleep(period).await;
         let current = shared.policy();
         let mut fresh = (*current).clone();
-        let res = tokio::task::block_in_place(|| fresh.resolve_names());
+        // getaddrinfo may block for seconds: on a blocking thread (block_in_place would hand
+        // the worker's sessions to a new thread each period).
+        let Ok((fresh, res)) = tokio::task::spawn_blocking(move || {
+            let res = fresh.resolve_names();
+            (fresh, res)
+        })
+        .await
+        else {
+            continue;
+        };
         if res.iter().any(|r| r.result.is_err()) {
             log_resolutions(&res);
         }
