@@ -36,8 +36,7 @@ pub fn parse_query(b: &[u8]) -> Option<Question> {
         if len > 63 {
             return None; // compression pointers have no place in a question
         }
-        let label = b.get(i..i + len)?;
-        labels.push(String::from_utf8_lossy(label).to_ascii_lowercase());
+        labels.push(presentation(b.get(i..i + len)?));
         i += len;
         if i > 12 + 255 {
             return None;
@@ -55,6 +54,27 @@ pub fn parse_query(b: &[u8]) -> Option<Question> {
         qtype,
         end: i + 4,
     })
+}
+
+/// A label in presentation form (RFC 1035 §5.1), lower case: a `.` or a backslash inside the
+/// label is escaped with a backslash, and bytes other than printable ASCII are written as a
+/// backslash and three decimal digits. So the policy and the audit see the name the resolver
+/// will see: the wire labels `["x.example", "test"]` read `x\.example.test` (one label under
+/// `test`), which `*.example.test` does not match, and no two different names read the same
+/// (DNS compares ASCII letters case-insensitively).
+fn presentation(label: &[u8]) -> String {
+    let mut out = String::with_capacity(label.len());
+    for &c in label {
+        match c {
+            b'.' | b'\\' => {
+                out.push('\\');
+                out.push(c as char);
+            }
+            0x21..=0x7e => out.push(c.to_ascii_lowercase() as char),
+            _ => out.push_str(&format!("\\{c:03}")),
+        }
+    }
+    out
 }
 
 /// The rcode of an answer to `id`; `None` if `b` is not such an answer.
@@ -141,6 +161,35 @@ mod tests {
         let mut ptr = query("x", 1);
         ptr[12] = 0xc0;
         assert!(parse_query(&ptr).is_none());
+    }
+
+    #[test]
+    fn names_are_in_presentation_form() {
+        // A dot inside a label is not a label boundary: the policy must not read
+        // ["x.example", "test"] as x.example.test.
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for l in [&b"x.Example"[..], b"te\\st", b"a b\xff\x00"] {
+            q.push(l.len() as u8);
+            q.extend_from_slice(l);
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        let name = parse_query(&q).unwrap().name;
+        assert_eq!(name, r"x\.example.te\\st.a\032b\255\000");
+        let p = crate::policy::Policy::from_str(
+            "version: 1\ndns:\n  resolvers: [\"127.0.0.53\"]\n  allow_names: [\"*.example.test\"]\n",
+            "p",
+        )
+        .unwrap();
+        let one_label = {
+            let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 14];
+            q.extend_from_slice(b"x.example.test");
+            q.extend_from_slice(&[0, 0, 1, 0, 1]);
+            parse_query(&q).unwrap().name
+        };
+        assert_eq!(one_label, r"x\.example\.test");
+        assert!(!crate::policy::evaluate_dns(&p.dns(), &one_label).is_allow());
+        let real_subdomain = parse_query(&query("x.example.test", 1)).unwrap().name;
+        assert!(crate::policy::evaluate_dns(&p.dns(), &real_subdomain).is_allow());
     }
 
     #[test]
