@@ -398,3 +398,71 @@ python3 $D/client.py https://api.test:{p1} > $D/py.json
     let pem = String::from_utf8(exported.stdout).unwrap();
     assert!(read(&bundle).ends_with(&pem));
 }
+
+#[test]
+fn request_paths_are_normalised_before_the_policy() {
+    if !root_or_skip("request_paths_are_normalised_before_the_policy") {
+        return;
+    }
+    let env = Env::new();
+    let d = env.dir.path().to_path_buf();
+    let up = Upstream::start(&d, "upstream", None);
+    let p = up.port;
+    // An allow rule with `**`: without normalisation `/public/../v2/secret` matched it and
+    // the upstream, which resolves `..`, served /v2/secret.
+    let pol = policy(&[p], &service("api", p, ""))
+        + "  - name: public\n    identity: agent\n    service: api\n    action: allow\n    methods: [GET]\n    paths: [\"/public/**\"]\n";
+    let pol = env.policy("http.yaml", &pol);
+    let dd = d.display();
+    let script = format!(
+        "set -u; D={dd}; C='curl -sS --path-as-is --resolve api.test:{p}:127.0.0.2'; U=http://api.test:{p}
+$C -o $D/dots.json -w '%{{http_code}}' $U/public/../v2/secret > $D/dots.code
+$C -o $D/encdots.json -w '%{{http_code}}' $U/public/%2e%2e/v2/secret > $D/encdots.code
+$C -o $D/slash.json -w '%{{http_code}}' $U/public/a%2Fb > $D/slash.code
+$C -o $D/ok.json -w '%{{http_code}}' \"$U/public/%61//b/./c?x=%2F\" > $D/ok.code
+"
+    );
+    let out = run_sh(&env, &pol, &script);
+    assert!(out.status.success(), "{:?}", out.status);
+    for f in ["dots", "encdots"] {
+        assert_eq!(read(&d.join(format!("{f}.code"))), "403", "{f}");
+        let body = json(&d.join(format!("{f}.json")));
+        assert!(
+            body["reason"]
+                .as_str()
+                .unwrap()
+                .contains("no HTTP rule allows GET /v2/secret"),
+            "{f}: decided on the normalised path: {body}"
+        );
+    }
+    assert_eq!(read(&d.join("slash.code")), "400");
+    let slash = json(&d.join("slash.json"));
+    assert!(
+        slash["reason"]
+            .as_str()
+            .unwrap()
+            .contains("encoded separator"),
+        "{slash}"
+    );
+    assert_eq!(read(&d.join("ok.code")), "200");
+    let ok = json(&d.join("ok.json"));
+    assert_eq!(
+        ok["path"], "/public/a/b/c?x=%2F",
+        "the upstream gets the normalised path and the query as sent: {ok}"
+    );
+    let seen: Vec<String> = up
+        .requests()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(seen, ["/public/a/b/c?x=%2F"], "nothing else reached it");
+    let paths: Vec<Value> = http_records(&env)
+        .iter()
+        .map(|r| r["path"].clone())
+        .collect();
+    assert_eq!(
+        paths,
+        ["/v2/secret", "/v2/secret", "/public/a%2Fb", "/public/a/b/c"],
+        "audited as decided"
+    );
+}

@@ -22,6 +22,7 @@ pub mod detect;
 pub mod hold;
 pub mod inject;
 pub mod mask;
+pub mod path;
 pub mod proxy;
 pub mod respond;
 pub mod sni;

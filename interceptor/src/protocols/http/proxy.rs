@@ -293,10 +293,11 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
     let ctx = conn.ctx.clone();
     let mut rec = ctx.record("http_request", conn.tls);
     let host = host_of(&req);
-    let path = req.uri().path().to_owned();
     rec.method = Some(req.method().as_str().to_owned());
     rec.host = host.clone();
-    rec.path = Some(path.clone());
+    // Decided, audited and sent upstream in normalised form (`path.rs`).
+    let path = super::path::normalize(req.uri().path()).map(|p| p.into_owned());
+    rec.path = Some(path.clone().unwrap_or_else(|_| req.uri().path().to_owned()));
     let up = Arc::new(AtomicU64::new(0));
     let down = Arc::new(AtomicU64::new(0));
     let mut fin = Finish {
@@ -307,6 +308,29 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
         up: up.clone(),
         down: down.clone(),
         ctx: ctx.clone(),
+    };
+    // The origin-form target sent upstream: the normalised path and the query as sent.
+    let target = path.and_then(|p| {
+        let t = match req.uri().query() {
+            Some(q) => format!("{p}?{q}"),
+            None => p.clone(),
+        };
+        Uri::try_from(t)
+            .map(|u| (p, u))
+            .map_err(|e| super::path::PathError::Unusable(e.to_string()))
+    });
+    let (path, target) = match target {
+        Ok(v) => v,
+        Err(e) => {
+            rec.reason = e.to_string();
+            return Ok(denied(
+                rec,
+                fin,
+                StatusCode::BAD_REQUEST,
+                "request path refused",
+                false,
+            ));
+        }
     };
     // Absolute-form URIs must name the same host as `Host`.
     let uri_host = req.uri().host().map(str::to_ascii_lowercase);
@@ -395,11 +419,7 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
         .headers
         .get(header::TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    parts.uri = parts
-        .uri
-        .path_and_query()
-        .map(|pq| Uri::from(pq.clone()))
-        .unwrap_or_else(|| Uri::from_static("/"));
+    parts.uri = target;
     let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
     inject::strip_hop_by_hop(&mut parts.headers);
     if te_trailers {
