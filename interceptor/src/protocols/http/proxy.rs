@@ -319,15 +319,24 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
             .map(|u| (p, u))
             .map_err(|e| super::path::PathError::Unusable(e.to_string()))
     });
+    // Methods are case-sensitive (RFC 9110 §9.1), but some servers upper-case them: a rule
+    // denying DELETE must not be sidestepped with `delete`.
+    let target = match target {
+        Ok(_) if req.method().as_str().bytes().any(|c| c.is_ascii_lowercase()) => Err(format!(
+            "method {:?} has lower-case letters; methods are case-sensitive and servers disagree on them, so send it in upper case",
+            req.method().as_str()
+        )),
+        t => t.map_err(|e| e.to_string()),
+    };
     let (path, target) = match target {
         Ok(v) => v,
         Err(e) => {
-            rec.reason = e.to_string();
+            rec.reason = e;
             return Ok(denied(
                 rec,
                 fin,
                 StatusCode::BAD_REQUEST,
-                "request path refused",
+                "request refused",
                 false,
             ));
         }
