@@ -3,10 +3,17 @@
 
 use super::*;
 
-root_test!(dns_sendto_is_proxied_audited_and_reply_source_restored, {
-    let peer = UdpPeer::start("127.0.53.1");
+/// A DNS/UDP peer on `ip`, a fresh test environment and the usual policy naming the peer as
+/// the resolver.
+fn resolver_and_policy(ip: &str) -> (UdpPeer, Env, std::path::PathBuf) {
+    let peer = UdpPeer::start(ip);
     let env = Env::new();
     let p = env.policy("p.yaml", &policy(&peer.ip, peer.echo_port, 1, ""));
+    (peer, env, p)
+}
+
+root_test!(dns_sendto_is_proxied_audited_and_reply_source_restored, {
+    let (peer, env, p) = resolver_and_policy("127.0.53.1");
     let r = attempt(
         &env,
         &p,
@@ -34,9 +41,7 @@ root_test!(dns_sendto_is_proxied_audited_and_reply_source_restored, {
 });
 
 root_test!(dns_connected_socket_and_v4_mapped_are_proxied, {
-    let peer = UdpPeer::start("127.0.53.2");
-    let env = Env::new();
-    let p = env.policy("p.yaml", &policy(&peer.ip, peer.echo_port, 1, ""));
+    let (peer, env, p) = resolver_and_policy("127.0.53.2");
     let r = attempt(
         &env,
         &p,
@@ -78,9 +83,7 @@ root_test!(dns_connected_socket_and_v4_mapped_are_proxied, {
 root_test!(
     dns_name_outside_policy_is_refused_and_never_reaches_the_resolver,
     {
-        let peer = UdpPeer::start("127.0.53.3");
-        let env = Env::new();
-        let p = env.policy("p.yaml", &policy(&peer.ip, peer.echo_port, 1, ""));
+        let (peer, env, p) = resolver_and_policy("127.0.53.3");
         let r = attempt(
             &env,
             &p,
@@ -119,9 +122,7 @@ root_test!(dns_flood_to_a_silent_resolver_is_bounded_and_answered, {
     // An agent sends 2,000 queries at once for a name the resolver never answers. The proxy
     // forwards at most MAX_IN_FLIGHT of them (each holds a socket until the 5 s timeout),
     // answers the rest SERVFAIL at once, audits every answer, and serves again afterwards.
-    let peer = UdpPeer::start("127.0.53.23");
-    let env = Env::new();
-    let p = env.policy("p.yaml", &policy(&peer.ip, peer.echo_port, 1, ""));
+    let (peer, env, p) = resolver_and_policy("127.0.53.23");
     let r = attempt(
         &env,
         &p,
