@@ -201,29 +201,53 @@ pub fn describe(st: &SqlStatement) -> String {
     }
 }
 
-fn table_matches(p: &Pattern, table: &str) -> bool {
-    let qualified = if table.contains('.') {
-        table.to_owned()
+/// The schema-qualified names a table of a statement can be. A qualified name is itself. An
+/// unqualified one resolves through the search path, taken as the default (`"$user", public`;
+/// changing `search_path` is a privileged operation): to `public.`, except that `pg_catalog`
+/// is always searched first, so a `pg_*` name may also be a system catalog
+/// (`pg_stat_activity`) and must be allowed as both.
+fn resolutions(table: &str) -> Vec<String> {
+    if table.contains('.') {
+        vec![table.to_owned()]
+    } else if table.starts_with("pg_") {
+        vec![format!("pg_catalog.{table}"), format!("public.{table}")]
     } else {
-        format!("public.{table}")
-    };
+        vec![format!("public.{table}")]
+    }
+}
+
+/// Whether the pattern matches a qualified table name: a pattern with a `.` against
+/// `schema.table`, one without against the bare table name.
+fn table_matches(p: &Pattern, qualified: &str) -> bool {
     if p.as_str().contains('.') {
-        p.is_match(&qualified)
+        p.is_match(qualified)
     } else {
-        let bare = qualified.rsplit_once('.').map_or(table, |(_, t)| t);
+        let bare = qualified.rsplit_once('.').map_or(qualified, |(_, t)| t);
         p.is_match(bare)
     }
+}
+
+/// Whether any resolution of `table` matches one of the patterns.
+fn any_match(ps: &[Pattern], table: &str) -> bool {
+    resolutions(table)
+        .iter()
+        .any(|q| ps.iter().any(|p| table_matches(p, q)))
+}
+
+/// The first resolution of `table` no pattern matches.
+fn unmatched(ps: &[Pattern], table: &str) -> Option<String> {
+    resolutions(table)
+        .into_iter()
+        .find(|q| !ps.iter().any(|p| table_matches(p, q)))
 }
 
 fn deny_matches(r: &CompiledSqlRule, st: &SqlStatement) -> bool {
     r.operations
         .as_ref()
         .is_none_or(|ops| st.operations.iter().any(|o| ops.contains(o)))
-        && r.tables.as_ref().is_none_or(|ps| {
-            st.tables
-                .iter()
-                .any(|t| ps.iter().any(|p| table_matches(p, t)))
-        })
+        && r.tables
+            .as_ref()
+            .is_none_or(|ps| st.tables.iter().any(|t| any_match(ps, t)))
         && r.functions.as_ref().is_none_or(|ps| {
             st.functions
                 .iter()
@@ -250,12 +274,16 @@ fn allow_mismatch(r: &CompiledSqlRule, st: &SqlStatement) -> Option<String> {
         }
     }
     if let Some(ps) = &r.tables {
-        if let Some(t) = st
+        if let Some((t, q)) = st
             .tables
             .iter()
-            .find(|t| !ps.iter().any(|p| table_matches(p, t)))
+            .find_map(|t| unmatched(ps, t).map(|q| (t, q)))
         {
-            return Some(format!("table {t} is not in its tables"));
+            return Some(if !t.contains('.') {
+                format!("table {t} (as {q}) is not in its tables")
+            } else {
+                format!("table {t} is not in its tables")
+            });
         }
     }
     if let Some(ps) = &r.functions {

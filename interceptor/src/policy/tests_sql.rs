@@ -106,6 +106,55 @@ fn allow_needs_every_operation_and_table_inside_the_rule() {
 }
 
 #[test]
+fn unqualified_pg_names_may_be_system_catalogs() {
+    // pg_catalog is searched before public: `SELECT * FROM pg_stat_activity` reads the
+    // catalog view (every session's query text), not public.pg_stat_activity.
+    let p = policy(READ);
+    let d = decide(
+        &p,
+        &[st("SELECT", &[SqlOperation::Read], &["pg_stat_activity"])],
+    );
+    assert_eq!(d.verdict, Verdict::Deny, "public.* does not cover it");
+    assert!(
+        d.reason
+            .contains("pg_stat_activity (as pg_catalog.pg_stat_activity)"),
+        "{}",
+        d.reason
+    );
+    let both = policy(
+        "  - name: agent-read
+    identity: agent
+    resource: appdb
+    action: allow
+    operations: [read]
+    tables: [\"public.*\", \"pg_catalog.*\"]
+",
+    );
+    let d = decide(
+        &both,
+        &[st("SELECT", &[SqlOperation::Read], &["pg_stat_activity"])],
+    );
+    assert_eq!(d.verdict, Verdict::Allow);
+    // A deny rule on the catalog catches the unqualified name too.
+    let deny = policy(&format!(
+        "  - name: no-catalog
+    identity: agent
+    resource: appdb
+    action: deny
+    tables: [\"pg_catalog.*\"]
+{}",
+        READ.replace("public.*", "*")
+    ));
+    let d = decide(&deny, &[st("SELECT", &[SqlOperation::Read], &["pg_roles"])]);
+    assert_eq!(
+        (d.verdict, d.rule.as_deref()),
+        (Verdict::Deny, Some("no-catalog"))
+    );
+    let d = decide(&deny, &[st("SELECT", &[SqlOperation::Read], &["users"])]);
+    assert_eq!(d.verdict, Verdict::Allow);
+}
+
+#[test]
 fn deny_rules_match_on_any_overlap_and_come_first() {
     let p = policy(&format!(
         "  - name: no-keys

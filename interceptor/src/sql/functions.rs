@@ -99,10 +99,13 @@ pub fn is_side_effecting_function(name: &str) -> Option<Operation> {
 }
 
 /// Settings whose change through `SET`, `RESET` or `set_config` is privileged: they change who
-/// the session acts as, or switch off triggers and foreign keys.
+/// the session acts as, switch off triggers and foreign keys, or (`search_path`) change which
+/// table an unqualified name is — table rules read unqualified names under the default search
+/// path, so an agent that could move it would read `secret.people` under a rule for
+/// `public.people`.
 pub(crate) fn is_privileged_setting(name: &str) -> bool {
     matches!(
         name.to_ascii_lowercase().as_str(),
-        "role" | "session_authorization" | "session_replication_role"
+        "role" | "session_authorization" | "session_replication_role" | "search_path"
     )
 }

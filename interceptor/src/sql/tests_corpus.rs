@@ -41,7 +41,8 @@ fn agent_query_corpus() {
         // Transactions and session.
         ("BEGIN; UPDATE accounts SET balance = balance - 10 WHERE id = 1; UPDATE accounts SET balance = balance + 10 WHERE id = 2; COMMIT;", &[Transaction, Write]),
         ("SET statement_timeout = '30s'", &[Session]),
-        ("SET search_path TO analytics, public", &[Session]),
+        // Moves what unqualified table names are: privileged (see is_privileged_setting).
+        ("SET search_path TO analytics, public", &[Privileged]),
         // Schema changes.
         ("CREATE TABLE IF NOT EXISTS notes (id bigserial PRIMARY KEY, body text NOT NULL, created_at timestamptz DEFAULT now())", &[Ddl]),
         ("ALTER TABLE users ADD COLUMN IF NOT EXISTS phone text", &[Ddl]),

@@ -29,11 +29,14 @@ fn role_switching_is_privileged() {
         "RESET SESSION AUTHORIZATION",
         "SET session_replication_role = replica",
         "DISCARD ALL",
+        // Table rules read unqualified names under the default search path.
+        "SET search_path = app, public",
+        "SET LOCAL search_path TO secret",
+        "RESET search_path",
     ] {
         assert_eq!(one(sql).operations, ops(&[Privileged]), "{sql}");
     }
     for sql in [
-        "SET search_path = app, public",
         "SET statement_timeout TO '5s'",
         "RESET ALL",
         "SET TIME ZONE 'UTC'",

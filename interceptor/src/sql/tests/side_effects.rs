@@ -36,7 +36,7 @@ fn side_effecting_functions_in_select() {
     check("SELECT setval('s', 1)", &[Read, Write], &[], &[]);
     check(
         "SELECT set_config('search_path', 'x', false)",
-        &[Read, Session],
+        &[Read, Privileged],
         &[],
         &[],
     );
