@@ -24,6 +24,7 @@ pub mod inject;
 pub mod mask;
 pub mod path;
 pub mod proxy;
+mod request_target;
 pub mod respond;
 pub mod sni;
 pub mod tls;

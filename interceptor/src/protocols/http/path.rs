@@ -18,8 +18,6 @@ pub enum PathError {
     BadEscape(usize),
     #[error("the path contains an encoded control character ({0})")]
     Control(String),
-    #[error("the normalised request target is not a valid URI: {0}")]
-    Unusable(String),
 }
 
 fn unreserved(c: u8) -> bool {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use std::time::Instant;
 
-use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 
 use super::counting::{counted, Counting, Finish};
 use super::mask::{self, BodyKind};
+use super::request_target::{host_of, origin_form};
 use super::respond::{denied, fail, full, Body, REQUEST_TIMEOUT_RAW};
 use super::upstream::{Driver, Target, Tls, Upstream};
 use super::{global, inject, Ctx, Outcome};
@@ -269,25 +270,6 @@ where
     }
 }
 
-/// The host the request names: `Host`, else the authority of an absolute URI; port removed.
-fn host_of(req: &Request<Incoming>) -> Option<String> {
-    let raw = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))?;
-    let h = if let Some(rest) = raw.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("").to_owned()
-    } else {
-        match raw.rsplit_once(':') {
-            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_owned(),
-            _ => raw,
-        }
-    };
-    Some(h.to_ascii_lowercase())
-}
-
 async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let ctx = conn.ctx.clone();
@@ -295,9 +277,12 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
     let host = host_of(&req);
     rec.method = Some(req.method().as_str().to_owned());
     rec.host = host.clone();
-    // Decided, audited and sent upstream in normalised form (`path.rs`).
-    let path = super::path::normalize(req.uri().path()).map(|p| p.into_owned());
-    rec.path = Some(path.clone().unwrap_or_else(|_| req.uri().path().to_owned()));
+    // Decided, audited and sent upstream in normalised form (`request_target.rs`).
+    let target = origin_form(req.method(), req.uri());
+    rec.path = Some(match &target {
+        Ok((p, _)) => p.clone(),
+        Err(_) => req.uri().path().to_owned(),
+    });
     let up = Arc::new(AtomicU64::new(0));
     let down = Arc::new(AtomicU64::new(0));
     let mut fin = Finish {
@@ -308,25 +293,6 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
         up: up.clone(),
         down: down.clone(),
         ctx: ctx.clone(),
-    };
-    // The origin-form target sent upstream: the normalised path and the query as sent.
-    let target = path.and_then(|p| {
-        let t = match req.uri().query() {
-            Some(q) => format!("{p}?{q}"),
-            None => p.clone(),
-        };
-        Uri::try_from(t)
-            .map(|u| (p, u))
-            .map_err(|e| super::path::PathError::Unusable(e.to_string()))
-    });
-    // Methods are case-sensitive (RFC 9110 §9.1), but some servers upper-case them: a rule
-    // denying DELETE must not be sidestepped with `delete`.
-    let target = match target {
-        Ok(_) if req.method().as_str().bytes().any(|c| c.is_ascii_lowercase()) => Err(format!(
-            "method {:?} has lower-case letters; methods are case-sensitive and servers disagree on them, so send it in upper case",
-            req.method().as_str()
-        )),
-        t => t.map_err(|e| e.to_string()),
     };
     let (path, target) = match target {
         Ok(v) => v,

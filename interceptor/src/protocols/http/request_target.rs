@@ -1,0 +1,89 @@
+//! What a request names, in the form the policy decides on and the upstream receives: the
+//! host (`Host`, else the URI's authority; port removed, lower case) and the origin-form
+//! target (the normalised path of `path.rs` and the query as sent). Requests whose meaning
+//! depends on the server are refused here, before the policy.
+
+use http::{header, Method, Request, Uri};
+
+use super::path;
+
+/// The host the request names: `Host`, else the authority of an absolute URI; port removed.
+pub(super) fn host_of<B>(req: &Request<B>) -> Option<String> {
+    let raw = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))?;
+    let h = if let Some(rest) = raw.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("").to_owned()
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_owned(),
+            _ => raw,
+        }
+    };
+    Some(h.to_ascii_lowercase())
+}
+
+/// The normalised path and the origin-form URI to send upstream, or why the request is
+/// refused (answered 400): a path `path::normalize` refuses, or a method with lower-case
+/// letters — methods are case-sensitive (RFC 9110 §9.1), but some servers upper-case them,
+/// and a rule denying DELETE must not be sidestepped with `delete`.
+pub(super) fn origin_form(method: &Method, uri: &Uri) -> Result<(String, Uri), String> {
+    if method.as_str().bytes().any(|c| c.is_ascii_lowercase()) {
+        return Err(format!(
+            "method {:?} has lower-case letters; methods are case-sensitive and servers disagree on them, so send it in upper case",
+            method.as_str()
+        ));
+    }
+    let p = path::normalize(uri.path())
+        .map_err(|e| e.to_string())?
+        .into_owned();
+    let target = match uri.query() {
+        Some(q) => format!("{p}?{q}"),
+        None => p.clone(),
+    };
+    let target = Uri::try_from(target)
+        .map_err(|e| format!("the normalised request target is not a valid URI: {e}"))?;
+    Ok((p, target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_form_normalises_the_path_and_keeps_the_query() {
+        let uri: Uri = "http://api.test/public/%61//b/./c?x=%2F".parse().unwrap();
+        let (p, t) = origin_form(&Method::GET, &uri).unwrap();
+        assert_eq!(
+            (p.as_str(), t.to_string().as_str()),
+            ("/public/a/b/c", "/public/a/b/c?x=%2F")
+        );
+        let lower = Method::from_bytes(b"delete").unwrap();
+        assert!(origin_form(&lower, &uri)
+            .unwrap_err()
+            .contains("upper case"));
+        let slash: Uri = "/a%2Fb".parse().unwrap();
+        assert!(origin_form(&Method::GET, &slash)
+            .unwrap_err()
+            .contains("encoded separator"));
+    }
+
+    #[test]
+    fn host_without_port_lower_case() {
+        let r = Request::get("/")
+            .header("host", "API.test:8080")
+            .body(())
+            .unwrap();
+        assert_eq!(host_of(&r).as_deref(), Some("api.test"));
+        let r = Request::get("/")
+            .header("host", "[::1]:80")
+            .body(())
+            .unwrap();
+        assert_eq!(host_of(&r).as_deref(), Some("::1"));
+        let r = Request::get("http://Example.test:1/x").body(()).unwrap();
+        assert_eq!(host_of(&r).as_deref(), Some("example.test"));
+    }
+}
