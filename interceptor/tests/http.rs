@@ -419,6 +419,8 @@ fn request_paths_are_normalised_before_the_policy() {
 $C -o $D/dots.json -w '%{{http_code}}' $U/public/../v2/secret > $D/dots.code
 $C -o $D/encdots.json -w '%{{http_code}}' $U/public/%2e%2e/v2/secret > $D/encdots.code
 $C -o $D/slash.json -w '%{{http_code}}' $U/public/a%2Fb > $D/slash.code
+$C -o $D/param.json -w '%{{http_code}}' \"$U/public/..;/v2/secret\" > $D/param.code
+$C -o $D/paramok.json -w '%{{http_code}}' \"$U/public/a;v=1/b\" > $D/paramok.code
 $C -o /dev/null $U/public/y --next $O -X delete -o $D/lower.json -w '%{{http_code}}' $U/public/x > $D/lower.code
 $C -o $D/ok.json -w '%{{http_code}}' \"$U/public/%61//b/./c?x=%2F\" > $D/ok.code
 "
@@ -436,6 +438,17 @@ $C -o $D/ok.json -w '%{{http_code}}' \"$U/public/%61//b/./c?x=%2F\" > $D/ok.code
             "{f}: decided on the normalised path: {body}"
         );
     }
+    // Tomcat reads `..;` as `..`: the two readings are decided by different rules.
+    assert_eq!(read(&d.join("param.code")), "403");
+    let param = json(&d.join("param.json"));
+    assert!(
+        param["reason"]
+            .as_str()
+            .unwrap()
+            .contains("reads as /v2/secret on servers that drop ';' path parameters"),
+        "{param}"
+    );
+    assert_eq!(read(&d.join("paramok.code")), "200", "same rule either way");
     assert_eq!(read(&d.join("slash.code")), "400");
     let slash = json(&d.join("slash.json"));
     assert!(
@@ -467,7 +480,7 @@ $C -o $D/ok.json -w '%{{http_code}}' \"$U/public/%61//b/./c?x=%2F\" > $D/ok.code
         .collect();
     assert_eq!(
         seen,
-        ["/public/y", "/public/a/b/c?x=%2F"],
+        ["/public/a;v=1/b", "/public/y", "/public/a/b/c?x=%2F"],
         "nothing else reached it"
     );
     let paths: Vec<Value> = http_records(&env)
@@ -480,6 +493,8 @@ $C -o $D/ok.json -w '%{{http_code}}' \"$U/public/%61//b/./c?x=%2F\" > $D/ok.code
             "/v2/secret",
             "/v2/secret",
             "/public/a%2Fb",
+            "/public/..;/v2/secret",
+            "/public/a;v=1/b",
             "/public/y",
             "/public/x",
             "/public/a/b/c"

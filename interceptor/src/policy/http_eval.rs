@@ -130,13 +130,63 @@ pub fn evaluate_http<'p>(policy: &'p Policy, req: &HttpRequest) -> HttpDecision<
     if req.host.is_none() && req.method.is_some() {
         return HttpDecision::deny("request without a Host header".into());
     }
-    for rule in &policy.http_rules {
+    let Some(method) = req.method else {
+        // Passthrough: only a rule that needs nothing from inside the request decides.
+        return match matching_rule(policy, req, None) {
+            Some(rule) => decided(rule, "SNI", req.sni.unwrap_or("-")),
+            None => HttpDecision::deny(format!(
+                "TLS passthrough to service {}: no HTTP rule without methods/paths/headers/effects allows it; default deny",
+                req.service
+            )),
+        };
+    };
+    let path = req.path.unwrap_or("/");
+    let rule = matching_rule(policy, req, Some((method, path)));
+    if let Some(bare) = without_path_parameters(path) {
+        // Servers such as Tomcat, Jetty and Spring drop `;parameters` from each segment
+        // (and then read `..;` as `..`); others keep them. If the two readings are decided
+        // by different rules, the outcome would depend on the upstream: refuse.
+        let other = matching_rule(policy, req, Some((method, &bare)));
+        let same = match (rule, other) {
+            (Some(a), Some(b)) => std::ptr::eq(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        if !same {
+            let name = |r: Option<&CompiledHttpRule>| {
+                r.map_or("the default deny".to_owned(), |r| {
+                    format!("rule {}", r.name)
+                })
+            };
+            return HttpDecision::deny(format!(
+                "path {path} reads as {bare} on servers that drop ';' path parameters, and {} decides one reading while {} decides the other; send the path without ';' parameters",
+                name(rule),
+                name(other)
+            ));
+        }
+    }
+    match rule {
+        Some(rule) => decided(rule, method, path),
+        None => HttpDecision::deny(format!(
+            "no HTTP rule allows {method} {path} on service {}; default deny",
+            req.service
+        )),
+    }
+}
+
+/// The first rule that matches `req`; `target` is `(method, path)`, `None` for TLS
+/// passthrough (then only rules that do not look inside requests match).
+fn matching_rule<'p>(
+    policy: &'p Policy,
+    req: &HttpRequest,
+    target: Option<(&str, &str)>,
+) -> Option<&'p CompiledHttpRule> {
+    policy.http_rules.iter().find(|rule| {
         if let Some(ids) = &rule.identities {
             if !ids
                 .iter()
                 .any(|&i| policy.identities[i].1.matches(&req.subject))
             {
-                continue;
+                return false;
             }
         }
         if rule
@@ -144,53 +194,61 @@ pub fn evaluate_http<'p>(policy: &'p Policy, req: &HttpRequest) -> HttpDecision<
             .as_ref()
             .is_some_and(|s| !s.iter().any(|s| s == req.service))
         {
-            continue;
+            return false;
         }
-        let Some(method) = req.method else {
-            // Passthrough: only a rule that needs nothing from inside the request decides.
-            if rule.inspects() {
-                continue;
-            }
-            return decided(rule, "SNI", req.sni.unwrap_or("-"));
+        let Some((method, path)) = target else {
+            return !rule.inspects();
         };
         if rule
             .methods
             .as_ref()
             .is_some_and(|m| !m.iter().any(|m| m == method))
         {
-            continue;
+            return false;
         }
-        let path = req.path.unwrap_or("/");
         if rule
             .paths
             .as_ref()
             .is_some_and(|p| !p.iter().any(|p| p.is_match(path)))
         {
-            continue;
+            return false;
         }
-        if !rule.headers.iter().all(|(name, glob)| {
+        rule.headers.iter().all(|(name, glob)| {
             req.headers.is_some_and(|h| {
                 h.get_all(name.as_str()).iter().any(|v| {
                     glob.as_ref()
                         .is_none_or(|g| v.to_str().is_ok_and(|v| g.is_match(v)))
                 })
             })
-        }) {
-            continue;
-        }
-        return decided(rule, method, path);
-    }
-    HttpDecision::deny(match req.method {
-        Some(m) => format!(
-            "no HTTP rule allows {m} {} on service {}; default deny",
-            req.path.unwrap_or("/"),
-            req.service
-        ),
-        None => format!(
-            "TLS passthrough to service {}: no HTTP rule without methods/paths/headers/effects allows it; default deny",
-            req.service
-        ),
+        })
     })
+}
+
+/// The path as a server that drops `;parameters` from every segment reads it (`/a;x=1/b`
+/// → `/a/b`, `/public/..;/admin` → `/admin`), dot segments removed again; `None` when the
+/// path has no `;`.
+pub(super) fn without_path_parameters(path: &str) -> Option<String> {
+    if !path.contains(';') {
+        return None;
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let mut trailing = false;
+    for seg in path.trim_start_matches('/').split('/') {
+        let seg = seg.split(';').next().unwrap_or("");
+        trailing = matches!(seg, "" | "." | "..");
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut bare: String = out.iter().flat_map(|s| ["/", s]).collect();
+    if trailing || out.is_empty() {
+        bare.push('/');
+    }
+    Some(bare)
 }
 
 fn decided<'p>(rule: &'p CompiledHttpRule, what: &str, detail: &str) -> HttpDecision<'p> {

@@ -119,6 +119,45 @@ fn method_path_and_first_match() {
 }
 
 #[test]
+fn path_parameters_cannot_change_the_rule() {
+    let p = policy();
+    let h = ::http::HeaderMap::new();
+    let get = |path| evaluate_http(&p, &req("api", "api.test", "GET", path, &h));
+    // Same rule either way: decided as usual.
+    let d = get("/v1/users;jsessionid=42/7");
+    assert_eq!((d.verdict, d.rule), (Verdict::Allow, Some("read-v1")));
+    // Tomcat reads `..;` as `..`: `/v1/..;/admin/keys` is `/admin/keys` there.
+    for path in ["/v1/..;/admin/keys", "/v1/x/..;a=b/..;/v2/secret"] {
+        let d = get(path);
+        assert_eq!((d.verdict, d.rule), (Verdict::Deny, None), "{path}");
+        assert!(
+            d.reason
+                .contains("rule read-v1 decides one reading while the default deny"),
+            "{}",
+            d.reason
+        );
+    }
+    // A deny rule reached only without the parameters also wins.
+    let mut h2 = ::http::HeaderMap::new();
+    h2.insert("x-ticket", "T-1".parse().unwrap());
+    let d = evaluate_http(
+        &p,
+        &req("api", "api.test", "POST", "/admin/reset;x/..;/", &h2),
+    );
+    assert_eq!(d.verdict, Verdict::Deny, "{}", d.reason);
+    assert_eq!(
+        http_eval::without_path_parameters("/a;x/b;y/"),
+        Some("/a/b/".into())
+    );
+    assert_eq!(
+        http_eval::without_path_parameters("/a/..;"),
+        Some("/".into())
+    );
+    assert_eq!(http_eval::without_path_parameters(";"), Some("/".into()));
+    assert_eq!(http_eval::without_path_parameters("/a/b"), None);
+}
+
+#[test]
 fn header_selectors() {
     let p = policy();
     let mut h = ::http::HeaderMap::new();
