@@ -201,6 +201,9 @@ out["idle"] = [first, answer(s)]
 # Malformed request line / header.
 s = conn(); s.sendall(b"GET /v1/users/1 HTTP/1.1\r\nHost api.test\r\n\r\n")
 out["malformed"] = answer(s).split("\r\n")[0]
+# Two Host headers: the policy would see the first, a server may use the last.
+s = conn(); s.sendall(b"GET /v1/users/1 HTTP/1.1\r\nHost: api.test\r\nHost: other.test\r\nConnection: close\r\n\r\n")
+out["twohosts"] = answer(s).split("\r\n")[0]
 # Huge headers.
 s = conn(); s.sendall(b"GET /v1/users/1 HTTP/1.1\r\nHost: api.test\r\nX-Big: " + b"a" * 40000 + b"\r\n\r\n")
 out["huge"] = answer(s).split("\r\n")[0]
@@ -248,6 +251,7 @@ fn bad_clients_get_clear_errors_and_do_not_stall_others() {
     assert!((1.5..6.0).contains(&slow_secs), "header timeout 2 s: {v}");
     assert_eq!(v["mute"], "HTTP/1.1 408 Request Timeout", "{v}");
     assert_eq!(v["malformed"], "HTTP/1.1 400 Bad Request", "{v}");
+    assert_eq!(v["twohosts"], "HTTP/1.1 400 Bad Request", "{v}");
     assert_eq!(v["idle"][0], "HTTP/1.1 200 OK", "{v}");
     assert_eq!(
         v["idle"][1], "",
@@ -263,6 +267,10 @@ fn bad_clients_get_clear_errors_and_do_not_stall_others() {
     let reasons: Vec<&str> = recs.iter().filter_map(|r| r["reason"].as_str()).collect();
     assert!(
         reasons.iter().any(|r| r.contains("not HTTP or TLS")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("2 Host headers")),
         "{reasons:?}"
     );
     assert!(

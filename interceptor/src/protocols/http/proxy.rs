@@ -278,7 +278,7 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
     rec.method = Some(req.method().as_str().to_owned());
     rec.host = host.clone();
     // Decided, audited and sent upstream in normalised form (`request_target.rs`).
-    let target = origin_form(req.method(), req.uri());
+    let target = origin_form(&req);
     rec.path = Some(match &target {
         Ok((p, _)) => p.clone(),
         Err(_) => req.uri().path().to_owned(),

@@ -27,10 +27,19 @@ pub(super) fn host_of<B>(req: &Request<B>) -> Option<String> {
 }
 
 /// The normalised path and the origin-form URI to send upstream, or why the request is
-/// refused (answered 400): a path `path::normalize` refuses, or a method with lower-case
-/// letters — methods are case-sensitive (RFC 9110 §9.1), but some servers upper-case them,
-/// and a rule denying DELETE must not be sidestepped with `delete`.
-pub(super) fn origin_form(method: &Method, uri: &Uri) -> Result<(String, Uri), String> {
+/// refused (answered 400): more than one `Host` (the policy would decide on the first, a
+/// server may use the last — RFC 9112 §3.2 demands 400), a path `path::normalize` refuses,
+/// or a method with lower-case letters — methods are case-sensitive (RFC 9110 §9.1), but
+/// some servers upper-case them, and a rule denying DELETE must not be sidestepped with
+/// `delete`.
+pub(super) fn origin_form<B>(req: &Request<B>) -> Result<(String, Uri), String> {
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    if hosts > 1 {
+        return Err(format!(
+            "the request has {hosts} Host headers; servers disagree on which one counts, so send exactly one"
+        ));
+    }
+    let (method, uri) = (req.method(), req.uri());
     if method.as_str().bytes().any(|c| c.is_ascii_lowercase()) {
         return Err(format!(
             "method {:?} has lower-case letters; methods are case-sensitive and servers disagree on them, so send it in upper case",
@@ -55,20 +64,26 @@ mod tests {
 
     #[test]
     fn origin_form_normalises_the_path_and_keeps_the_query() {
-        let uri: Uri = "http://api.test/public/%61//b/./c?x=%2F".parse().unwrap();
-        let (p, t) = origin_form(&Method::GET, &uri).unwrap();
+        let req = |m: &str, uri: &str| Request::builder().method(m).uri(uri).body(()).unwrap();
+        let uri = "http://api.test/public/%61//b/./c?x=%2F";
+        let (p, t) = origin_form(&req("GET", uri)).unwrap();
         assert_eq!(
             (p.as_str(), t.to_string().as_str()),
             ("/public/a/b/c", "/public/a/b/c?x=%2F")
         );
-        let lower = Method::from_bytes(b"delete").unwrap();
-        assert!(origin_form(&lower, &uri)
+        assert!(origin_form(&req("delete", uri))
             .unwrap_err()
             .contains("upper case"));
-        let slash: Uri = "/a%2Fb".parse().unwrap();
-        assert!(origin_form(&Method::GET, &slash)
+        assert!(origin_form(&req("GET", "/a%2Fb"))
             .unwrap_err()
             .contains("encoded separator"));
+        let mut two = req("GET", "/");
+        two.headers_mut()
+            .append(header::HOST, "api.test".parse().unwrap());
+        assert!(origin_form(&two).is_ok());
+        two.headers_mut()
+            .append(header::HOST, "other.test".parse().unwrap());
+        assert!(origin_form(&two).unwrap_err().contains("2 Host headers"));
     }
 
     #[test]
