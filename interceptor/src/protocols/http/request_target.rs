@@ -3,7 +3,7 @@
 //! target (the normalised path of `path.rs` and the query as sent). Requests whose meaning
 //! depends on the server are refused here, before the policy.
 
-use http::{header, Method, Request, Uri};
+use http::{header, Request, Uri};
 
 use super::path;
 
