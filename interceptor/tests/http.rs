@@ -57,6 +57,11 @@ curl -sS $R -o $D/chunked.json -D $D/chunked.h $U/chunked
 curl -sS $R --compressed -o $D/gzip.json $U/gzip
 head -c 300000 /dev/urandom > $D/up.bin
 curl -sS $R -H 'Transfer-Encoding: chunked' --data-binary @$D/up.bin -o $D/echo.json $U/v1/echo
+curl -sS $R -o $D/untyped.json $U/typed?ct=none
+curl -sS $R -o $D/octet.json $U/typed?ct=application/octet-stream
+curl -sS $R -o $D/textjson.json $U/typed?ct=text/json
+curl -sS $R -o $D/lines.json \"$U/typed?ct=application/x-ndjson&lines=2\"
+curl -sS $R -o $D/blob.out \"$U/blob?file=$D/up.bin\"
 env > $D/agent.env
 python3 $D/client.py $U > $D/py.json
 "
@@ -103,6 +108,20 @@ python3 $D/client.py $U > $D/py.json
     let echo = json(&d.join("echo.json"));
     assert_eq!(echo["len"], 300000);
     assert_eq!(echo["sha256"], sha256_file(&d.join("up.bin")));
+    // Bodies whose type does not say JSON are still masked: no type or octet-stream
+    // (sniffed), text/json, JSON lines line by line; a binary body passes untouched.
+    for f in ["untyped", "octet", "textjson"] {
+        assert_masked_user(&json(&d.join(format!("{f}.json"))), f);
+    }
+    let lines = read(&d.join("lines.json"));
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    for l in lines.lines() {
+        assert_masked_user(&serde_json::from_str(l).unwrap(), "x-ndjson");
+    }
+    assert_eq!(
+        sha256_file(&d.join("blob.out")),
+        sha256_file(&d.join("up.bin"))
+    );
     // Python requests (keep-alive) and httpx.
     let py = json(&d.join("py.json"));
     for (i, r) in py["requests"].as_array().unwrap().iter().enumerate() {
@@ -131,7 +150,7 @@ python3 $D/client.py $U > $D/py.json
 
     // One audit record per request, with decision, rule, status and masking counts.
     let recs = http_records(&env);
-    assert_eq!(recs.len(), 7 + 6, "{recs:#?}");
+    assert_eq!(recs.len(), 12 + 6, "{recs:#?}");
     let get = recs
         .iter()
         .find(|r| r["path"] == "/v1/users/7" && r["method"] == "GET" && r["host"] == "api.test")

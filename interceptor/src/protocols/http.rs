@@ -22,6 +22,7 @@ pub mod detect;
 pub mod hold;
 pub mod inject;
 pub mod mask;
+mod masked;
 pub mod path;
 pub mod proxy;
 mod request_target;

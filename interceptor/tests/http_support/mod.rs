@@ -240,7 +240,7 @@ http_services:
     service: [api, untrusted]
     action: allow
     methods: [GET, HEAD]
-    paths: [\"/v1/users/*\", \"/chunked\", \"/gzip\"]
+    paths: [\"/v1/users/*\", \"/chunked\", \"/gzip\", \"/typed\", \"/blob\"]
     inject:
       - header: Authorization
         prefix: \"Bearer \"

@@ -11,6 +11,8 @@ the token itself.
   GET  /chunked        the same JSON, sent with Transfer-Encoding: chunked
   GET  /gzip           the same JSON, gzip-compressed when the client accepts gzip
   GET  /blob?file=P    the bytes of file P (application/octet-stream)
+  GET  /typed?ct=T     the user JSON labelled T (`none`: no Content-Type); with
+                       `&lines=2` two of them as JSON lines
   POST /v1/echo        echoes the request body length and sha256
   *    anything else   200 {"ok": true, "method": ..., "path": ...}
 """
@@ -107,6 +109,21 @@ class H(BaseHTTPRequestHandler):
             if "gzip" in (self.headers.get("Accept-Encoding") or ""):
                 return self.send(200, gzip.compress(body), extra=[("Content-Encoding", "gzip")])
             return self.send(200, body)
+        if u.path == "/typed":
+            q = parse_qs(u.query)
+            lines = int(q.get("lines", ["0"])[0])
+            if lines:
+                body = b"".join(json.dumps(self.user(f"l{i}")).encode() + b"\n" for i in range(lines))
+            else:
+                body = json.dumps(self.user("t")).encode()
+            ct = q["ct"][0]
+            if ct == "none":
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            return self.send(200, body, ct)
         if u.path == "/blob":
             with open(parse_qs(u.query)["file"][0], "rb") as f:
                 return self.send(200, f.read(), "application/octet-stream")

@@ -20,14 +20,17 @@ pub enum MaskError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyKind {
     Json,
+    /// Newline-delimited JSON (`application/x-ndjson`, `application/jsonl`): one value per line.
+    JsonLines,
     Text,
-    /// Binary or unknown: left alone (detectors work on text).
-    Other,
+    /// Missing or another type: decided by the bytes (`sniff`), because a server that labels
+    /// JSON `application/octet-stream` (or not at all) must not get it past the masking.
+    Unknown,
 }
 
 pub fn body_kind(content_type: Option<&str>) -> BodyKind {
     let Some(ct) = content_type else {
-        return BodyKind::Other;
+        return BodyKind::Unknown;
     };
     let mime = ct
         .split(';')
@@ -35,15 +38,47 @@ pub fn body_kind(content_type: Option<&str>) -> BodyKind {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if mime == "application/json" || mime.ends_with("+json") || mime == "application/x-ndjson" {
+    if matches!(
+        mime.as_str(),
+        "application/x-ndjson" | "application/jsonl" | "application/x-jsonlines"
+    ) {
+        BodyKind::JsonLines
+    } else if mime.ends_with("/json") || mime.ends_with("+json") {
         BodyKind::Json
     } else if mime.starts_with("text/")
-        || mime == "application/xml"
-        || mime == "application/javascript"
+        || mime.ends_with("/xml")
+        || mime.ends_with("+xml")
+        || matches!(
+            mime.as_str(),
+            "application/javascript"
+                | "application/x-www-form-urlencoded"
+                | "application/yaml"
+                | "application/x-yaml"
+                | "application/csv"
+        )
     {
         BodyKind::Text
     } else {
-        BodyKind::Other
+        BodyKind::Unknown
+    }
+}
+
+/// Whether the start of a body of unknown kind is binary (a NUL byte, or bytes that are not
+/// UTF-8 — a character cut at the end of `start` does not count): such bodies are passed
+/// on unmasked, the detectors work on text.
+pub fn looks_binary(start: &[u8]) -> bool {
+    start.contains(&0) || std::str::from_utf8(start).is_err_and(|e| e.error_len().is_some())
+}
+
+/// The kind of a whole text body of unknown type: JSON when it parses as JSON, else text.
+pub fn sniff(body: &[u8]) -> BodyKind {
+    let start = body.iter().find(|c| !c.is_ascii_whitespace());
+    if matches!(start, Some(b'{' | b'['))
+        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+    {
+        BodyKind::Json
+    } else {
+        BodyKind::Text
     }
 }
 
@@ -77,14 +112,36 @@ pub fn mask_body(
             let out = serde_json::to_vec(&v).expect("a JSON value always serializes");
             Ok((Some(out.into()), n as u64))
         }
-        BodyKind::Text => {
+        BodyKind::JsonLines => {
+            let mut out = Vec::with_capacity(body.len());
+            let mut n = 0;
+            for (i, line) in body.split(|&c| c == b'\n').enumerate() {
+                if i > 0 {
+                    out.push(b'\n');
+                }
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    out.extend_from_slice(line);
+                    continue;
+                }
+                let mut v: serde_json::Value = serde_json::from_slice(line)
+                    .map_err(|e| MaskError::BadJson(format!("line {}: {e}", i + 1)))?;
+                let k = masker.mask_json(&mut v, fields);
+                if k == 0 {
+                    out.extend_from_slice(line);
+                } else {
+                    n += k;
+                    serde_json::to_writer(&mut out, &v).expect("a JSON value always serializes");
+                }
+            }
+            Ok(((n > 0).then(|| out.into()), n as u64))
+        }
+        BodyKind::Text | BodyKind::Unknown => {
             let text = String::from_utf8_lossy(body);
             match masker.mask_text(&text) {
                 Some((s, n)) => Ok((Some(s.into_bytes().into()), n as u64)),
                 None => Ok((None, 0)),
             }
         }
-        BodyKind::Other => Ok((None, 0)),
     }
 }
 
@@ -129,8 +186,54 @@ mod tests {
         );
         assert_eq!(body_kind(Some("application/problem+json")), BodyKind::Json);
         assert_eq!(body_kind(Some("text/plain")), BodyKind::Text);
-        assert_eq!(body_kind(Some("image/png")), BodyKind::Other);
+        assert_eq!(body_kind(Some("image/png")), BodyKind::Unknown);
+        assert_eq!(body_kind(None), BodyKind::Unknown);
+        assert_eq!(body_kind(Some("text/json")), BodyKind::Json);
+        assert_eq!(body_kind(Some("image/svg+xml")), BodyKind::Text);
+        assert_eq!(body_kind(Some("application/x-ndjson")), BodyKind::JsonLines);
         assert!(check_encoding(Some("gzip")).is_err());
         assert!(check_encoding(None).is_ok());
+    }
+
+    #[test]
+    fn unknown_bodies_are_sniffed() {
+        assert!(looks_binary(b"\x89PNG\r\n\x1a\n\0\0"));
+        assert!(looks_binary(b"ab\xffcd"));
+        assert!(
+            !looks_binary(b"{\"a\": \"\xe2\x82"),
+            "a character cut at the end"
+        );
+        assert!(!looks_binary("caf\u{e9}".as_bytes()));
+        assert_eq!(sniff(b" {\"a\":1}\n"), BodyKind::Json);
+        assert_eq!(sniff(b"[1,2"), BodyKind::Text);
+        assert_eq!(sniff(b"name,email\n"), BodyKind::Text);
+        let m = masker("detectors:\n  - kind: email\n    strategy: redact\n");
+        let fields = [FieldRule::new("$.ssn", Strategy::Redact).unwrap()];
+        let (out, n) = mask_body(&m, &fields, sniff(br#"{"ssn":"x"}"#), br#"{"ssn":"x"}"#).unwrap();
+        assert_eq!((&out.unwrap()[..], n), (&br#"{"ssn":"[REDACTED]"}"#[..], 1));
+    }
+
+    #[test]
+    fn json_lines_are_masked_line_by_line() {
+        let m = masker("detectors:\n  - kind: email\n    strategy: redact\n");
+        let fields = [FieldRule::new("$.ssn", Strategy::Redact).unwrap()];
+        let body = b"{\"ssn\":\"1\"}\n{\"ok\":true}\n\n{\"m\":\"a@b.example\"}\n";
+        let (out, n) = mask_body(&m, &fields, BodyKind::JsonLines, body).unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(
+            std::str::from_utf8(&out.unwrap()).unwrap(),
+            "{\"ssn\":\"[REDACTED]\"}\n{\"ok\":true}\n\n{\"m\":\"[REDACTED:email]\"}\n"
+        );
+        let plain = b"{\"ok\":1}\n";
+        assert_eq!(
+            mask_body(&m, &fields, BodyKind::JsonLines, plain).unwrap(),
+            (None, 0)
+        );
+        assert_eq!(
+            mask_body(&m, &fields, BodyKind::JsonLines, b"{\"ok\":1}\nnope\n"),
+            Err(MaskError::BadJson(
+                "line 2: expected ident at line 1 column 2".into()
+            ))
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -19,9 +19,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::counting::{counted, Counting, Finish};
-use super::mask::{self, BodyKind};
 use super::request_target::{host_of, origin_form};
-use super::respond::{denied, fail, full, Body, REQUEST_TIMEOUT_RAW};
+use super::respond::{denied, fail, Body, REQUEST_TIMEOUT_RAW};
 use super::upstream::{Driver, Target, Tls, Upstream};
 use super::{global, inject, Ctx, Outcome};
 use crate::policy::{evaluate_http, HttpEffects, HttpRequest, Verdict};
@@ -506,72 +505,5 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
     let (mut parts, body) = resp.into_parts();
     parts.version = agent_version;
     inject::strip_hop_by_hop(&mut parts.headers);
-    let no_body = matches!(parts.status.as_u16(), 204 | 304) || parts.status.is_informational();
-    let ct = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let kind = mask::body_kind(ct);
-    if !masks || no_body || kind == BodyKind::Other {
-        fin.rec = Some(rec);
-        return Ok(Response::from_parts(
-            parts,
-            counted(body, down, ctx.bytes_down.clone(), Some(fin)),
-        ));
-    }
-    // Masking: buffer the body (bounded), mask it, fix the framing.
-    let enc = parts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok());
-    let result = match mask::check_encoding(enc) {
-        Err(e) => Err(e.to_string()),
-        Ok(()) => {
-            let limit = ctx.svc.max_mask_bytes();
-            match Limited::new(body, limit as usize).collect().await {
-                Ok(c) => {
-                    let bytes = c.to_bytes();
-                    down.fetch_add(bytes.len() as u64, Relaxed);
-                    ctx.bytes_down.fetch_add(bytes.len() as u64, Relaxed);
-                    let detect = effects.mask;
-                    global()
-                        .masker(&ctx.service, &ctx.svc, detect)
-                        .and_then(|m| {
-                            mask::mask_body(&m, &effects.mask_fields, kind, &bytes)
-                                .map_err(|e| e.to_string())
-                        })
-                        .map(|(new, n)| (new.unwrap_or(bytes), n))
-                }
-                Err(e)
-                    if e.downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some() =>
-                {
-                    Err(mask::MaskError::TooLarge(limit).to_string())
-                }
-                Err(e) => Err(format!("reading the upstream response: {e}")),
-            }
-        }
-    };
-    match result {
-        Ok((bytes, n)) => {
-            rec.fields_masked = n;
-            parts
-                .headers
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-            fin.rec = Some(rec);
-            drop(fin);
-            Ok(Response::from_parts(parts, full(bytes)))
-        }
-        Err(e) => {
-            tracing::warn!(session = %ctx.session, service = %ctx.service, error = %e, "response withheld");
-            Ok(fail(
-                rec,
-                fin,
-                StatusCode::BAD_GATEWAY,
-                "response withheld: it cannot be masked",
-                e,
-                true,
-            ))
-        }
-    }
+    Ok(super::masked::respond(&ctx, masks.then_some(&effects), rec, fin, down, parts, body).await)
 }
