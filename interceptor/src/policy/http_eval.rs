@@ -147,11 +147,8 @@ pub fn evaluate_http<'p>(policy: &'p Policy, req: &HttpRequest) -> HttpDecision<
         // (and then read `..;` as `..`); others keep them. If the two readings are decided
         // by different rules, the outcome would depend on the upstream: refuse.
         let other = matching_rule(policy, req, Some((method, &bare)));
-        let same = match (rule, other) {
-            (Some(a), Some(b)) => std::ptr::eq(a, b),
-            (a, b) => a.is_none() && b.is_none(),
-        };
-        if !same {
+        let ptr = |r: Option<&CompiledHttpRule>| r.map(std::ptr::from_ref);
+        if ptr(rule) != ptr(other) {
             let name = |r: Option<&CompiledHttpRule>| {
                 r.map_or("the default deny".to_owned(), |r| {
                     format!("rule {}", r.name)
