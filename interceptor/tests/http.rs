@@ -32,6 +32,19 @@ with httpx.Client() as c:
     out["httpx"] = [r.status_code, r.json()]
     r = c.post(f"{base}/v1/echo", content=b"x" * 100000)
     out["httpx_post"] = [r.status_code, r.json()]
+if "--sse" in sys.argv:
+    # Server-sent events under masking: event 1 must arrive while the upstream still
+    # holds the rest back (it sends them once /release is called, else `gate-timeout`).
+    with httpx.Client(timeout=60) as c, c.stream("GET", f"{base}/events?gate=sse") as r:
+        lines = r.iter_lines()
+        first = []
+        for line in lines:
+            if line == "":
+                break
+            first.append(line)
+        released = httpx.get(f"{base}/release?gate=sse").json()
+        out["sse"] = {"ct": r.headers.get("content-type"), "first": first,
+                      "released": released, "rest": list(lines)}
 print(json.dumps(out))
 "#;
 
@@ -61,9 +74,10 @@ curl -sS $R -o $D/untyped.json $U/typed?ct=none
 curl -sS $R -o $D/octet.json $U/typed?ct=application/octet-stream
 curl -sS $R -o $D/textjson.json $U/typed?ct=text/json
 curl -sS $R -o $D/lines.json \"$U/typed?ct=application/x-ndjson&lines=2\"
+curl -sS $R -o $D/badlines.json \"$U/typed?ct=application/x-ndjson&lines=2&bad=1\"; echo $? > $D/badlines.rc
 curl -sS $R -o $D/blob.out \"$U/blob?file=$D/up.bin\"
 env > $D/agent.env
-python3 $D/client.py $U > $D/py.json
+python3 $D/client.py $U --sse > $D/py.json
 "
     );
     let out = run_sh(&env, &pol, &script);
@@ -118,6 +132,12 @@ python3 $D/client.py $U > $D/py.json
     for l in lines.lines() {
         assert_masked_user(&serde_json::from_str(l).unwrap(), "x-ndjson");
     }
+    // A line that is not JSON cuts the stream: the lines before it arrived masked, the
+    // transfer is broken (curl fails), the line itself never reaches the agent.
+    assert_ne!(read(&d.join("badlines.rc")), "0");
+    let bad = read(&d.join("badlines.json"));
+    assert!(!bad.contains("alice@example.com"), "{bad}");
+    assert_eq!(bad.lines().count(), 2, "{bad}");
     assert_eq!(
         sha256_file(&d.join("blob.out")),
         sha256_file(&d.join("up.bin"))
@@ -133,6 +153,7 @@ python3 $D/client.py $U > $D/py.json
     assert_eq!(py["httpx"][0], 200);
     assert_masked_user(&py["httpx"][1], "httpx");
     assert_eq!(py["httpx_post"][1]["len"], 100000);
+    check_masked_event_stream(&py["sse"]);
 
     // Upstream's view: no DELETE, no forged host, no Accept-Encoding when masking.
     let seen = up.requests();
@@ -150,7 +171,7 @@ python3 $D/client.py $U > $D/py.json
 
     // One audit record per request, with decision, rule, status and masking counts.
     let recs = http_records(&env);
-    assert_eq!(recs.len(), 12 + 6, "{recs:#?}");
+    assert_eq!(recs.len(), 13 + 6 + 2, "{recs:#?}");
     let get = recs
         .iter()
         .find(|r| r["path"] == "/v1/users/7" && r["method"] == "GET" && r["host"] == "api.test")
@@ -172,11 +193,31 @@ python3 $D/client.py $U > $D/py.json
         .find(|r| r["method"] == "POST" && r["identity"]["comm"] == "curl")
         .unwrap();
     assert_eq!(upload["bytes_up"], 300000);
+    let sse = recs
+        .iter()
+        .find(|r| r["path"].as_str().is_some_and(|p| p.starts_with("/events")))
+        .unwrap();
+    assert_eq!(
+        (sse["status"].as_u64(), &sse["fields_masked"]),
+        (Some(200), &Value::from(8)),
+        "{sse}"
+    );
+    let cut = recs.iter().find(|r| r["error"].is_string()).unwrap();
+    assert!(
+        cut["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("stream cut: the response says it is JSON but does not parse (line 3"),
+        "{cut}"
+    );
     // requests' three GETs went over one kept-alive connection (one session).
     let py_sessions: std::collections::BTreeSet<&str> = recs
         .iter()
         .filter(|r| {
-            r["identity"]["comm"] == "python3" && r["method"] == "GET" && r["path"] != "/v1/users/4"
+            r["identity"]["comm"] == "python3"
+                && r["method"] == "GET"
+                && r["path"] != "/v1/users/4"
+                && r["path"].as_str().unwrap().starts_with("/v1/users/")
         })
         .map(|r| r["session"].as_str().unwrap())
         .collect();

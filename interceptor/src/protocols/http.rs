@@ -25,6 +25,7 @@ pub mod mask;
 mod masked;
 pub mod path;
 pub mod proxy;
+pub mod records;
 mod request_target;
 pub mod respond;
 pub mod sni;

@@ -240,7 +240,7 @@ http_services:
     service: [api, untrusted]
     action: allow
     methods: [GET, HEAD]
-    paths: [\"/v1/users/*\", \"/chunked\", \"/gzip\", \"/typed\", \"/blob\"]
+    paths: [\"/v1/users/*\", \"/chunked\", \"/gzip\", \"/typed\", \"/blob\", \"/events\", \"/release\"]
     inject:
       - header: Authorization
         prefix: \"Bearer \"
@@ -297,4 +297,53 @@ pub fn no_token_in(dir: &Path, env: &Env) {
         !audit.contains(TOKEN),
         "the injected secret is in the audit log"
     );
+}
+
+/// The event stream read by PY_CLIENT `--sse`: masked event by event, event 1 handed on
+/// before the upstream sent the rest.
+pub fn check_masked_event_stream(sse: &Value) {
+    let all = sse.to_string();
+    for raw in [
+        "123-45-6789",
+        "alice@example.com",
+        "bob@example.org",
+        "gate-timeout",
+    ] {
+        assert!(!all.contains(raw), "{raw} in the event stream: {sse:#}");
+    }
+    assert!(
+        sse["ct"].as_str().unwrap().starts_with("text/event-stream"),
+        "{sse}"
+    );
+    assert_eq!(
+        sse["released"]["released"], true,
+        "the stream was waiting for the release: {sse}"
+    );
+    let data = |l: &Value| -> Value {
+        serde_json::from_str(l.as_str().unwrap().strip_prefix("data: ").unwrap()).unwrap()
+    };
+    let first = sse["first"].as_array().unwrap();
+    assert_eq!(first.len(), 2, "{sse}");
+    assert_eq!(first[0], "id: 1");
+    assert_masked_user(&data(&first[1]), "event 1");
+    let rest: Vec<&str> = sse["rest"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rest[..5],
+        [
+            "event: note",
+            "id: b***@example.org",
+            "data: write to",
+            "data: a***@example.com",
+            ""
+        ],
+        "{sse:#}"
+    );
+    // Event 3's JSON came split over data lines and two chunks: masked as one value.
+    assert_masked_user(&data(&Value::from(rest[5])), "event 3");
+    assert_eq!(rest[6..], ["", ": done", "", "data: [DONE]", ""], "{sse:#}");
 }

@@ -12,7 +12,12 @@ the token itself.
   GET  /gzip           the same JSON, gzip-compressed when the client accepts gzip
   GET  /blob?file=P    the bytes of file P (application/octet-stream)
   GET  /typed?ct=T     the user JSON labelled T (`none`: no Content-Type); with
-                       `&lines=2` two of them as JSON lines
+                       `&lines=2` two of them as JSON lines (`&bad=1`: then a
+                       line that is not JSON)
+  GET  /events?gate=G  server-sent events: one event, then the rest only once
+                       /release?gate=G was called (or `gate-timeout` after 20 s), so
+                       a client sees whether event 1 reached it before the end
+  GET  /release?gate=G opens gate G: {"released": whether a stream was waiting}
   POST /v1/echo        echoes the request body length and sha256
   *    anything else   200 {"ok": true, "method": ..., "path": ...}
 """
@@ -27,6 +32,12 @@ from urllib.parse import parse_qs, urlparse
 
 HOST, LOG, TOKEN = sys.argv[1], sys.argv[2], sys.argv[3]
 LOCK = threading.Lock()
+GATES = {}
+
+
+def gate(name):
+    with LOCK:
+        return GATES.setdefault(name, threading.Event())
 
 
 class H(BaseHTTPRequestHandler):
@@ -114,6 +125,9 @@ class H(BaseHTTPRequestHandler):
             lines = int(q.get("lines", ["0"])[0])
             if lines:
                 body = b"".join(json.dumps(self.user(f"l{i}")).encode() + b"\n" for i in range(lines))
+                if "bad" in q:
+                    body += b"not json: alice@example.com\n"
+
             else:
                 body = json.dumps(self.user("t")).encode()
             ct = q["ct"][0]
@@ -124,12 +138,41 @@ class H(BaseHTTPRequestHandler):
                 self.wfile.write(body)
                 return
             return self.send(200, body, ct)
+        if u.path == "/events":
+            return self.events(parse_qs(u.query)["gate"][0])
+        if u.path == "/release":
+            g = parse_qs(u.query)["gate"][0]
+            with LOCK:
+                waiting = g in GATES
+            gate(g).set()
+            return self.send(200, json.dumps({"released": waiting}).encode())
         if u.path == "/blob":
             with open(parse_qs(u.query)["file"][0], "rb") as f:
                 return self.send(200, f.read(), "application/octet-stream")
         return self.send(200, json.dumps({"ok": True, "method": self.command, "path": self.path}).encode())
 
     do_HEAD = do_GET
+
+    def events(self, g):
+        opened = gate(g)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def chunk(b):
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(b), b))
+            self.wfile.flush()
+
+        chunk(b"id: 1\ndata: " + json.dumps(self.user("e1")).encode() + b"\n\n")
+        if opened.wait(20):
+            chunk(b"event: note\nid: bob@example.org\ndata: write to\ndata: alice@example.com\n\n")
+            third = b"data: " + json.dumps(self.user("e3")).replace(", ", ",\ndata: ").encode() + b"\n\n"
+            chunk(third[:40])
+            chunk(third[40:] + b": done\n\ndata: [DONE]\n\n")
+        else:
+            chunk(b"data: gate-timeout\n\n")
+        self.wfile.write(b"0\r\n\r\n")
 
     def do_POST(self):
         self.record()

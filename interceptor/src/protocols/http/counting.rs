@@ -100,13 +100,14 @@ pub(super) fn counted<B>(
 where
     B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static,
 {
-    body.map_frame(move |f| {
-        let _hold = &guard;
-        if let Some(d) = f.data_ref() {
-            mine.fetch_add(d.len() as u64, Relaxed);
-            total.fetch_add(d.len() as u64, Relaxed);
-        }
-        f
-    })
-    .boxed()
+    body.map_err(Into::into)
+        .map_frame(move |f| {
+            let _hold = &guard;
+            if let Some(d) = f.data_ref() {
+                mine.fetch_add(d.len() as u64, Relaxed);
+                total.fetch_add(d.len() as u64, Relaxed);
+            }
+            f
+        })
+        .boxed()
 }

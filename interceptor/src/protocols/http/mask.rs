@@ -3,10 +3,11 @@
 
 use bytes::Bytes;
 
+use super::records::{RecordMasker, Records};
 use crate::masking::{FieldRule, Masker};
 
 /// Why a body that must be masked cannot be.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum MaskError {
     #[error("the response is compressed ({0}) although Accept-Encoding was removed; it cannot be masked, so it is withheld")]
     Compressed(String),
@@ -22,10 +23,23 @@ pub enum BodyKind {
     Json,
     /// Newline-delimited JSON (`application/x-ndjson`, `application/jsonl`): one value per line.
     JsonLines,
+    /// Server-sent events (`text/event-stream`).
+    Events,
     Text,
     /// Missing or another type: decided by the bytes (`sniff`), because a server that labels
     /// JSON `application/octet-stream` (or not at all) must not get it past the masking.
     Unknown,
+}
+
+impl BodyKind {
+    /// The kinds that are streams of records, masked record by record (`records.rs`).
+    pub fn records(self) -> Option<Records> {
+        match self {
+            BodyKind::JsonLines => Some(Records::JsonLines),
+            BodyKind::Events => Some(Records::Events),
+            _ => None,
+        }
+    }
 }
 
 pub fn body_kind(content_type: Option<&str>) -> BodyKind {
@@ -43,6 +57,8 @@ pub fn body_kind(content_type: Option<&str>) -> BodyKind {
         "application/x-ndjson" | "application/jsonl" | "application/x-jsonlines"
     ) {
         BodyKind::JsonLines
+    } else if mime == "text/event-stream" {
+        BodyKind::Events
     } else if mime.ends_with("/json") || mime.ends_with("+json") {
         BodyKind::Json
     } else if mime.starts_with("text/")
@@ -112,28 +128,13 @@ pub fn mask_body(
             let out = serde_json::to_vec(&v).expect("a JSON value always serializes");
             Ok((Some(out.into()), n as u64))
         }
-        BodyKind::JsonLines => {
-            let mut out = Vec::with_capacity(body.len());
-            let mut n = 0;
-            for (i, line) in body.split(|&c| c == b'\n').enumerate() {
-                if i > 0 {
-                    out.push(b'\n');
-                }
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    out.extend_from_slice(line);
-                    continue;
-                }
-                let mut v: serde_json::Value = serde_json::from_slice(line)
-                    .map_err(|e| MaskError::BadJson(format!("line {}: {e}", i + 1)))?;
-                let k = masker.mask_json(&mut v, fields);
-                if k == 0 {
-                    out.extend_from_slice(line);
-                } else {
-                    n += k;
-                    serde_json::to_writer(&mut out, &v).expect("a JSON value always serializes");
-                }
-            }
-            Ok(((n > 0).then(|| out.into()), n as u64))
+        BodyKind::JsonLines | BodyKind::Events => {
+            let kind = kind.records().expect("a record stream");
+            let mut r = RecordMasker::new(kind, u64::MAX);
+            let (mut out, n) = r.push(masker, fields, body).into_result()?;
+            let (rest, k) = r.finish(masker, fields).into_result()?;
+            out.extend_from_slice(&rest);
+            Ok(((n + k > 0).then(|| out.into()), n + k))
         }
         BodyKind::Text | BodyKind::Unknown => {
             let text = String::from_utf8_lossy(body);
@@ -191,6 +192,10 @@ mod tests {
         assert_eq!(body_kind(Some("text/json")), BodyKind::Json);
         assert_eq!(body_kind(Some("image/svg+xml")), BodyKind::Text);
         assert_eq!(body_kind(Some("application/x-ndjson")), BodyKind::JsonLines);
+        assert_eq!(
+            body_kind(Some("text/event-stream; charset=utf-8")),
+            BodyKind::Events
+        );
         assert!(check_encoding(Some("gzip")).is_err());
         assert!(check_encoding(None).is_ok());
     }

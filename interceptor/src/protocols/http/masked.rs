@@ -1,7 +1,8 @@
 //! The response side of an allowed request: passed on as it streams, or — when the rule
-//! masks — buffered (bounded), masked with `mask.rs` and sent with a fixed length. A body
-//! whose type does not say what it is gets its first bytes looked at: binary is passed on,
-//! text is masked (as JSON when it parses as JSON).
+//! masks — buffered (bounded), masked with `mask.rs` and sent with a fixed length. Streams
+//! of records (server-sent events, JSON lines) are masked record by record as they arrive
+//! (`records.rs`) and stay streams. A body whose type does not say what it is gets its
+//! first bytes looked at: binary is passed on, text is masked (as JSON when it parses).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -17,8 +18,10 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use super::audit::HttpRecord;
 use super::counting::{counted, Finish};
 use super::mask::{self, BodyKind};
-use super::respond::{fail, full, Body};
+use super::records::RecordMasker;
+use super::respond::{fail, full, Body, BoxError};
 use super::{global, Ctx};
+use crate::masking::{FieldRule, Masker};
 use crate::policy::HttpEffects;
 
 /// The response for the agent: `masking` is the allowing rule's effects when they mask.
@@ -44,6 +47,27 @@ pub(super) async fn respond(
     };
     if let Err(e) = mask::check_encoding(header(header::CONTENT_ENCODING)) {
         return withheld(ctx, rec, fin, e.to_string());
+    }
+    if let Some(records) = kind.records() {
+        let masker = match global().masker(&ctx.service, &ctx.svc, effects.mask) {
+            Ok(m) => m,
+            Err(e) => return withheld(ctx, rec, fin, e),
+        };
+        // The length changes with the masking: HTTP/1.1 sends the stream chunked.
+        parts.headers.remove(header::CONTENT_LENGTH);
+        fin.rec = Some(rec);
+        let body = MaskedRecords {
+            rest: body,
+            records: RecordMasker::new(records, ctx.svc.max_mask_bytes()),
+            masker,
+            fields: effects.mask_fields.clone(),
+            fin,
+            down: [down, ctx.bytes_down.clone()],
+            ended: false,
+            cut: None,
+            flushed: false,
+        };
+        return Response::from_parts(parts, BodyExt::boxed(body));
     }
     let mut kind = kind;
     let mut first = None;
@@ -117,6 +141,91 @@ fn withheld(ctx: &Ctx, rec: HttpRecord, fin: Finish, why: String) -> Response<Bo
         why,
         true,
     )
+}
+
+/// A response body masked record by record as it streams. A record that cannot be masked
+/// (too long, a JSON line that does not parse) ends the stream with an error: the agent
+/// sees a broken transfer, never the record.
+struct MaskedRecords {
+    rest: Incoming,
+    records: RecordMasker,
+    masker: Arc<Masker>,
+    fields: Vec<FieldRule>,
+    /// Holds the request's record: its masked-field count grows with the stream.
+    fin: Finish,
+    /// Upstream body bytes: the request's and the connection's counters.
+    down: [Arc<AtomicU64>; 2],
+    ended: bool,
+    /// The error to end with, once the records before it are handed on.
+    cut: Option<BoxError>,
+    flushed: bool,
+}
+
+impl hyper::body::Body for MaskedRecords {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if this.cut.is_some() {
+                // hyper drops what it has not written yet when a body fails: yield once so
+                // it flushes the records handed on before the cut.
+                if !std::mem::replace(&mut this.flushed, true) {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                return Poll::Ready(this.cut.take().map(Err));
+            }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            let masked = match std::task::ready!(Pin::new(&mut this.rest).poll_frame(cx)) {
+                // Trailers are not passed on from a masked body.
+                Some(Ok(f)) => match f.into_data() {
+                    Ok(d) => {
+                        this.down.iter().for_each(|c| {
+                            c.fetch_add(d.len() as u64, Relaxed);
+                        });
+                        this.records.push(&this.masker, &this.fields, &d)
+                    }
+                    Err(_) => continue,
+                },
+                Some(Err(e)) => {
+                    this.ended = true;
+                    this.cut = Some(e.into());
+                    continue;
+                }
+                None => {
+                    this.ended = true;
+                    this.records.finish(&this.masker, &this.fields)
+                }
+            };
+            if let Some(rec) = this.fin.rec.as_mut() {
+                rec.fields_masked += masked.fields;
+            }
+            if let Some(e) = masked.error {
+                this.ended = true;
+                let why = format!("stream cut: {e}");
+                let ctx = &this.fin.ctx;
+                tracing::warn!(session = %ctx.session, service = %ctx.service, error = %why, "masked response stream cut");
+                if let Some(rec) = this.fin.rec.as_mut() {
+                    rec.error = Some(why);
+                }
+                this.cut = Some(e.into());
+            }
+            if !masked.out.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(masked.out.into()))));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.cut.is_none()
+    }
 }
 
 /// A body whose first data frame was already read.

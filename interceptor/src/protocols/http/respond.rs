@@ -8,8 +8,11 @@ use super::counting::Finish;
 use crate::policy::Verdict;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 
-/// The body of every response sent to the agent.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+/// The error that ends a body early (upstream failure, a record that cannot be masked).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every response sent to the agent (and of every request sent upstream).
+pub type Body = BoxBody<Bytes, BoxError>;
 
 pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()

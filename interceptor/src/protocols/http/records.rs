@@ -1,0 +1,308 @@
+//! Masking of bodies that are streams of records — newline-delimited JSON and server-sent
+//! events (`text/event-stream`, the streaming answers of LLM APIs). Each record is masked
+//! and handed on as soon as it is complete, so the agent keeps a stream instead of waiting
+//! for the end of a body that may never end. Pure: bytes in, bytes out.
+
+use super::mask::MaskError;
+use crate::masking::{FieldRule, Masker};
+
+/// What a record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Records {
+    /// One JSON value per line; a blank line passes as it is.
+    JsonLines,
+    /// Server-sent events: lines up to a blank line. The `data` of an event is masked as
+    /// JSON when it parses as JSON (field rules and detectors), else by the detectors; the
+    /// other fields (`event`, `id`, comments) by the detectors.
+    Events,
+}
+
+/// Cuts a stream into records and masks each one. At most `limit` bytes of an unfinished
+/// record are kept; a longer record cannot be masked.
+#[derive(Debug)]
+pub struct RecordMasker {
+    kind: Records,
+    limit: usize,
+    /// The start of the unfinished record.
+    pending: Vec<u8>,
+    /// Where in `pending` to go on looking for the record's end (a line start for events).
+    scan: usize,
+    /// Records seen so far, for error messages.
+    seen: u64,
+    /// The record that could not be masked: nothing more is handed on.
+    failed: Option<MaskError>,
+    /// The last record was rewritten and ended with a CR that was the last byte so far: an
+    /// LF next is the rest of its CRLF, already replaced by the rewrite's own line end.
+    lf_owed: bool,
+}
+
+impl RecordMasker {
+    pub fn new(kind: Records, limit: u64) -> Self {
+        RecordMasker {
+            kind,
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            pending: Vec::new(),
+            scan: 0,
+            seen: 0,
+            failed: None,
+            lf_owed: false,
+        }
+    }
+
+    /// Takes the next bytes of the body; hands on every record they complete, masked.
+    pub fn push(&mut self, m: &Masker, fields: &[FieldRule], data: &[u8]) -> Masked {
+        let mut done = Masked::default();
+        if let Some(e) = &self.failed {
+            done.error = Some(e.clone());
+            return done;
+        }
+        let mut data = data;
+        if self.lf_owed && !data.is_empty() {
+            self.lf_owed = false;
+            data = data.strip_prefix(b"\n").unwrap_or(data);
+        }
+        self.pending.extend_from_slice(data);
+        let mut start = 0;
+        while let Ok(len) = record_end(self.kind, &self.pending[start..], self.scan)
+            .map_err(|resume| self.scan = resume)
+        {
+            self.seen += 1;
+            self.scan = 0;
+            let record = &self.pending[start..start + len];
+            match mask_record(self.kind, m, fields, record, self.seen, &mut done.out) {
+                Ok(k) => {
+                    self.lf_owed = k > 0 && record.ends_with(b"\r");
+                    done.fields += k;
+                    start += len;
+                }
+                Err(e) => {
+                    done.error = Some(e);
+                    break;
+                }
+            }
+        }
+        self.pending.drain(..start);
+        if done.error.is_none() && self.pending.len() > self.limit {
+            done.error = Some(MaskError::TooLarge(self.limit as u64));
+        }
+        self.failed.clone_from(&done.error);
+        done
+    }
+
+    /// The end of the body: the unfinished record, if any, is masked as the last one.
+    pub fn finish(&mut self, m: &Masker, fields: &[FieldRule]) -> Masked {
+        let mut done = Masked::default();
+        if let Some(e) = self.failed.take() {
+            done.error = Some(e);
+        } else if !self.pending.is_empty() {
+            self.seen += 1;
+            let record = std::mem::take(&mut self.pending);
+            match mask_record(self.kind, m, fields, &record, self.seen, &mut done.out) {
+                Ok(k) => done.fields = k,
+                Err(e) => done.error = Some(e),
+            }
+        }
+        done
+    }
+}
+
+/// What `push` and `finish` hand on.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Masked {
+    /// The records completed so far, masked, up to the first one that cannot be.
+    pub out: Vec<u8>,
+    /// Values masked in `out`.
+    pub fields: u64,
+    /// A record that cannot be masked: the stream must end after `out`.
+    pub error: Option<MaskError>,
+}
+
+impl Masked {
+    pub fn into_result(self) -> Result<(Vec<u8>, u64), MaskError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok((self.out, self.fields)),
+        }
+    }
+}
+
+/// `Ok(length of the first record of buf)`, or `Err(where to resume)` when it is not
+/// complete yet; `from` is where an earlier look stopped.
+fn record_end(kind: Records, buf: &[u8], from: usize) -> Result<usize, usize> {
+    match kind {
+        Records::JsonLines => match buf[from..].iter().position(|&c| c == b'\n') {
+            Some(i) => Ok(from + i + 1),
+            None => Err(buf.len()),
+        },
+        Records::Events => {
+            // Lines end with LF, CRLF or CR; an event ends with an empty line.
+            let mut line = from;
+            let mut i = from;
+            while i < buf.len() {
+                let end = match buf[i] {
+                    b'\n' => i + 1,
+                    // A CR last: maybe half a CRLF, so the line may not be over — unless it
+                    // is empty, then the event is (an LF after it ends an empty event).
+                    b'\r' if i + 1 == buf.len() && i > line => return Err(line),
+                    b'\r' if i + 1 == buf.len() => i + 1,
+                    b'\r' if buf[i + 1] == b'\n' => i + 2,
+                    b'\r' => i + 1,
+                    _ => {
+                        i += 1;
+                        continue;
+                    }
+                };
+                if i == line {
+                    return Ok(end);
+                }
+                line = end;
+                i = end;
+            }
+            Err(line)
+        }
+    }
+}
+
+fn mask_record(
+    kind: Records,
+    m: &Masker,
+    fields: &[FieldRule],
+    record: &[u8],
+    nth: u64,
+    out: &mut Vec<u8>,
+) -> Result<u64, MaskError> {
+    let masked = match kind {
+        Records::JsonLines => mask_line(m, fields, record, nth)?,
+        Records::Events => mask_event(m, fields, record),
+    };
+    Ok(match masked {
+        Some((bytes, n)) => {
+            out.extend_from_slice(&bytes);
+            n
+        }
+        None => {
+            out.extend_from_slice(record);
+            0
+        }
+    })
+}
+
+/// One NDJSON line (with its `\n`, if any).
+fn mask_line(
+    m: &Masker,
+    fields: &[FieldRule],
+    line: &[u8],
+    nth: u64,
+) -> Result<Option<(Vec<u8>, u64)>, MaskError> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let mut v: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| MaskError::BadJson(format!("line {nth}: {e}")))?;
+    let n = m.mask_json(&mut v, fields);
+    if n == 0 {
+        return Ok(None);
+    }
+    let mut out = serde_json::to_vec(&v).expect("a JSON value always serializes");
+    if line.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    Ok(Some((out, n as u64)))
+}
+
+/// One server-sent event, its blank line included. `None`: nothing to mask.
+fn mask_event(m: &Masker, fields: &[FieldRule], event: &[u8]) -> Option<(Vec<u8>, u64)> {
+    let text = String::from_utf8_lossy(event);
+    let lines: Vec<&str> = split_lines(&text);
+    let data_lines: Vec<&str> = lines.iter().filter_map(|l| data_value(l)).collect();
+    let mut n = 0;
+    let data = if data_lines.is_empty() {
+        None
+    } else {
+        let joined = data_lines.join("\n");
+        masked_data(m, fields, &joined).map(|(d, k)| {
+            n += k;
+            d
+        })
+    };
+    let others: Vec<Option<String>> = lines
+        .iter()
+        .map(|l| match data_value(l) {
+            Some(_) => None,
+            None => m.mask_text(l).map(|(s, k)| {
+                n += k as u64;
+                s
+            }),
+        })
+        .collect();
+    if n == 0 {
+        return None;
+    }
+    let mut out = String::with_capacity(event.len());
+    let mut data_written = false;
+    for (line, masked) in lines.iter().zip(&others) {
+        if line.is_empty() {
+            continue;
+        }
+        match (data_value(line), &data) {
+            (Some(_), Some(d)) if !data_written => {
+                for l in d.split('\n') {
+                    out.push_str("data: ");
+                    out.push_str(l);
+                    out.push('\n');
+                }
+                data_written = true;
+            }
+            (Some(_), Some(_)) => {}
+            _ => {
+                out.push_str(masked.as_deref().unwrap_or(line));
+                out.push('\n');
+            }
+        }
+    }
+    out.push('\n');
+    Some((out.into_bytes(), n))
+}
+
+/// The data of an event masked: as JSON when it is JSON, else by the detectors.
+fn masked_data(m: &Masker, fields: &[FieldRule], data: &str) -> Option<(String, u64)> {
+    let json = matches!(data.trim_start().as_bytes().first(), Some(b'{' | b'['));
+    if json {
+        if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(data) {
+            let k = m.mask_json(&mut v, fields);
+            return (k > 0).then(|| (v.to_string(), k as u64));
+        }
+    }
+    m.mask_text(data).map(|(s, k)| (s, k as u64))
+}
+
+/// The lines of an event without their ends (LF, CRLF or CR).
+fn split_lines(text: &str) -> Vec<&str> {
+    let mut lines = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let cut = rest.find(['\r', '\n']).unwrap_or(rest.len());
+        lines.push(&rest[..cut]);
+        let skip = if rest[cut..].starts_with("\r\n") {
+            2
+        } else {
+            1.min(rest.len() - cut)
+        };
+        rest = &rest[cut + skip..];
+    }
+    lines
+}
+
+/// The value of a `data` line (`data: v`, `data:v`, or `data` alone), else `None`.
+fn data_value(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("data")?;
+    if rest.is_empty() {
+        return Some("");
+    }
+    let v = rest.strip_prefix(':')?;
+    Some(v.strip_prefix(' ').unwrap_or(v))
+}
+
+#[cfg(test)]
+#[path = "records_tests.rs"]
+mod tests;
