@@ -45,7 +45,7 @@ pub use http::{
     HeaderMatch, HttpRule, HttpService, InjectHeader, TlsHandling, DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_MASK_BYTES,
 };
-pub use http_eval::{evaluate_http, HttpDecision, HttpEffects, HttpRequest};
+pub use http_eval::{evaluate_http, resolve_segments, HttpDecision, HttpEffects, HttpRequest};
 pub use load::{NameResolution, Policy};
 pub use model::{Destination, Identity, PolicyDoc, Rule, DEFAULT_DNS_REFRESH_SECS};
 pub use net::{Cidr, HostName};

@@ -225,13 +225,23 @@ fn matching_rule<'p>(
 /// → `/a/b`, `/public/..;/admin` → `/admin`), dot segments removed again; `None` when the
 /// path has no `;`.
 pub(super) fn without_path_parameters(path: &str) -> Option<String> {
-    if !path.contains(';') {
-        return None;
-    }
+    path.contains(';').then(|| {
+        resolve_segments(
+            path.trim_start_matches('/')
+                .split('/')
+                .map(|seg| seg.split(';').next().unwrap_or("")),
+        )
+    })
+}
+
+/// The path made of `segments` with dot segments resolved (RFC 3986 §5.2.4) and empty
+/// ones dropped (`//` → `/`, as nginx does); it ends with `/` when the last segment was
+/// empty or a dot segment. Shared with the proxy's `protocols::http::path::normalize`, so
+/// the policy and the upstream read a path the same way.
+pub fn resolve_segments<'a>(segments: impl IntoIterator<Item = &'a str>) -> String {
     let mut out: Vec<&str> = Vec::new();
     let mut trailing = false;
-    for seg in path.trim_start_matches('/').split('/') {
-        let seg = seg.split(';').next().unwrap_or("");
+    for seg in segments {
         trailing = matches!(seg, "" | "." | "..");
         match seg {
             "" | "." => {}
@@ -241,11 +251,11 @@ pub(super) fn without_path_parameters(path: &str) -> Option<String> {
             s => out.push(s),
         }
     }
-    let mut bare: String = out.iter().flat_map(|s| ["/", s]).collect();
+    let mut path: String = out.iter().flat_map(|s| ["/", s]).collect();
     if trailing || out.is_empty() {
-        bare.push('/');
+        path.push('/');
     }
-    Some(bare)
+    path
 }
 
 fn decided<'p>(rule: &'p CompiledHttpRule, what: &str, detail: &str) -> HttpDecision<'p> {

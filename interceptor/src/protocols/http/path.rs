@@ -70,28 +70,7 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
         }
     }
     // Pass 2: segments.
-    let mut out: Vec<&str> = Vec::new();
-    let mut trailing = false;
-    for seg in decoded[1..].split('/') {
-        trailing = false;
-        match seg {
-            "" => trailing = true,
-            "." => trailing = true,
-            ".." => {
-                out.pop();
-                trailing = true;
-            }
-            s => out.push(s),
-        }
-    }
-    let mut norm = String::with_capacity(decoded.len());
-    for s in &out {
-        norm.push('/');
-        norm.push_str(s);
-    }
-    if trailing || out.is_empty() {
-        norm.push('/');
-    }
+    let norm = crate::policy::resolve_segments(decoded[1..].split('/'));
     Ok(if norm == path {
         Cow::Borrowed(path)
     } else {
