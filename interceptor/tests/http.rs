@@ -33,18 +33,7 @@ with httpx.Client() as c:
     r = c.post(f"{base}/v1/echo", content=b"x" * 100000)
     out["httpx_post"] = [r.status_code, r.json()]
 if "--sse" in sys.argv:
-    # Server-sent events under masking: event 1 must arrive while the upstream still
-    # holds the rest back (it sends them once /release is called, else `gate-timeout`).
-    with httpx.Client(timeout=60) as c, c.stream("GET", f"{base}/events?gate=sse") as r:
-        lines = r.iter_lines()
-        first = []
-        for line in lines:
-            if line == "":
-                break
-            first.append(line)
-        released = httpx.get(f"{base}/release?gate=sse").json()
-        out["sse"] = {"ct": r.headers.get("content-type"), "first": first,
-                      "released": released, "rest": list(lines)}
+    out["sse"] = read_sse(httpx.Client(timeout=60), base, "sse")
 print(json.dumps(out))
 "#;
 
@@ -58,7 +47,7 @@ fn plain_http_policy_injection_masking_with_curl_and_python() {
     let up = Upstream::start(&d, "upstream", None);
     let p = up.port;
     let pol = env.policy("http.yaml", &policy(&[p], &service("api", p, "")));
-    std::fs::write(d.join("client.py"), PY_CLIENT).unwrap();
+    std::fs::write(d.join("client.py"), [PY_SSE, PY_CLIENT].concat()).unwrap();
     let dd = d.display();
     let script = format!(
         "set -u; D={dd}; R='--resolve api.test:{p}:127.0.0.2'; U=http://api.test:{p}
@@ -373,7 +362,7 @@ fn tls_interception_and_sni_passthrough() {
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
     std::fs::write(d.join("blob.bin"), &blob).unwrap();
-    std::fs::write(d.join("client.py"), PY_CLIENT).unwrap();
+    std::fs::write(d.join("client.py"), [PY_SSE, PY_CLIENT].concat()).unwrap();
     let dd = d.display();
     let tca = ca.ca.display();
     let script = format!(

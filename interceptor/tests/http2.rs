@@ -115,6 +115,7 @@ with httpx.Client(http2=True) as c:
     for url in sys.argv[1:]:
         r = c.get(url)
         out.append([r.http_version, r.status_code, r.json()])
+out.append(read_sse(httpx.Client(http2=True, timeout=60), sys.argv[1].rsplit("/v1/", 1)[0], "h2"))
 print(json.dumps(out))
 "#;
 
@@ -135,7 +136,7 @@ fn http2_agents_through_tls_interception() {
     let services = service("api", p1, &tls)
         + &service("untrusted", p2, &tls).replace("[untrusted.test]", "[api.test]");
     let pol = env.policy("h2.yaml", &policy(&[p1, p2], &services));
-    std::fs::write(d.join("client.py"), PY_H2).unwrap();
+    std::fs::write(d.join("client.py"), [PY_SSE, PY_H2].concat()).unwrap();
     let dd = d.display();
     let script = format!(
         "set -u; D={dd}
@@ -182,7 +183,11 @@ python3 $D/client.py https://api.test:{p1}/v1/users/9 https://api.test:{p2}/v1/u
         assert_masked_user(&json(&d.join(format!("par2_{i}.json"))), "parallel h2");
     }
     let py = json(&d.join("py.json"));
-    for r in py.as_array().unwrap() {
+    let (py, sse) = py.as_array().unwrap().split_at(2);
+    // Server-sent events over HTTP/2, masked event by event as they stream.
+    assert_eq!(sse[0]["version"], "HTTP/2", "{}", sse[0]);
+    check_masked_event_stream(&sse[0]);
+    for r in py {
         assert_eq!(r[0], "HTTP/2", "{r}");
         assert_eq!(r[1], 200, "{r}");
         assert_masked_user(&r[2], "httpx http2");
@@ -199,7 +204,7 @@ python3 $D/client.py https://api.test:{p1}/v1/users/9 https://api.test:{p2}/v1/u
     // The HTTP/1.1 upstream got Host from :authority, the token on every GET, and never
     // the DELETE or the forged host.
     let reqs = api.requests();
-    assert_eq!(reqs.len(), 1 + 1 + 8 + 1, "{reqs:#?}");
+    assert_eq!(reqs.len(), 1 + 1 + 8 + 1 + 2, "{reqs:#?}");
     for r in &reqs {
         assert_eq!(r["host"], format!("api.test:{p1}"), "{r}");
         if r["method"] == "GET" {
@@ -214,8 +219,8 @@ python3 $D/client.py https://api.test:{p1}/v1/users/9 https://api.test:{p2}/v1/u
         .into_iter()
         .filter(|r| r["tls"] == "intercept")
         .collect();
-    // GETs to both upstreams, the DELETE, the forged host, the upload.
-    assert_eq!(recs.len(), 2 * (1 + 8 + 1) + 3, "{recs:#?}");
+    // GETs to both upstreams, the DELETE, the forged host, the upload, events and release.
+    assert_eq!(recs.len(), 2 * (1 + 8 + 1) + 3 + 2, "{recs:#?}");
     let del = recs.iter().find(|r| r["method"] == "DELETE").unwrap();
     assert_eq!(del["status"], 403);
     assert_eq!(del["decision"], "deny");

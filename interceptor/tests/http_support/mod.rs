@@ -299,7 +299,25 @@ pub fn no_token_in(dir: &Path, env: &Env) {
     );
 }
 
-/// The event stream read by PY_CLIENT `--sse`: masked event by event, event 1 handed on
+/// A Python function reading `/events?gate=G` of the test upstream with an httpx client
+/// (a dict for `check_masked_event_stream`): event 1 must arrive while the upstream still
+/// holds the rest back (it sends them once /release is called, else `gate-timeout`). The
+/// release goes over the same client (on HTTP/2: another stream of the same connection).
+pub const PY_SSE: &str = r#"
+def read_sse(c, base, gate):
+    with c, c.stream("GET", f"{base}/events?gate={gate}") as r:
+        lines = r.iter_lines()
+        first = []
+        for line in lines:
+            if line == "":
+                break
+            first.append(line)
+        released = c.get(f"{base}/release?gate={gate}").json()
+        return {"ct": r.headers.get("content-type"), "version": r.http_version,
+                "first": first, "released": released, "rest": list(lines)}
+"#;
+
+/// The event stream read by `PY_SSE`: masked event by event, event 1 handed on
 /// before the upstream sent the rest.
 pub fn check_masked_event_stream(sse: &Value) {
     let all = sse.to_string();
