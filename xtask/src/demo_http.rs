@@ -1,8 +1,8 @@
 //! `cargo xtask demo`, part 3: HTTPS. A local HTTPS API on 127.0.0.2 (the Python upstream of
 //! the HTTP tests, with a certificate of a throwaway CA); curl as the "agent" under
 //! `interceptor run` with policies/examples/demo-http.yaml: an allowed GET that gets the
-//! daemon's token injected and its JSON masked, a denied DELETE with its JSON 403, and the
-//! per-request audit records.
+//! daemon's token injected and its JSON masked, a denied DELETE with its JSON 403, a stream
+//! of server-sent events masked event by event, and the per-request audit records.
 
 use std::{
     fs,
@@ -71,16 +71,22 @@ pub fn run(interceptor: &Path, dir: &Path) -> Result<()> {
     let audit = dir.join("audit-http.jsonl");
     let _ = fs::remove_file(&audit);
     println!(
-        "    policy {}: GET /v1/users/* with an injected token and masking; DELETE denied",
+        "    policy {}: GET /v1/users/* and /events with an injected token and masking; DELETE denied",
         policy.display()
     );
     let r = format!("--resolve api.crm.test:{port}:127.0.0.2");
-    let url = format!("https://api.crm.test:{port}/v1/users/42");
+    let base = format!("https://api.crm.test:{port}");
+    let url = format!("{base}/v1/users/42");
+    // The API sends the first event of /events, then the rest once /release is called.
     let script = format!(
         "echo '$ curl {url}   (no token, no --cacert: the bundle comes from interceptor run)'
 curl -sS {r} {url}; echo
 echo '$ curl -X DELETE {url}'
-curl -sS {r} -X DELETE -w '    (HTTP %{{http_code}})\\n' {url}"
+curl -sS {r} -X DELETE -w '    (HTTP %{{http_code}})\\n' {url}
+echo '$ curl -N {base}/events   (a streamed answer, server-sent events: masked event by event)'
+curl -sSN {r} '{base}/events?gate=demo' & sleep 1
+echo '    (1 s later the API sends the rest)'
+curl -sS {r} -o /dev/null '{base}/release?gate=demo'; wait"
     );
     println!("==> interceptor run -- sh -c 'curl …'\n");
     let status = Command::new(interceptor)
