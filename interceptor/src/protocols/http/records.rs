@@ -71,7 +71,9 @@ impl RecordMasker {
             let record = &self.pending[start..start + len];
             match mask_record(self.kind, m, fields, record, self.seen, &mut done.out) {
                 Ok(k) => {
-                    self.lf_owed = k > 0 && record.ends_with(b"\r");
+                    // Only a CR that is the last byte so far may be half a CRLF.
+                    self.lf_owed =
+                        k > 0 && record.ends_with(b"\r") && start + len == self.pending.len();
                     done.fields += k;
                     start += len;
                 }

@@ -152,3 +152,28 @@ fn record_ends() {
     assert_eq!(data_value("data"), Some(""));
     assert_eq!(data_value("database: x"), None);
 }
+
+/// Found by the `http_records` fuzz target: a rewritten event ending with a CR that was
+/// not the last byte of its piece (`\r` then `m`) made the next piece's leading LF look
+/// like the rest of a CRLF, and it was dropped.
+#[test]
+fn only_a_cr_at_the_end_of_a_piece_owes_an_lf() {
+    let body = "data: a@b.example\r\rm\nx\n\n";
+    let whole = feed(Records::Events, body.as_bytes(), 1000);
+    assert_eq!(whole.0.concat(), "data: [REDACTED:email]\n\nm\nx\n\n");
+    for step in 1..=body.len() {
+        assert_eq!(
+            feed(Records::Events, body.as_bytes(), step).0.concat(),
+            whole.0.concat(),
+            "pieces of {step}"
+        );
+    }
+    // The CR ending a piece: an LF right after it is the rest of its CRLF.
+    let mut r = RecordMasker::new(Records::Events, 1 << 20);
+    let (m, f) = (masker(), ssn());
+    assert_eq!(
+        r.push(&m, &f, b"data: a@b.example\r\r").out,
+        b"data: [REDACTED:email]\n\n"
+    );
+    assert_eq!(r.push(&m, &f, b"\ndata: x\n\n").out, b"data: x\n\n");
+}
