@@ -21,7 +21,8 @@ pub enum MaskError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyKind {
     Json,
-    /// Newline-delimited JSON (`application/x-ndjson`, `application/jsonl`): one value per line.
+    /// Newline-delimited JSON (`application/x-ndjson`, `application/jsonl`, `application/stream+json`…):
+    /// one value per line.
     JsonLines,
     /// Server-sent events (`text/event-stream`).
     Events,
@@ -54,7 +55,11 @@ pub fn body_kind(content_type: Option<&str>) -> BodyKind {
         .to_ascii_lowercase();
     if matches!(
         mime.as_str(),
-        "application/x-ndjson" | "application/jsonl" | "application/x-jsonlines"
+        "application/x-ndjson"
+            | "application/jsonl"
+            | "application/x-jsonlines"
+            | "application/jsonlines"
+            | "application/stream+json"
     ) {
         BodyKind::JsonLines
     } else if mime == "text/event-stream" {
@@ -192,6 +197,11 @@ mod tests {
         assert_eq!(body_kind(Some("text/json")), BodyKind::Json);
         assert_eq!(body_kind(Some("image/svg+xml")), BodyKind::Text);
         assert_eq!(body_kind(Some("application/x-ndjson")), BodyKind::JsonLines);
+        assert_eq!(
+            body_kind(Some("application/stream+json")),
+            BodyKind::JsonLines,
+            "a stream, not one value"
+        );
         assert_eq!(
             body_kind(Some("text/event-stream; charset=utf-8")),
             BodyKind::Events
