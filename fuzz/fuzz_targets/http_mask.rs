@@ -15,22 +15,21 @@
 
 use std::sync::OnceLock;
 
-use interceptor::masking::{FieldRule, Masker, MaskingDoc, Strategy};
+use interceptor::masking::{FieldRule, Masker, Strategy};
 use interceptor::protocols::http::mask::{mask_body, BodyKind};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
+mod support;
+
 fn masker() -> &'static (Masker, Vec<FieldRule>) {
     static M: OnceLock<(Masker, Vec<FieldRule>)> = OnceLock::new();
     M.get_or_init(|| {
-        let doc: MaskingDoc =
-            serde_yaml::from_str("detectors:\n  - kind: all\n    strategy: redact\n").expect("doc");
-        let fields = vec![
-            FieldRule::new("$.user.ssn", Strategy::Redact).expect("path"),
-            FieldRule::new("$.users[*].email", Strategy::Hash).expect("path"),
-            FieldRule::new("$.data[*].phone", Strategy::PARTIAL).expect("path"),
-        ];
-        (Masker::new(&doc, vec![7u8; 32]).expect("masker"), fields)
+        support::masker_with(&[
+            ("$.user.ssn", Strategy::Redact),
+            ("$.users[*].email", Strategy::Hash),
+            ("$.data[*].phone", Strategy::PARTIAL),
+        ])
     })
 }
 

@@ -29,7 +29,11 @@ fuzz_target!(|data: &[u8]| {
                     );
                 }
             }
-            assert_eq!(normalize(&n).as_deref(), Ok(&*n), "not idempotent for {p:?}");
+            assert_eq!(
+                normalize(&n).as_deref(),
+                Ok(&*n),
+                "not idempotent for {p:?}"
+            );
             let b = n.as_bytes();
             for (i, _) in n.match_indices('%') {
                 let esc = &b[i + 1..i + 3];
@@ -38,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
                     !(v.is_ascii_alphanumeric() || b"-._~".contains(&v)),
                     "{n:?}: unreserved character left encoded"
                 );
-                assert!(!esc.iter().any(u8::is_ascii_lowercase), "{n:?}: lower-case escape");
+                assert!(
+                    !esc.iter().any(u8::is_ascii_lowercase),
+                    "{n:?}: lower-case escape"
+                );
             }
         }
         Err(e) => {

@@ -10,21 +10,20 @@
 
 use std::sync::OnceLock;
 
-use interceptor::masking::{FieldRule, Masker, MaskingDoc, Strategy};
+use interceptor::masking::{FieldRule, Masker, Strategy};
 use interceptor::protocols::http::mask::MaskError;
 use interceptor::protocols::http::records::{RecordMasker, Records};
 use libfuzzer_sys::fuzz_target;
 
+mod support;
+
 fn masker() -> &'static (Masker, Vec<FieldRule>) {
     static M: OnceLock<(Masker, Vec<FieldRule>)> = OnceLock::new();
     M.get_or_init(|| {
-        let doc: MaskingDoc =
-            serde_yaml::from_str("detectors:\n  - kind: all\n    strategy: redact\n").expect("doc");
-        let fields = vec![
-            FieldRule::new("$.ssn", Strategy::Redact).expect("path"),
-            FieldRule::new("$.choices[*].delta.content", Strategy::Hash).expect("path"),
-        ];
-        (Masker::new(&doc, vec![7u8; 32]).expect("masker"), fields)
+        support::masker_with(&[
+            ("$.ssn", Strategy::Redact),
+            ("$.choices[*].delta.content", Strategy::Hash),
+        ])
     })
 }
 
