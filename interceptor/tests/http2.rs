@@ -116,6 +116,17 @@ with httpx.Client(http2=True) as c:
         r = c.get(url)
         out.append([r.http_version, r.status_code, r.json()])
 out.append(read_sse(httpx.Client(http2=True, timeout=60), sys.argv[1].rsplit("/v1/", 1)[0], "h2"))
+# A JSON-lines stream whose third line is not JSON: cut there (the stream is reset).
+cut = {"lines": []}
+with httpx.Client(http2=True, timeout=60) as c:
+    try:
+        with c.stream("GET", sys.argv[1].rsplit("/v1/", 1)[0] + "/typed?ct=application/x-ndjson&lines=2&bad=1") as r:
+            for line in r.iter_lines():
+                cut["lines"].append(line)
+        cut["error"] = None
+    except httpx.HTTPError as e:
+        cut["error"] = type(e).__name__
+out.append(cut)
 print(json.dumps(out))
 "#;
 
@@ -187,6 +198,22 @@ python3 $D/client.py https://api.test:{p1}/v1/users/9 https://api.test:{p2}/v1/u
     // Server-sent events over HTTP/2, masked event by event as they stream.
     assert_eq!(sse[0]["version"], "HTTP/2", "{}", sse[0]);
     check_masked_event_stream(&sse[0]);
+    // A JSON-lines stream cut at a line that is not JSON: the stream is reset, the masked
+    // lines before it arrived, the bad line never did.
+    let cut = &sse[1];
+    assert!(
+        cut["error"].is_string(),
+        "the cut must fail the transfer: {cut}"
+    );
+    assert!(!cut.to_string().contains("alice@example.com"), "{cut}");
+    let lines = cut["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 2, "{cut}");
+    for l in lines {
+        assert_masked_user(
+            &serde_json::from_str(l.as_str().unwrap()).unwrap(),
+            "h2 cut",
+        );
+    }
     for r in py {
         assert_eq!(r[0], "HTTP/2", "{r}");
         assert_eq!(r[1], 200, "{r}");
@@ -204,7 +231,7 @@ python3 $D/client.py https://api.test:{p1}/v1/users/9 https://api.test:{p2}/v1/u
     // The HTTP/1.1 upstream got Host from :authority, the token on every GET, and never
     // the DELETE or the forged host.
     let reqs = api.requests();
-    assert_eq!(reqs.len(), 1 + 1 + 8 + 1 + 2, "{reqs:#?}");
+    assert_eq!(reqs.len(), 1 + 1 + 8 + 1 + 2 + 1, "{reqs:#?}");
     for r in &reqs {
         assert_eq!(r["host"], format!("api.test:{p1}"), "{r}");
         if r["method"] == "GET" {
@@ -219,8 +246,9 @@ python3 $D/client.py https://api.test:{p1}/v1/users/9 https://api.test:{p2}/v1/u
         .into_iter()
         .filter(|r| r["tls"] == "intercept")
         .collect();
-    // GETs to both upstreams, the DELETE, the forged host, the upload, events and release.
-    assert_eq!(recs.len(), 2 * (1 + 8 + 1) + 3 + 2, "{recs:#?}");
+    // GETs to both upstreams, the DELETE, the forged host, the upload, events and release,
+    // the cut stream.
+    assert_eq!(recs.len(), 2 * (1 + 8 + 1) + 3 + 2 + 1, "{recs:#?}");
     let del = recs.iter().find(|r| r["method"] == "DELETE").unwrap();
     assert_eq!(del["status"], 403);
     assert_eq!(del["decision"], "deny");
