@@ -115,12 +115,13 @@ with httpx.Client(http2=True) as c:
     for url in sys.argv[1:]:
         r = c.get(url)
         out.append([r.http_version, r.status_code, r.json()])
-out.append(read_sse(httpx.Client(http2=True, timeout=60), sys.argv[1].rsplit("/v1/", 1)[0], "h2"))
+base = sys.argv[1].rsplit("/v1/", 1)[0]
+out.append(read_sse(httpx.Client(http2=True, timeout=60), base, "h2"))
 # A JSON-lines stream whose third line is not JSON: cut there (the stream is reset).
 cut = {"lines": []}
 with httpx.Client(http2=True, timeout=60) as c:
     try:
-        with c.stream("GET", sys.argv[1].rsplit("/v1/", 1)[0] + "/typed?ct=application/x-ndjson&lines=2&bad=1") as r:
+        with c.stream("GET", f"{base}/typed?ct=application/x-ndjson&lines=2&bad=1") as r:
             for line in r.iter_lines():
                 cut["lines"].append(line)
         cut["error"] = None

@@ -127,7 +127,6 @@ class H(BaseHTTPRequestHandler):
                 body = b"".join(json.dumps(self.user(f"l{i}")).encode() + b"\n" for i in range(lines))
                 if "bad" in q:
                     body += b"not json: alice@example.com\n"
-
             else:
                 body = json.dumps(self.user("t")).encode()
             ct = q["ct"][0]

@@ -57,15 +57,14 @@ pub(super) async fn respond(
         parts.headers.remove(header::CONTENT_LENGTH);
         fin.rec = Some(rec);
         let body = MaskedRecords {
-            rest: body,
+            rest: counted(body, down, ctx.bytes_down.clone(), None),
             records: RecordMasker::new(records, ctx.svc.max_mask_bytes()),
             masker,
             fields: effects.mask_fields.clone(),
             fin,
-            down: [down, ctx.bytes_down.clone()],
             ended: false,
             cut: None,
-            flushed: false,
+            yielded: false,
         };
         return Response::from_parts(parts, BodyExt::boxed(body));
     }
@@ -147,18 +146,18 @@ fn withheld(ctx: &Ctx, rec: HttpRecord, fin: Finish, why: String) -> Response<Bo
 /// (too long, a JSON line that does not parse) ends the stream with an error: the agent
 /// sees a broken transfer, never the record.
 struct MaskedRecords {
-    rest: Incoming,
+    /// The upstream body, counted as it is read.
+    rest: Body,
     records: RecordMasker,
     masker: Arc<Masker>,
     fields: Vec<FieldRule>,
     /// Holds the request's record: its masked-field count grows with the stream.
     fin: Finish,
-    /// Upstream body bytes: the request's and the connection's counters.
-    down: [Arc<AtomicU64>; 2],
     ended: bool,
     /// The error to end with, once the records before it are handed on.
     cut: Option<BoxError>,
-    flushed: bool,
+    /// Whether hyper was given its one chance to flush before `cut` is returned.
+    yielded: bool,
 }
 
 impl hyper::body::Body for MaskedRecords {
@@ -174,7 +173,7 @@ impl hyper::body::Body for MaskedRecords {
             if this.cut.is_some() {
                 // hyper drops what it has not written yet when a body fails: yield once so
                 // it flushes the records handed on before the cut.
-                if !std::mem::replace(&mut this.flushed, true) {
+                if !std::mem::replace(&mut this.yielded, true) {
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
@@ -186,17 +185,12 @@ impl hyper::body::Body for MaskedRecords {
             let masked = match std::task::ready!(Pin::new(&mut this.rest).poll_frame(cx)) {
                 // Trailers are not passed on from a masked body.
                 Some(Ok(f)) => match f.into_data() {
-                    Ok(d) => {
-                        this.down.iter().for_each(|c| {
-                            c.fetch_add(d.len() as u64, Relaxed);
-                        });
-                        this.records.push(&this.masker, &this.fields, &d)
-                    }
+                    Ok(d) => this.records.push(&this.masker, &this.fields, &d),
                     Err(_) => continue,
                 },
                 Some(Err(e)) => {
                     this.ended = true;
-                    this.cut = Some(e.into());
+                    this.cut = Some(e);
                     continue;
                 }
                 None => {

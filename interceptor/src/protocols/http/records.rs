@@ -215,26 +215,28 @@ fn mask_line(
 /// One server-sent event, its blank line included. `None`: nothing to mask.
 fn mask_event(m: &Masker, fields: &[FieldRule], event: &[u8]) -> Option<(Vec<u8>, u64)> {
     let text = String::from_utf8_lossy(event);
-    let lines: Vec<&str> = split_lines(&text);
-    let data_lines: Vec<&str> = lines.iter().filter_map(|l| data_value(l)).collect();
+    // Each non-empty line with its `data` value, if it is a data line.
+    let lines: Vec<(&str, Option<&str>)> = split_lines(&text)
+        .into_iter()
+        .filter(|l| !l.is_empty())
+        .map(|l| (l, data_value(l)))
+        .collect();
     let mut n = 0;
-    let data = if data_lines.is_empty() {
-        None
-    } else {
-        let joined = data_lines.join("\n");
-        masked_data(m, fields, &joined).map(|(d, k)| {
+    let data: Vec<&str> = lines.iter().filter_map(|(_, d)| *d).collect();
+    let data = (!data.is_empty())
+        .then(|| masked_data(m, fields, &data.join("\n")))
+        .flatten()
+        .map(|(d, k)| {
             n += k;
             d
-        })
-    };
+        });
     let others: Vec<Option<String>> = lines
         .iter()
-        .map(|l| match data_value(l) {
-            Some(_) => None,
-            None => m.mask_text(l).map(|(s, k)| {
+        .map(|(l, d)| {
+            d.is_none().then(|| m.mask_text(l)).flatten().map(|(s, k)| {
                 n += k as u64;
                 s
-            }),
+            })
         })
         .collect();
     if n == 0 {
@@ -242,20 +244,18 @@ fn mask_event(m: &Masker, fields: &[FieldRule], event: &[u8]) -> Option<(Vec<u8>
     }
     let mut out = String::with_capacity(event.len());
     let mut data_written = false;
-    for (line, masked) in lines.iter().zip(&others) {
-        if line.is_empty() {
-            continue;
-        }
-        match (data_value(line), &data) {
-            (Some(_), Some(d)) if !data_written => {
-                for l in d.split('\n') {
-                    out.push_str("data: ");
-                    out.push_str(l);
-                    out.push('\n');
+    for ((line, d), masked) in lines.iter().zip(&others) {
+        match (d, &data) {
+            // The masked data takes the place of the event's data lines, at the first.
+            (Some(_), Some(new)) => {
+                if !std::mem::replace(&mut data_written, true) {
+                    for l in new.split('\n') {
+                        out.push_str("data: ");
+                        out.push_str(l);
+                        out.push('\n');
+                    }
                 }
-                data_written = true;
             }
-            (Some(_), Some(_)) => {}
             _ => {
                 out.push_str(masked.as_deref().unwrap_or(line));
                 out.push('\n');
