@@ -84,12 +84,12 @@ pub enum Command {
     /// Check that this kernel can run the interceptor (cgroup2, bpffs, BTF, programs load);
     /// exit 3 with `unsupported: <reason>` if not.
     Doctor,
-    /// (issue 6) Audit store tools: verify the hash chain and signatures, export the key.
+    /// Audit store tools: verify the hash chain and signatures, export the key.
     Audit {
         #[command(subcommand)]
         command: crate::audit::cmd::AuditCommand,
     },
-    /// (issue 6) Sessions from the audit records: list, show, replay.
+    /// Sessions from the audit records: list, show, replay.
     Sessions {
         #[command(subcommand)]
         command: crate::audit::cmd::SessionsCommand,
