@@ -25,6 +25,7 @@ pub const TARGETS: &[&str] = &[
     "http_request",
     "http_mask",
     "http_records",
+    "http_inflate",
     "http_path",
     "dns_wire",
 ];
@@ -34,7 +35,7 @@ const CARGO_FUZZ: &str = "cargo-fuzz";
 #[derive(Args, Debug)]
 pub struct FuzzArgs {
     /// The target to run (one of: pg_frontend, pg_backend, sql_classify, policy_load,
-    /// http_request, http_mask, http_records, http_path, dns_wire).
+    /// http_request, http_mask, http_records, http_inflate, http_path, dns_wire).
     #[arg(required_unless_present_any = ["all", "list"], conflicts_with = "all")]
     pub target: Option<String>,
     /// Run every target, one after the other.

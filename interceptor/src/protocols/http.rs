@@ -20,6 +20,7 @@ pub mod audit;
 mod counting;
 pub mod detect;
 pub mod hold;
+pub mod inflate;
 pub mod inject;
 pub mod mask;
 mod masked;

@@ -299,13 +299,13 @@ pub fn no_token_in(dir: &Path, env: &Env) {
     );
 }
 
-/// A Python function reading `/events?gate=G` of the test upstream with an httpx client
+/// A Python function reading `/events?gate=G` (+ `query`) of the test upstream with an httpx client
 /// (a dict for `check_masked_event_stream`): event 1 must arrive while the upstream still
 /// holds the rest back (it sends them once /release is called, else `gate-timeout`). The
 /// release goes over the same client (on HTTP/2: another stream of the same connection).
 pub const PY_SSE: &str = r#"
-def read_sse(c, base, gate):
-    with c, c.stream("GET", f"{base}/events?gate={gate}") as r:
+def read_sse(c, base, gate, query=""):
+    with c, c.stream("GET", f"{base}/events?gate={gate}{query}") as r:
         lines = r.iter_lines()
         first = []
         for line in lines:

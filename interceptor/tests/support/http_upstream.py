@@ -9,14 +9,18 @@ the token itself.
 
   GET  /v1/users/<id>  JSON with personal data and `auth`: ok | wrong | missing
   GET  /chunked        the same JSON, sent with Transfer-Encoding: chunked
-  GET  /gzip           the same JSON, gzip-compressed when the client accepts gzip
+  GET  /gzip           the same JSON, gzip-compressed when the client accepts gzip;
+                       `?always=1`: compressed whatever the client accepts, with
+                       `&coding=deflate|br` (br: not real brotli), `&clean=1`: a body
+                       without personal data
   GET  /blob?file=P    the bytes of file P (application/octet-stream)
   GET  /typed?ct=T     the user JSON labelled T (`none`: no Content-Type); with
                        `&lines=2` two of them as JSON lines (`&bad=1`: then a
-                       line that is not JSON)
+                       line that is not JSON); `&gz=1`: gzip-compressed
   GET  /events?gate=G  server-sent events: one event, then the rest only once
                        /release?gate=G was called (or `gate-timeout` after 20 s), so
-                       a client sees whether event 1 reached it before the end
+                       a client sees whether event 1 reached it before the end;
+                       `&gz=1`: one gzip stream, flushed after every chunk
   GET  /release?gate=G opens gate G: {"released": whether a stream was waiting}
   POST /v1/echo        echoes the request body length and sha256
   *    anything else   200 {"ok": true, "method": ..., "path": ...}
@@ -27,6 +31,7 @@ import json
 import ssl
 import sys
 import threading
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -116,9 +121,16 @@ class H(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
             return
         if u.path == "/gzip":
-            body = json.dumps(self.user("z")).encode()
-            if "gzip" in (self.headers.get("Accept-Encoding") or ""):
-                return self.send(200, gzip.compress(body), extra=[("Content-Encoding", "gzip")])
+            q = parse_qs(u.query)
+            body = json.dumps({"id": "z", "ok": True} if "clean" in q else self.user("z")).encode()
+            if "always" in q or "gzip" in (self.headers.get("Accept-Encoding") or ""):
+                coding = q.get("coding", ["gzip"])[0]
+                packed = {
+                    "gzip": gzip.compress,
+                    "deflate": zlib.compress,
+                    "br": lambda b: b"\x0b\x02\x80not really brotli",
+                }[coding](body)
+                return self.send(200, packed, extra=[("Content-Encoding", coding)])
             return self.send(200, body)
         if u.path == "/typed":
             q = parse_qs(u.query)
@@ -130,6 +142,8 @@ class H(BaseHTTPRequestHandler):
             else:
                 body = json.dumps(self.user("t")).encode()
             ct = q["ct"][0]
+            if "gz" in q:
+                return self.send(200, gzip.compress(body), ct, [("Content-Encoding", "gzip")])
             if ct == "none":
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
@@ -138,7 +152,8 @@ class H(BaseHTTPRequestHandler):
                 return
             return self.send(200, body, ct)
         if u.path == "/events":
-            return self.events(parse_qs(u.query)["gate"][0])
+            q = parse_qs(u.query)
+            return self.events(q["gate"][0], "gz" in q)
         if u.path == "/release":
             g = parse_qs(u.query)["gate"][0]
             with LOCK:
@@ -152,16 +167,22 @@ class H(BaseHTTPRequestHandler):
 
     do_HEAD = do_GET
 
-    def events(self, g):
+    def events(self, g, gz):
         opened = gate(g)
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
+        z = zlib.compressobj(wbits=31) if gz else None
+        if z:
+            self.send_header("Content-Encoding", "gzip")
         self.end_headers()
 
-        def chunk(b):
+        def raw(b):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(b), b))
             self.wfile.flush()
+
+        def chunk(b):
+            raw(z.compress(b) + z.flush(zlib.Z_SYNC_FLUSH) if z else b)
 
         chunk(b"id: 1\ndata: " + json.dumps(self.user("e1")).encode() + b"\n\n")
         if opened.wait(20):
@@ -171,6 +192,8 @@ class H(BaseHTTPRequestHandler):
             chunk(third[40:] + b": done\n\ndata: [DONE]\n\n")
         else:
             chunk(b"data: gate-timeout\n\n")
+        if z:
+            raw(z.flush())
         self.wfile.write(b"0\r\n\r\n")
 
     def do_POST(self):

@@ -3,6 +3,8 @@
 //! of records (server-sent events, JSON lines) are masked record by record as they arrive
 //! (`records.rs`) and stay streams. A body whose type does not say what it is gets its
 //! first bytes looked at: binary is passed on, text is masked (as JSON when it parses).
+//! A gzip or deflate body is decoded first (`inflate.rs`) and, when masking changed it,
+//! sent on uncompressed; unchanged, it goes on as it came.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -17,8 +19,9 @@ use hyper::body::{Frame, Incoming, SizeHint};
 
 use super::audit::HttpRecord;
 use super::counting::{counted, Finish};
-use super::mask::{self, BodyKind};
-use super::records::RecordMasker;
+use super::inflate::{self, Coding, Inflater};
+use super::mask::{self, BodyKind, MaskError};
+use super::records::{Masked, RecordMasker};
 use super::respond::{fail, full, Body, BoxError};
 use super::{global, Ctx};
 use crate::masking::{FieldRule, Masker};
@@ -45,9 +48,12 @@ pub(super) async fn respond(
             return Response::from_parts(parts, body);
         }
     };
-    if let Err(e) = mask::check_encoding(header(header::CONTENT_ENCODING)) {
-        return withheld(ctx, rec, fin, e.to_string());
-    }
+    let coding = match inflate::coding(header(header::CONTENT_ENCODING)) {
+        Ok(c) => c,
+        Err(e) => return withheld(ctx, rec, fin, e.to_string()),
+    };
+    let limit = ctx.svc.max_mask_bytes();
+    let mut inflater = Inflater::new(coding);
     if let Some(records) = kind.records() {
         let masker = match global().masker(&ctx.service, &ctx.svc, effects.mask) {
             Ok(m) => m,
@@ -55,10 +61,12 @@ pub(super) async fn respond(
         };
         // The length changes with the masking: HTTP/1.1 sends the stream chunked.
         parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.remove(header::CONTENT_ENCODING);
         fin.rec = Some(rec);
         let body = MaskedRecords {
             rest: counted(body, down, ctx.bytes_down.clone(), None),
-            records: RecordMasker::new(records, ctx.svc.max_mask_bytes()),
+            inflater,
+            records: RecordMasker::new(records, limit),
             masker,
             fields: effects.mask_fields.clone(),
             fin,
@@ -68,44 +76,73 @@ pub(super) async fn respond(
         };
         return Response::from_parts(parts, BodyExt::boxed(body));
     }
+    // The raw bytes read so far and what they decode to.
+    let (mut raw, mut text) = (Vec::new(), Vec::new());
     let mut kind = kind;
-    let mut first = None;
     if kind == BodyKind::Unknown {
-        match body.frame().await {
-            Some(Ok(f)) => match f.into_data() {
-                Ok(d) if mask::looks_binary(&d) => {
-                    fin.rec = Some(rec);
-                    let body = Prepend {
-                        first: Some(d),
-                        rest: body,
-                    };
-                    let body = counted(body, down, ctx.bytes_down.clone(), Some(fin));
-                    return Response::from_parts(parts, body);
+        // The first bytes (decoded) say whether it is text: binary is passed on untouched.
+        while text.is_empty() {
+            let d = match body.frame().await {
+                Some(Ok(f)) => match f.into_data() {
+                    Ok(d) => d,
+                    Err(_) => break, // trailers: the data has ended
+                },
+                Some(Err(e)) => {
+                    return withheld(ctx, rec, fin, format!("reading the upstream response: {e}"))
                 }
-                Ok(d) => first = Some(d),
-                // Trailers first: there was no data.
-                Err(_) => kind = BodyKind::Text,
-            },
-            Some(Err(e)) => {
-                return withheld(ctx, rec, fin, format!("reading the upstream response: {e}"))
+                None => break,
+            };
+            match decode(&mut inflater, &d, limit) {
+                Ok(t) => text.extend_from_slice(&t),
+                Err(e) => return withheld(ctx, rec, fin, e.to_string()),
             }
-            None => kind = BodyKind::Text,
+            raw.extend_from_slice(&d);
+        }
+        if text.is_empty() {
+            kind = BodyKind::Text;
+        } else if mask::looks_binary(&text) {
+            fin.rec = Some(rec);
+            let body = Prepend {
+                first: Some(raw.into()),
+                rest: body,
+            };
+            let body = counted(body, down, ctx.bytes_down.clone(), Some(fin));
+            return Response::from_parts(parts, body);
         }
     }
-    let limit = ctx.svc.max_mask_bytes();
-    let body = Prepend { first, rest: body };
-    let bytes = match Limited::new(body, limit as usize).collect().await {
+    let room = limit.saturating_sub(raw.len() as u64) as usize;
+    let rest = match Limited::new(body, room).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            return withheld(ctx, rec, fin, mask::MaskError::TooLarge(limit).to_string())
+            return withheld(ctx, rec, fin, MaskError::TooLarge(limit).to_string())
         }
         Err(e) => return withheld(ctx, rec, fin, format!("reading the upstream response: {e}")),
     };
-    down.fetch_add(bytes.len() as u64, Relaxed);
-    ctx.bytes_down.fetch_add(bytes.len() as u64, Relaxed);
+    let n = (raw.len() + rest.len()) as u64;
+    down.fetch_add(n, Relaxed);
+    ctx.bytes_down.fetch_add(n, Relaxed);
+    let bytes: Bytes = match inflater.as_mut() {
+        None if raw.is_empty() => rest,
+        None => [&raw[..], &rest[..]].concat().into(),
+        Some(i) => {
+            let budget = |t: &[u8]| limit.saturating_sub(t.len() as u64);
+            let last = i
+                .push(&rest, budget(&text))
+                .and_then(|t| {
+                    text.extend_from_slice(&t);
+                    i.finish(budget(&text))
+                })
+                .map(|t| text.extend_from_slice(&t));
+            if let Err(e) = last {
+                return withheld(ctx, rec, fin, e.to_string());
+            }
+            raw.extend_from_slice(&rest);
+            text.into()
+        }
+    };
     if kind == BodyKind::Unknown {
         kind = mask::sniff(&bytes);
     }
@@ -116,8 +153,17 @@ pub(super) async fn respond(
         });
     match masked {
         Ok((new, n)) => {
-            let bytes = new.unwrap_or(bytes);
             rec.fields_masked = n;
+            let bytes = match new {
+                // Decoded and changed: sent on uncompressed.
+                Some(b) => {
+                    parts.headers.remove(header::CONTENT_ENCODING);
+                    b
+                }
+                // Unchanged: as it came, compressed or not.
+                None if coding != Coding::Identity => raw.into(),
+                None => bytes,
+            };
             parts
                 .headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
@@ -126,6 +172,14 @@ pub(super) async fn respond(
             Response::from_parts(parts, full(bytes))
         }
         Err(e) => withheld(ctx, rec, fin, e),
+    }
+}
+
+/// The decoded bytes of `d`: itself when the body is not compressed.
+fn decode(inflater: &mut Option<Inflater>, d: &Bytes, budget: u64) -> Result<Bytes, MaskError> {
+    match inflater {
+        None => Ok(d.clone()),
+        Some(i) => i.push(d, budget).map(Bytes::from),
     }
 }
 
@@ -148,6 +202,8 @@ fn withheld(ctx: &Ctx, rec: HttpRecord, fin: Finish, why: String) -> Response<Bo
 struct MaskedRecords {
     /// The upstream body, counted as it is read.
     rest: Body,
+    /// Decodes a compressed stream before it is cut into records.
+    inflater: Option<Inflater>,
     records: RecordMasker,
     masker: Arc<Masker>,
     fields: Vec<FieldRule>,
@@ -182,10 +238,14 @@ impl hyper::body::Body for MaskedRecords {
             if this.ended {
                 return Poll::Ready(None);
             }
+            let budget = this.records.max_record();
             let masked = match std::task::ready!(Pin::new(&mut this.rest).poll_frame(cx)) {
                 // Trailers are not passed on from a masked body.
                 Some(Ok(f)) => match f.into_data() {
-                    Ok(d) => this.records.push(&this.masker, &this.fields, &d),
+                    Ok(d) => match decode(&mut this.inflater, &d, budget) {
+                        Ok(d) => this.records.push(&this.masker, &this.fields, &d),
+                        Err(e) => failed(e),
+                    },
                     Err(_) => continue,
                 },
                 Some(Err(e)) => {
@@ -195,7 +255,15 @@ impl hyper::body::Body for MaskedRecords {
                 }
                 None => {
                     this.ended = true;
-                    this.records.finish(&this.masker, &this.fields)
+                    let last = match this.inflater.as_mut().map(|i| i.finish(budget)) {
+                        Some(Err(e)) => failed(e),
+                        Some(Ok(d)) => this.records.push(&this.masker, &this.fields, &d),
+                        None => Masked::default(),
+                    };
+                    match last.error {
+                        Some(_) => last,
+                        None => last.then(this.records.finish(&this.masker, &this.fields)),
+                    }
                 }
             };
             if let Some(rec) = this.fin.rec.as_mut() {
@@ -222,7 +290,14 @@ impl hyper::body::Body for MaskedRecords {
     }
 }
 
-/// A body whose first data frame was already read.
+fn failed(e: MaskError) -> Masked {
+    Masked {
+        error: Some(e),
+        ..Masked::default()
+    }
+}
+
+/// A body whose first data frames were already read.
 struct Prepend {
     first: Option<Bytes>,
     rest: Incoming,

@@ -49,6 +49,11 @@ impl RecordMasker {
         }
     }
 
+    /// The longest record it takes (`max_mask_bytes`).
+    pub fn max_record(&self) -> u64 {
+        self.limit as u64
+    }
+
     /// Takes the next bytes of the body; hands on every record they complete, masked.
     pub fn push(&mut self, m: &Masker, fields: &[FieldRule], data: &[u8]) -> Masked {
         let mut done = Masked::default();
@@ -120,6 +125,14 @@ pub struct Masked {
 }
 
 impl Masked {
+    /// `self`, then `next` (which the caller made only if `self` has no error).
+    pub fn then(mut self, next: Masked) -> Masked {
+        self.out.extend_from_slice(&next.out);
+        self.fields += next.fields;
+        self.error = next.error;
+        self
+    }
+
     pub fn into_result(self) -> Result<(Vec<u8>, u64), MaskError> {
         match self.error {
             Some(e) => Err(e),
