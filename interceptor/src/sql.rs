@@ -25,6 +25,7 @@
 //! | `SELECT … INTO t` (`SelectStmt`) | read, ddl, write | `t` written |
 //! | `WITH d AS (DELETE … RETURNING *) SELECT …` | read, write | target written |
 //! | `INSERT`, `UPDATE`, `DELETE`, `MERGE` | write (+ read when it reads tables) | target written; `FROM`/`USING`/subquery/source tables read; with `RETURNING` the target is read too (and `read` added) |
+//! | `UPDATE pg_settings …` (any write to `pg_settings`/`pg_catalog.pg_settings`: its rule calls `set_config`) | privileged + the above | as above |
 //! | `TRUNCATE` | write | written |
 //! | `COPY t FROM STDIN` (`CopyStmt`) | write | `t` written |
 //! | `COPY t TO STDOUT` | read | `t` read |
@@ -34,12 +35,12 @@
 //! | `NOTIFY` | write | — |
 //! | `REFRESH MATERIALIZED VIEW` | write | view written |
 //! | `EXPLAIN stmt` | read | all of stmt's tables read; nothing escalated (nothing runs) |
-//! | `EXPLAIN ANALYZE stmt` (`ANALYZE`, `ANALYZE true`, `(ANALYZE on)`…) | read + stmt's | stmt's |
+//! | `EXPLAIN ANALYZE stmt` (`ANALYZE`, `ANALYZE true`, `(ANALYZE on)`, any number: `(ANALYZE 0)` too, a number's value never decides) | read + stmt's | stmt's |
 //! | `SHOW` (`VariableShowStmt`), `FETCH`/`MOVE` (`FetchStmt`) | read | — |
 //! | `BEGIN`/`START`/`COMMIT`/`ROLLBACK`/`SAVEPOINT`/`RELEASE`/`ROLLBACK TO`/`PREPARE TRANSACTION`/`COMMIT PREPARED`/`ROLLBACK PREPARED`/`END`/`ABORT` (`TransactionStmt`) | transaction | — |
 //! | `SET TRANSACTION …` (`VariableSetStmt`), `SET CONSTRAINTS` (`ConstraintsSetStmt`) | transaction | — |
 //! | `SET x`, `RESET x`, `RESET ALL`, `SET SESSION CHARACTERISTICS` (`VariableSetStmt`) | session | — |
-//! | `SET ROLE`, `RESET ROLE`, `SET SESSION AUTHORIZATION`, `RESET SESSION AUTHORIZATION`, `SET session_replication_role` | privileged | — |
+//! | `SET ROLE`, `RESET ROLE`, `SET SESSION AUTHORIZATION`, `RESET SESSION AUTHORIZATION`; `SET`/`SET LOCAL`/`SET SESSION`/`RESET` of `session_replication_role`, `search_path` (`SET SCHEMA`), `client_encoding` (`SET NAMES`) or `standard_conforming_strings` (see `is_privileged_setting`; `set_config` likewise) | privileged | — |
 //! | `DISCARD PLANS/SEQUENCES/TEMP` | session | — |
 //! | `DISCARD ALL` (resets the role and session authorization) | privileged | — |
 //! | `LISTEN`, `UNLISTEN`, `CLOSE` (`ClosePortalStmt`), `DEALLOCATE` | session | — |
@@ -55,15 +56,19 @@
 //! | every other `CREATE`/`ALTER`/`DROP`, `COMMENT`, `REINDEX`, `CREATE INDEX`, `CREATE VIEW`, `CREATE RULE`, `CREATE TRIGGER`, `CREATE/DROP DATABASE`, `IMPORT FOREIGN SCHEMA`, `CREATE SCHEMA` (+ its elements) | ddl (+ read for a view's query) | objects written, tables of embedded queries read |
 //! | anything else | error [`SqlError::Unknown`] | |
 //!
+//! Table and function names are `schema.name` or `name` as written; a database part
+//! (`db.schema.t`, which PostgreSQL accepts only for the current database) is dropped.
+//!
 //! "written" means acted upon: rows, definition, storage, privileges or locks. Queries that
 //! only define later behaviour (a view's, a rule's action, a `BEGIN ATOMIC` body) are
 //! classified as if they ran: conservative.
 //!
 //! # Limits the caller must know
 //! - The text must be what the server parses: UTF-8 (convert from a non-UTF-8
-//!   `client_encoding` first, or deny changing it), and parsed with the server's
-//!   `standard_conforming_strings` ([`ParseOptions`]; the server reports it in
-//!   `ParameterStatus`). With it off, `'\''` ends differently.
+//!   `client_encoding` first, or deny changing it: changing it is `privileged`), and parsed
+//!   with the server's `standard_conforming_strings` ([`ParseOptions`]; the server reports it
+//!   in `ParameterStatus`; changing it is `privileged` too). With it off, `'\''` ends
+//!   differently.
 //! - What a user-defined function, a trigger, a rule or a view does is not visible; function
 //!   names are listed for the policy.
 //! - Operators are function calls too; they are not listed.
@@ -146,11 +151,14 @@ pub struct Statement {
     /// Everything the statement does, nested parts included.
     pub operations: BTreeSet<Operation>,
     /// Tables whose rows are read. Names as PostgreSQL folds them (unquoted lowercased,
-    /// quoted kept), schema-qualified when written so.
+    /// quoted kept), schema-qualified when written so; a database part is dropped
+    /// (`crm.public.t` is `public.t`).
     pub tables_read: BTreeSet<String>,
     /// Tables acted upon: rows written, or definition, storage, privileges or locks changed.
     pub tables_written: BTreeSet<String>,
-    /// Every function called anywhere, named as written (folded like tables).
+    /// Every function called anywhere, named as written (folded like tables, database part
+    /// dropped): `pg_sleep`, `pg_catalog.pg_sleep`. Policies match both forms (see
+    /// `policies/README.md`).
     pub functions: BTreeSet<String>,
     /// This statement's own source text.
     pub text: String,

@@ -77,6 +77,10 @@ pub struct PostgresResource {
     /// Largest message accepted from the agent, in bytes (default 64 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_message_bytes: Option<NonZeroU64>,
+    /// Longest query text the interceptor classifies, in bytes (default 128 KiB); a longer
+    /// one is denied. Parsing takes memory in proportion (up to ~1 KB per byte of dense SQL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_query_bytes: Option<NonZeroU64>,
     /// Idle upstream connections kept for reuse (default 8; 0 disables reuse).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_size: Option<u32>,

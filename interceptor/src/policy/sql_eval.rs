@@ -18,7 +18,9 @@ pub struct SqlStatement<'a> {
     pub operations: BTreeSet<SqlOperation>,
     /// Every table touched (read or written): "schema.table" or "table".
     pub tables: Vec<&'a str>,
-    /// Functions called (lower-case bare names).
+    /// Functions called, named as written (folded like tables): "schema.function" or
+    /// "function". Matched like tables: an unqualified call may be `pg_catalog.` or `public.`
+    /// ([`function_resolutions`]).
     pub functions: Vec<&'a str>,
 }
 
@@ -216,8 +218,24 @@ fn resolutions(table: &str) -> Vec<String> {
     }
 }
 
-/// Whether the pattern matches a qualified table name: a pattern with a `.` against
-/// `schema.table`, one without against the bare table name.
+/// The schema-qualified names a called function can be. A qualified call is itself. An
+/// unqualified one resolves through the default search path, where `pg_catalog` is always
+/// searched first (every built-in lives there: `lower`, `pg_sleep`), then `public`; it must
+/// be allowed as both and is denied as either. So a deny rule on `pg_sleep` or on
+/// `pg_catalog.pg_sleep` catches `pg_sleep(1)` and `pg_catalog.pg_sleep(1)` alike.
+fn function_resolutions(function: &str) -> Vec<String> {
+    if function.contains('.') {
+        vec![function.to_owned()]
+    } else {
+        vec![
+            format!("pg_catalog.{function}"),
+            format!("public.{function}"),
+        ]
+    }
+}
+
+/// Whether the pattern matches a qualified table (or function) name: a pattern with a `.`
+/// against `schema.name`, one without against the bare name.
 fn table_matches(p: &Pattern, qualified: &str) -> bool {
     if p.as_str().contains('.') {
         p.is_match(qualified)
@@ -227,16 +245,16 @@ fn table_matches(p: &Pattern, qualified: &str) -> bool {
     }
 }
 
-/// Whether any resolution of `table` matches one of the patterns.
-fn any_match(ps: &[Pattern], table: &str) -> bool {
-    resolutions(table)
+/// Whether any of the resolutions matches one of the patterns.
+fn any_match(ps: &[Pattern], resolutions: Vec<String>) -> bool {
+    resolutions
         .iter()
         .any(|q| ps.iter().any(|p| table_matches(p, q)))
 }
 
-/// The first resolution of `table` no pattern matches.
-fn unmatched(ps: &[Pattern], table: &str) -> Option<String> {
-    resolutions(table)
+/// The first of the resolutions no pattern matches.
+fn unmatched(ps: &[Pattern], resolutions: Vec<String>) -> Option<String> {
+    resolutions
         .into_iter()
         .find(|q| !ps.iter().any(|p| table_matches(p, q)))
 }
@@ -247,11 +265,11 @@ fn deny_matches(r: &CompiledSqlRule, st: &SqlStatement) -> bool {
         .is_none_or(|ops| st.operations.iter().any(|o| ops.contains(o)))
         && r.tables
             .as_ref()
-            .is_none_or(|ps| st.tables.iter().any(|t| any_match(ps, t)))
+            .is_none_or(|ps| st.tables.iter().any(|t| any_match(ps, resolutions(t))))
         && r.functions.as_ref().is_none_or(|ps| {
             st.functions
                 .iter()
-                .any(|f| ps.iter().any(|p| p.is_match(f)))
+                .any(|f| any_match(ps, function_resolutions(f)))
         })
 }
 
@@ -277,7 +295,7 @@ fn allow_mismatch(r: &CompiledSqlRule, st: &SqlStatement) -> Option<String> {
         if let Some((t, q)) = st
             .tables
             .iter()
-            .find_map(|t| unmatched(ps, t).map(|q| (t, q)))
+            .find_map(|t| unmatched(ps, resolutions(t)).map(|q| (t, q)))
         {
             return Some(if !t.contains('.') {
                 format!("table {t} (as {q}) is not in its tables")
@@ -287,12 +305,16 @@ fn allow_mismatch(r: &CompiledSqlRule, st: &SqlStatement) -> Option<String> {
         }
     }
     if let Some(ps) = &r.functions {
-        if let Some(f) = st
+        if let Some((f, q)) = st
             .functions
             .iter()
-            .find(|f| !ps.iter().any(|p| p.is_match(f)))
+            .find_map(|f| unmatched(ps, function_resolutions(f)).map(|q| (f, q)))
         {
-            return Some(format!("function {f} is not in its functions"));
+            return Some(if !f.contains('.') {
+                format!("function {f} (as {q}) is not in its functions")
+            } else {
+                format!("function {f} is not in its functions")
+            });
         }
     }
     None

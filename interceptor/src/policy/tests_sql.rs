@@ -280,3 +280,149 @@ fn hold_rules_hold_and_token_expiry_denies() {
         "{e}"
     );
 }
+
+fn call<'a>(functions: &[&'a str]) -> SqlStatement<'a> {
+    SqlStatement {
+        functions: functions.to_vec(),
+        ..st("SELECT", &[SqlOperation::Read], &[])
+    }
+}
+
+/// What the proxy decides for `sql`: the classifier's statements, evaluated.
+fn decide_sql(p: &Policy, sql: &str) -> SqlDecision {
+    let cls = crate::sql::classify(sql).unwrap();
+    let kinds: Vec<String> = cls.statements.iter().map(|s| s.kind.clone()).collect();
+    let stmts: Vec<SqlStatement> = cls
+        .statements
+        .iter()
+        .zip(&kinds)
+        .map(|(s, k)| SqlStatement {
+            kind: k,
+            operations: s
+                .operations
+                .iter()
+                .map(|o| serde_json::from_value(serde_json::json!(o.as_str())).unwrap())
+                .collect(),
+            tables: s
+                .tables_read
+                .iter()
+                .chain(&s.tables_written)
+                .map(String::as_str)
+                .collect(),
+            functions: s.functions.iter().map(String::as_str).collect(),
+        })
+        .collect();
+    decide(p, &stmts)
+}
+
+#[test]
+fn function_rules_match_qualified_and_unqualified_calls() {
+    let deny = |f: &str| {
+        policy(&format!(
+            "  - name: no-fn
+    action: deny
+    functions: [\"{f}\"]
+  - name: rest
+    action: allow
+"
+        ))
+    };
+    // A bare name denies the call however it is qualified.
+    let p = deny("pg_sleep");
+    for f in ["pg_sleep", "pg_catalog.pg_sleep", "public.pg_sleep"] {
+        let d = decide(&p, &[call(&["lower", f])]);
+        assert_eq!(d.rule.as_deref(), Some("no-fn"), "{f}");
+    }
+    assert_eq!(
+        decide(&p, &[call(&["pg_sleep_for"])]).verdict,
+        Verdict::Allow
+    );
+    // A qualified name also denies the unqualified call, which resolves through pg_catalog.
+    let p = deny("pg_catalog.pg_sleep");
+    for f in ["pg_sleep", "pg_catalog.pg_sleep"] {
+        assert_eq!(decide(&p, &[call(&[f])]).verdict, Verdict::Deny, "{f}");
+    }
+    assert_eq!(
+        decide(&p, &[call(&["app.pg_sleep"])]).verdict,
+        Verdict::Allow
+    );
+    let p = deny("public.*");
+    assert_eq!(decide(&p, &[call(&["my_fn"])]).verdict, Verdict::Deny);
+    assert_eq!(decide(&p, &[call(&["app.my_fn"])]).verdict, Verdict::Allow);
+
+    let allow = |fs: &str| {
+        policy(&format!(
+            "  - name: fns
+    action: allow
+    functions: {fs}
+"
+        ))
+    };
+    // A bare name allows the function in any schema, as for tables.
+    let p = allow("[lower, count]");
+    for f in ["lower", "pg_catalog.lower", "count"] {
+        assert_eq!(decide(&p, &[call(&[f])]).verdict, Verdict::Allow, "{f}");
+    }
+    assert_eq!(
+        decide(&p, &[call(&["lower", "upper"])]).verdict,
+        Verdict::Deny
+    );
+    // A qualified allow needs every schema an unqualified call can resolve to.
+    let p = allow("[\"pg_catalog.*\"]");
+    assert_eq!(
+        decide(&p, &[call(&["pg_catalog.lower"])]).verdict,
+        Verdict::Allow
+    );
+    let d = decide(&p, &[call(&["lower"])]);
+    assert_eq!(d.verdict, Verdict::Deny);
+    assert!(d.reason.contains("public.lower"), "{}", d.reason);
+    let p = allow("[\"pg_catalog.*\", \"public.*\"]");
+    assert_eq!(decide(&p, &[call(&["lower"])]).verdict, Verdict::Allow);
+    assert_eq!(decide(&p, &[call(&["app.f"])]).verdict, Verdict::Deny);
+}
+
+#[test]
+fn qualified_names_from_the_classifier_do_not_escape_rules() {
+    let p = policy(
+        "  - name: no-keys
+    action: deny
+    tables: [\"public.api_keys\"]
+  - name: no-sleep
+    action: deny
+    functions: [pg_sleep]
+  - name: rest
+    action: allow
+    operations: [read, write]
+",
+    );
+    for sql in [
+        "select * from crm.public.api_keys",
+        "insert into crm.public.api_keys values (1)",
+        "update crm.public.api_keys set k = 1",
+        "delete from crm.public.api_keys",
+        "copy crm.public.api_keys to stdout",
+        "copy crm.public.api_keys from stdin",
+    ] {
+        assert_eq!(
+            decide_sql(&p, sql).rule.as_deref(),
+            Some("no-keys"),
+            "{sql}"
+        );
+    }
+    for sql in [
+        "select pg_sleep(0.1)",
+        "select pg_catalog.pg_sleep(0.1)",
+        r#"select "pg_catalog"."pg_sleep"(0.1)"#,
+        "select crm.pg_catalog.pg_sleep(0.1)",
+    ] {
+        assert_eq!(
+            decide_sql(&p, sql).rule.as_deref(),
+            Some("no-sleep"),
+            "{sql}"
+        );
+    }
+    assert_eq!(
+        decide_sql(&p, "select * from users").verdict,
+        Verdict::Allow
+    );
+}

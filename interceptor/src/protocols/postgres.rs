@@ -27,6 +27,7 @@ pub mod error;
 pub mod frontend;
 pub mod hold;
 pub mod mask;
+pub mod notices;
 pub mod session;
 pub mod shape;
 pub mod startup;

@@ -8,14 +8,16 @@
 //! | `pg_read_file`, `pg_read_binary_file`, `pg_stat_file`, `pg_ls_*`, `pg_file_*`, `pg_logdir_ls`, `lo_import`, `lo_export` | `Privileged` | server file system |
 //! | `dblink*`                                                                 | `Privileged` | outbound connections, remote SQL |
 //! | `pg_*replication_slot*`, `pg_logical_slot_*`, `pg_replication_origin_*`, `pg_logical_emit_message`, `pg_sync_replication_slots` | `Privileged` | replication: streams every change |
-//! | `query_to_xml*`, `query_to_xmlschema`, `cursor_to_xml*`, `table_to_xml*`, `schema_to_xml*`, `database_to_xml*` | `Privileged` | run SQL or read tables named in strings, invisible to table extraction |
-//! | `set_config`                                                              | `Session` (`Privileged` when the setting is `role`, `session_authorization`, `session_replication_role` or not a literal: the walker checks the argument) | equivalent to `SET` |
+//! | `query_to_xml*`, `query_to_xmlschema`, `cursor_to_xml*`, `table_to_xml*`, `schema_to_xml*`, `database_to_xml*`, `ts_stat`, `ts_rewrite` (both forms) | `Privileged` | run SQL or read tables named in strings, invisible to table extraction |
+//! | extensions: `crosstab*` (`crosstab`, `crosstab2`–`4`), `connectby` (tablefunc), `xpath_table` (xml2), `get_raw_page`, `bt_page_items` (pageinspect), `pg_get_wal_record_info`, `pg_get_wal_records_info`, `pg_get_wal_block_info`, `pg_get_wal_stats` (pg_walinspect), `pg_background_launch`, `run_command_on_*` (Citus), `binary_upgrade_*` | `Privileged` | the same: run query strings, read tables named in strings or their raw pages / WAL |
+//! | `set_config`                                                              | `Session` (`Privileged` when the setting is privileged — see [`is_privileged_setting`] — or not a literal: the walker checks the argument) | equivalent to `SET` |
 //! | `nextval`, `setval`, `pg_notify`, `lo_create`, `lo_creat`, `lo_unlink`, `lo_put`, `lo_from_bytea`, `lowrite`, `lo_truncate`, `lo_truncate64` | `Write` | change state |
 //! | `pg_advisory_lock*`, `pg_advisory_xact_lock*`, `pg_try_advisory_*`, `pg_advisory_unlock*` | `Utility` | locks |
 //!
 //! `pg_sleep`, `pg_sleep_for` and `pg_sleep_until` are not escalated (they only waste time);
 //! like every other function they are listed in `Statement::functions`, so a policy can deny
-//! them by name. User-defined functions are listed, never escalated.
+//! them by name (a rule on `pg_sleep` matches `pg_catalog.pg_sleep(…)` too). User-defined
+//! functions are listed, never escalated.
 
 use super::Operation;
 
@@ -48,6 +50,17 @@ const EXACT: &[(&str, Operation)] = &[
     ("pg_logical_emit_message", Operation::Privileged),
     ("pg_sync_replication_slots", Operation::Privileged),
     ("query_to_xmlschema", Operation::Privileged),
+    ("ts_stat", Operation::Privileged),
+    ("ts_rewrite", Operation::Privileged),
+    ("connectby", Operation::Privileged),
+    ("xpath_table", Operation::Privileged),
+    ("get_raw_page", Operation::Privileged),
+    ("bt_page_items", Operation::Privileged),
+    ("pg_get_wal_record_info", Operation::Privileged),
+    ("pg_get_wal_records_info", Operation::Privileged),
+    ("pg_get_wal_block_info", Operation::Privileged),
+    ("pg_get_wal_stats", Operation::Privileged),
+    ("pg_background_launch", Operation::Privileged),
     ("set_config", Operation::Session),
     ("nextval", Operation::Write),
     ("setval", Operation::Write),
@@ -75,6 +88,9 @@ const PREFIXES: &[(&str, Operation)] = &[
     ("table_to_xml", Operation::Privileged),
     ("schema_to_xml", Operation::Privileged),
     ("database_to_xml", Operation::Privileged),
+    ("crosstab", Operation::Privileged),
+    ("run_command_on_", Operation::Privileged),
+    ("binary_upgrade_", Operation::Privileged),
     ("pg_advisory_", Operation::Utility),
     ("pg_try_advisory_", Operation::Utility),
 ];
@@ -99,13 +115,30 @@ pub fn is_side_effecting_function(name: &str) -> Option<Operation> {
 }
 
 /// Settings whose change through `SET`, `RESET` or `set_config` is privileged: they change who
-/// the session acts as, switch off triggers and foreign keys, or (`search_path`) change which
+/// the session acts as, switch off triggers and foreign keys, (`search_path`) change which
 /// table an unqualified name is — table rules read unqualified names under the default search
 /// path, so an agent that could move it would read `secret.people` under a rule for
-/// `public.people`.
+/// `public.people` — or (`client_encoding`, which `SET NAMES` sets, and
+/// `standard_conforming_strings`) change how the server splits the following statement text:
+/// in SJIS a multi-byte character can swallow a quote's backslash, and with
+/// `standard_conforming_strings` off `'\''` ends elsewhere, so a second statement could hide
+/// from the classifier.
 pub(crate) fn is_privileged_setting(name: &str) -> bool {
     matches!(
         name.to_ascii_lowercase().as_str(),
-        "role" | "session_authorization" | "session_replication_role" | "search_path"
+        "role"
+            | "session_authorization"
+            | "session_replication_role"
+            | "search_path"
+            | "client_encoding"
+            | "standard_conforming_strings"
     )
+}
+
+/// Whether a relation written by a statement is the `pg_settings` view, whose `UPDATE` rule
+/// calls `set_config` for whatever setting the row names (`UPDATE pg_settings SET setting =
+/// 'admin' WHERE name = 'role'`). `public.pg_settings` (or any other schema) is a plain table.
+pub(crate) fn is_settings_view(relation: &str) -> bool {
+    let lower = relation.to_ascii_lowercase();
+    lower == "pg_settings" || lower == "pg_catalog.pg_settings"
 }

@@ -6,7 +6,7 @@ use pg_query::NodeEnum as N;
 
 use super::functions::is_privileged_setting;
 use super::tree::{to_tree, variant_name, Tree};
-use super::walk::{dotted, Facts, Mode, Walker};
+use super::walk::{qualified, Facts, Mode, Walker};
 use super::{Operation as Op, SqlError};
 
 /// Classifies one statement into `facts`. `exec` is false under a plain `EXPLAIN`.
@@ -249,7 +249,9 @@ fn copy(c: &protobuf::CopyStmt, facts: &mut Facts, exec: bool) -> Result<(), Sql
 }
 
 /// Whether EXPLAIN's options ask to execute the statement. Anything but an explicit false
-/// counts as true (PostgreSQL rejects other values anyway).
+/// counts as true (PostgreSQL rejects other values anyway). A number always counts as true,
+/// `ANALYZE 0` included: what a statement does must never depend on a number's value (the
+/// proxy classifies shapes with every number replaced by `0`).
 fn explain_analyze(options: &[pg_query::Node]) -> bool {
     let mut analyze = false;
     for opt in options {
@@ -262,7 +264,7 @@ fn explain_analyze(options: &[pg_query::Node]) -> bool {
         analyze = match d.arg.as_deref().and_then(|a| a.node.as_ref()) {
             None => true,
             Some(N::Boolean(b)) => b.boolval,
-            Some(N::Integer(i)) => i.ival != 0,
+            Some(N::Integer(_)) => true,
             Some(N::String(s)) => !matches!(
                 s.sval.to_ascii_lowercase().as_str(),
                 "false" | "off" | "no" | "n" | "f" | "0" | "of"
@@ -274,7 +276,8 @@ fn explain_analyze(options: &[pg_query::Node]) -> bool {
 }
 
 /// `DROP TABLE a, s.b` and `COMMENT ON TABLE|COLUMN …` name relations as lists of strings,
-/// not `RangeVar`s: record the relation as written.
+/// not `RangeVar`s: record the relation as written (without a database part, like
+/// `RangeVar`s).
 fn relation_object(objtype: i32, object: &pg_query::Node, columns: bool, facts: &mut Facts) {
     let relation_like = [
         ObjectType::ObjectTable,
@@ -299,7 +302,7 @@ fn relation_object(objtype: i32, object: &pg_query::Node, columns: bool, facts: 
     if is_column {
         parts.pop();
     }
-    let name = dotted(Some(&Tree::List(parts)));
+    let name = qualified(Some(&Tree::List(parts)));
     if !name.is_empty() {
         facts.written.insert(name);
     }
@@ -322,5 +325,5 @@ fn weakens_security(cmd: &pg_query::Node) -> bool {
 }
 
 fn names(list: &[pg_query::Node]) -> String {
-    dotted(Some(&to_tree(list)))
+    qualified(Some(&to_tree(list)))
 }

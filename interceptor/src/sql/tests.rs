@@ -44,5 +44,6 @@ mod errors;
 mod other_kinds;
 mod prepared;
 mod privileged;
+mod qualified_names;
 mod reads_writes;
 mod side_effects;

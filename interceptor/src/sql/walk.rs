@@ -10,6 +10,11 @@
 //! - `SelectStmt` with an `INTO` clause adds `Ddl` and `Write`; the new table is written.
 //! - `FuncCall` adds its name to the functions and, when executing, the operation from
 //!   [`is_side_effecting_function`]; `set_config` looks at its first argument.
+//! - Names are reported as `schema.name` or `name`: a database part (`db.schema.t`, which
+//!   PostgreSQL only accepts for the current database) is dropped, so rules on `schema.t`
+//!   still apply.
+//! - Writing to `pg_settings` (its `UPDATE` rule calls `set_config` for any setting) adds
+//!   `Privileged`.
 //! - A `WithClause` scopes CTE names: a non-recursive CTE sees the earlier ones, a recursive
 //!   `WITH` sees them all, the statement body sees all of them. So
 //!   `WITH secrets AS (SELECT * FROM secrets) …` still reads the table `secrets`.
@@ -17,7 +22,7 @@
 
 use std::collections::BTreeSet;
 
-use super::functions::{is_privileged_setting, is_side_effecting_function};
+use super::functions::{is_privileged_setting, is_settings_view, is_side_effecting_function};
 use super::tree::Tree;
 use super::Operation;
 
@@ -157,6 +162,9 @@ impl<'f> Walker<'f> {
             return;
         };
         if mode == Mode::Target && self.exec {
+            if is_settings_view(&name) {
+                self.facts.ops.insert(Operation::Privileged);
+            }
             self.facts.written.insert(name);
             return;
         }
@@ -202,24 +210,27 @@ impl<'f> Walker<'f> {
     }
 }
 
-/// `catalog.schema.relation` as written; the parser has already folded unquoted names.
+/// `schema.relation` or `relation` as written; the parser has already folded unquoted names.
+/// A database part (`db.schema.relation`) is dropped: PostgreSQL rejects any database but the
+/// current one, so it names the same table as `schema.relation`.
 pub(crate) fn relation_name(rv: &Tree) -> Option<String> {
     let part = |k: &str| rv.field(k).and_then(Tree::as_str).unwrap_or("");
     let rel = part("relname");
     if rel.is_empty() {
         return None;
     }
-    let parts: Vec<&str> = [part("catalogname"), part("schemaname"), rel]
+    let parts: Vec<&str> = [part("schemaname"), rel]
         .into_iter()
         .filter(|p| !p.is_empty())
         .collect();
     Some(parts.join("."))
 }
 
-/// The dotted name of a `FuncCall`. Calls written in SQL syntax (`EXTRACT(… FROM …)`,
+/// The name of a `FuncCall`: `schema.function` or `function` (a database part is dropped,
+/// see [`qualified`]). Calls written in SQL syntax (`EXTRACT(… FROM …)`,
 /// `SUBSTRING(… FROM …)`) are shown without the `pg_catalog.` the parser adds.
 fn func_name(call: &Tree) -> String {
-    let name = dotted(call.field("funcname"));
+    let name = qualified(call.field("funcname"));
     let sql_syntax =
         matches!(call.field("funcformat"), Some(Tree::Int(n)) if *n == COERCE_SQL_SYNTAX);
     match name.strip_prefix("pg_catalog.") {
@@ -230,15 +241,18 @@ fn func_name(call: &Tree) -> String {
 
 const COERCE_SQL_SYNTAX: i64 = pg_query::protobuf::CoercionForm::CoerceSqlSyntax as i64;
 
-/// Joins a list of `String` nodes with dots (`["pg_catalog", "now"]` → `pg_catalog.now`).
-pub(crate) fn dotted(list: Option<&Tree>) -> String {
+/// Joins the last two of a list of `String` nodes with dots (`["pg_catalog", "now"]` →
+/// `pg_catalog.now`), dropping a database part: `db.schema.object` → `schema.object`.
+/// PostgreSQL accepts a database part only when it names the current database (and more than
+/// three parts never), so the object is the same as `schema.object`'s.
+pub(crate) fn qualified(list: Option<&Tree>) -> String {
     let parts: Vec<&str> = list
         .map(Tree::items)
         .unwrap_or(&[])
         .iter()
         .filter_map(|n| n.field("sval").and_then(Tree::as_str))
         .collect();
-    parts.join(".")
+    parts[parts.len().saturating_sub(2)..].join(".")
 }
 
 /// The value of a string constant (`'role'`, possibly behind a cast), if `expr` is one.

@@ -117,31 +117,26 @@ impl Catalog {
     }
 }
 
-/// First OID of objects created in a database (types defined there: enums, domains,
-/// extension types such as citext). Their values are treated as possibly text.
-const FIRST_NORMAL_OID: u32 = 16384;
-
-/// Types whose text-format values detectors scan: built-in text-like types (and arrays of
-/// them) and every type defined in the database.
+/// Types whose text-format values detectors scan: every type except the built-in ones
+/// whose values cannot hold free text (numbers, booleans, times, UUIDs… and arrays of
+/// them). Everything else is scanned — text of course, but also `name`, `bytea` (escape
+/// output), `record` (`row(email, ssn)`), `tsvector`, `refcursor`, `anyarray`
+/// (`pg_stats.histogram_bounds`), `inet` (IP addresses), and every type defined in the
+/// database (`citext`, domains, enums).
 pub fn text_like_type(oid: u32) -> bool {
-    oid >= FIRST_NORMAL_OID
-        || matches!(
-            oid,
-            18 | 19
-                | 25
-                | 114
-                | 142
-                | 705
-                | 1042
-                | 1043
-                | 3802
-                | 4072
-                | 1009
-                | 1015
-                | 1014
-                | 199
-                | 3807
-        )
+    !matches!(
+        oid,
+        // bool, int8, int2, int4, oid, tid, xid, cid
+        16 | 20 | 21 | 23 | 26 | 27 | 28 | 29
+            // float4, float8, money, date, time, timestamp, timestamptz, interval, timetz
+            | 700 | 701 | 790 | 1082 | 1083 | 1114 | 1184 | 1186 | 1266
+            // bit, varbit, numeric, uuid, pg_lsn, xid8
+            | 1560 | 1562 | 1700 | 2950 | 3220 | 5069
+            // their arrays: bool, int2, int4, int8, oid, float4, float8, money, date,
+            // time, timestamp, timestamptz, interval, timetz, numeric, uuid
+            | 1000 | 1005 | 1007 | 1016 | 1028 | 1021 | 1022 | 791 | 1182 | 1183 | 1115
+            | 1185 | 1187 | 1270 | 1231 | 2951
+    )
 }
 
 /// Built-in types whose binary format is exactly their text (`textsend` and friends).
@@ -252,6 +247,22 @@ mod tests {
             type_len: -1,
             type_mod: -1,
             format: 0,
+        }
+    }
+
+    #[test]
+    fn only_types_without_free_text_skip_the_detectors() {
+        for oid in [
+            16, 20, 21, 23, 700, 701, 1082, 1114, 1184, 1700, 2950, 1007, 1016,
+        ] {
+            assert!(!text_like_type(oid), "{oid}");
+        }
+        // text, varchar, name, bytea, json, jsonb, record, refcursor, tsvector, anyarray,
+        // inet, name[], a type defined in the database.
+        for oid in [
+            25, 1043, 19, 17, 114, 3802, 2249, 1790, 3614, 2277, 869, 1003, 16390,
+        ] {
+            assert!(text_like_type(oid), "{oid}");
         }
     }
 

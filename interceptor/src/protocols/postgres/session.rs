@@ -21,7 +21,7 @@ use super::error::{PgError, Result};
 use super::frontend::{self, Frontend, Startup};
 use super::mask::{self, ResultMask};
 use super::upstream::{self, Upstream};
-use super::{cancel, global};
+use super::{cancel, global, notices};
 use crate::audit::{now_rfc3339, AuditLog};
 use crate::identity::Identity;
 use crate::masking::Masker;
@@ -88,8 +88,13 @@ struct Unit {
     stmts: VecDeque<StmtCtx>,
     row_limit: Option<u64>,
     portal: String,
-    statement: String,
+    /// The statement the portal was bound from (`None`: a portal this session did not
+    /// bind, e.g. a cursor declared in SQL — its rows are described only by a Describe).
+    statement: Option<String>,
     formats: Vec<i16>,
+    /// Descriptions that stop being true once this simple query ran (its statements
+    /// declare or close cursors, prepare or deallocate statements).
+    invalidates: Invalidate,
     fields: Option<Vec<Field>>,
     mask: Option<Arc<ResultMask>>,
     rows: u64,
@@ -106,8 +111,9 @@ impl Unit {
             stmts: stmts.into(),
             row_limit,
             portal: String::new(),
-            statement: String::new(),
+            statement: None,
             formats: Vec::new(),
+            invalidates: Invalidate::default(),
             fields: None,
             mask: None,
             rows: 0,
@@ -118,11 +124,62 @@ impl Unit {
     }
 }
 
+/// Row descriptions a simple query makes stale: the result of an Execute must never be
+/// masked by the description of another statement or portal of the same name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Invalidate {
+    /// Statements prepared or deallocated by name (SQL `PREPARE`/`DEALLOCATE` share the
+    /// protocol's namespace).
+    statements: Vec<String>,
+    /// `DEALLOCATE ALL`, `DISCARD ALL`.
+    all_statements: bool,
+    /// `DECLARE`/`CLOSE` of cursors (their names are not reported: all portals).
+    portals: bool,
+}
+
+impl Invalidate {
+    fn of(stmts: &[Statement]) -> Invalidate {
+        let mut inv = Invalidate::default();
+        for s in stmts {
+            match (s.kind.as_str(), &s.prepared_name) {
+                ("PrepareStmt" | "DeallocateStmt", Some(n)) => inv.statements.push(n.clone()),
+                ("DeallocateStmt", None) | ("DiscardStmt", _) => inv.all_statements = true,
+                ("DeclareCursorStmt" | "ClosePortalStmt", _) => inv.portals = true,
+                _ => {}
+            }
+            if s.kind == "DiscardStmt" {
+                inv.portals = true;
+            }
+        }
+        inv
+    }
+
+    fn apply(&self, st: &mut State) {
+        if self.all_statements {
+            st.stmt_fields.clear();
+        }
+        for n in &self.statements {
+            st.stmt_fields.remove(n);
+        }
+        if self.portals {
+            st.portal_fields.clear();
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Pending {
-    Parse,
-    Bind { portal: String },
-    Close,
+    /// A Parse of this statement name: its old description is void once the server
+    /// answers (or skips) it.
+    Parse(String),
+    Bind {
+        portal: String,
+    },
+    /// A Close of a statement (`b'S'`) or portal, by name.
+    Close {
+        kind: u8,
+        name: String,
+    },
     DescribeStatement(String),
     DescribePortal(String),
     Sync,
@@ -378,6 +435,20 @@ pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
         },
     };
     start.tls = up.tls;
+    // E.g. `ALTER ROLE … SET client_encoding = 'SJIS'` on the upstream role: statements in
+    // such an encoding cannot be classified as the server reads them.
+    let encoding = up
+        .session
+        .params
+        .iter()
+        .find(|(k, _)| k == "client_encoding");
+    if let Some((_, v)) = encoding.filter(|(_, v)| !server::encoding_is_safe(v)) {
+        let msg = format!("interceptor: the upstream session of resource {} uses client_encoding {v}, in which statements cannot be classified; set it to UTF8 for the role", ctx.resource);
+        let _ = cw.write_all(&fatal("0A000", &msg)).await;
+        start.error = Some(msg.clone());
+        ctx.audit.record_any(&start);
+        return Outcome { error: Some(msg) };
+    }
     ctx.audit.record_any(&start);
     let target = cancel::Target {
         addr: up.addr,

@@ -83,6 +83,14 @@ fn explain_analyze_runs_the_statement() {
         &[],
         &[],
     );
+    // A number never decides: the proxy classifies statement shapes with every number
+    // replaced by 0, so `(ANALYZE 1)` is classified as `(ANALYZE 0)` and must run too.
+    for sql in [
+        "EXPLAIN (ANALYZE 0) DELETE FROM t",
+        "EXPLAIN (ANALYZE 1) DELETE FROM t",
+    ] {
+        assert_eq!(one(sql).operations, ops(&[Read, Write]), "{sql}");
+    }
 }
 
 #[test]

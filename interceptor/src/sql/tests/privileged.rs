@@ -48,6 +48,67 @@ fn role_switching_is_privileged() {
 }
 
 #[test]
+fn settings_that_change_how_text_is_parsed_are_privileged() {
+    // With client_encoding = SJIS or standard_conforming_strings = off the server would split
+    // the following text differently from the classifier.
+    for sql in [
+        "SET client_encoding = 'SJIS'",
+        "SET client_encoding TO DEFAULT",
+        "SET CLIENT_ENCODING TO 'SJIS'",
+        r#"SET "client_encoding" TO 'SJIS'"#,
+        "SET LOCAL client_encoding TO 'SJIS'",
+        "SET SESSION client_encoding TO 'SJIS'",
+        "SET NAMES 'SJIS'",
+        "SET NAMES DEFAULT",
+        "RESET client_encoding",
+        "SET standard_conforming_strings = off",
+        "SET LOCAL standard_conforming_strings TO off",
+        "SET SESSION standard_conforming_strings TO 'off'",
+        "RESET standard_conforming_strings",
+        "RESET Standard_Conforming_Strings",
+    ] {
+        assert_eq!(one(sql).operations, ops(&[Privileged]), "{sql}");
+    }
+    for sql in [
+        "SELECT set_config('client_encoding', 'SJIS', false)",
+        "SELECT set_config('Client_Encoding'::text, 'SJIS', true)",
+        "SELECT pg_catalog.set_config('standard_conforming_strings', 'off', false)",
+        "SELECT set_config(setting_name => 'application_name', new_value => 'x', is_local => false)",
+    ] {
+        assert_eq!(one(sql).operations, ops(&[Read, Privileged]), "{sql}");
+    }
+    // pg_settings' update rule calls set_config with any setting: privileged.
+    for sql in [
+        "UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'",
+        "UPDATE pg_catalog.pg_settings SET setting = 'admin' WHERE name = 'role'",
+        "WITH x AS (UPDATE pg_settings SET setting = 'SJIS' WHERE name = 'client_encoding' RETURNING 1) SELECT 1",
+    ] {
+        assert!(one(sql).operations.contains(&Privileged), "{sql}");
+    }
+    check(
+        "UPDATE public.pg_settings SET setting = 'x'",
+        &[Write],
+        &[],
+        &["public.pg_settings"],
+    );
+    check("SELECT * FROM pg_settings", &[Read], &["pg_settings"], &[]);
+    // Already privileged: per-role and per-database defaults.
+    for sql in [
+        "ALTER ROLE agent SET client_encoding = 'SJIS'",
+        "ALTER DATABASE app SET standard_conforming_strings = off",
+    ] {
+        assert!(one(sql).operations.contains(&Privileged), "{sql}");
+    }
+    // Other settings stay session.
+    for sql in [
+        "SET application_name = 'x'",
+        "SELECT set_config('statement_timeout', '5s', false)",
+    ] {
+        assert!(!one(sql).operations.contains(&Privileged), "{sql}");
+    }
+}
+
+#[test]
 fn grants_roles_and_system_are_privileged() {
     check("GRANT SELECT ON t TO bob", &[Privileged], &[], &["t"]);
     check("REVOKE ALL ON SCHEMA s FROM bob", &[Privileged], &[], &[]);

@@ -100,3 +100,51 @@ fn side_effecting_function_list() {
     assert_eq!(is_side_effecting_function("lower"), None);
     assert_eq!(is_side_effecting_function("lo_get"), None);
 }
+
+#[test]
+fn functions_running_query_strings_are_privileged() {
+    // The query in the string is invisible to table extraction: like query_to_xml.
+    for sql in [
+        "SELECT * FROM ts_rewrite('a'::tsquery, 'select ''a''::tsquery, quote_literal(key)::tsquery from api_keys')",
+        "SELECT ts_rewrite('a & b'::tsquery, 'a'::tsquery, 'c'::tsquery)",
+        "SELECT word FROM ts_stat('select to_tsvector(''simple'', key) from api_keys')",
+        "SELECT * FROM pg_catalog.ts_stat('select v from api_keys', 'ab')",
+        "SELECT * FROM crosstab('select a, b, c from api_keys order by 1') AS t(a text, b text)",
+        "SELECT * FROM crosstab('select 1', 'select 2') AS t(a text, b text)",
+        "SELECT * FROM public.crosstab2('select a, b, c from api_keys')",
+        "SELECT * FROM crosstab3('select a, b, c from api_keys')",
+        "SELECT * FROM crosstab4('select a, b, c from api_keys')",
+        "SELECT * FROM connectby('api_keys', 'id', 'parent', '1', 0) AS t(id text, parent text, level int)",
+        "SELECT * FROM xpath_table('id', 'doc', 'api_keys', '/a', 'true') AS t(id int, a text)",
+        "SELECT * FROM get_raw_page('api_keys', 0)",
+        "SELECT * FROM bt_page_items('api_keys_pkey', 1)",
+        "SELECT * FROM run_command_on_workers('select * from api_keys')",
+        "SELECT pg_background_launch('delete from api_keys')",
+    ] {
+        let s = one(sql);
+        assert_eq!(s.operations, ops(&[Read, Privileged]), "{sql}");
+        assert!(s.tables_read.is_empty(), "{sql}");
+    }
+    for name in [
+        "ts_stat",
+        "ts_rewrite",
+        "crosstab",
+        "crosstab2",
+        "crosstab3",
+        "crosstab4",
+        "connectby",
+        "xpath_table",
+        "get_raw_page",
+        "bt_page_items",
+        "pg_catalog.TS_STAT",
+    ] {
+        assert_eq!(is_side_effecting_function(name), Some(Privileged), "{name}");
+    }
+    // Text-search functions that only take values are not escalated.
+    check(
+        "SELECT to_tsvector('simple', body) @@ to_tsquery('a') FROM docs",
+        &[Read],
+        &["docs"],
+        &[],
+    );
+}

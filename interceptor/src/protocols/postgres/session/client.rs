@@ -23,7 +23,15 @@ where
     let mut token_n = 0u64;
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut intents: Vec<String> = Vec::new();
-    let mut decisions = Decisions::new(c.ctx.token.is_none());
+    let max_query = c.ctx.res.max_query_bytes.map_or(DEFAULT_MAX_QUERY, |n| {
+        usize::try_from(n.get()).unwrap_or(usize::MAX)
+    });
+    let mut decisions = Decisions::new(c.ctx.token.is_none(), max_query);
+    // An allowed privileged statement (it may change how the server reads the statements
+    // after it: `standard_conforming_strings`) was sent and not yet answered.
+    let mut barrier = false;
+    // A privileged statement was parsed since the last Sync: the barrier follows the Sync.
+    let mut priv_parsed = false;
     loop {
         let f = match reader.next().await? {
             Some(f) => f,
@@ -55,6 +63,12 @@ where
             masking: c.masker.is_some(),
         };
         for f in &frames {
+            if barrier {
+                // Classify what follows with the settings the server then has.
+                barrier = false;
+                flush(c, &mut intents, &mut out, up).await?;
+                c.wait_idle().await;
+            }
             c.ctx.bytes_up.fetch_add(5 + f.body.len() as u64, Relaxed);
             let msg = Frontend::parse(f)?;
             let mut deny_with = |checked: &Checked, out: &mut BytesMut, extended: Option<&str>| {
@@ -79,12 +93,15 @@ where
                     if checked.allowed() {
                         remember_prepared(&checked.statements, &mut sql_prepared);
                         intents.push(c.intent("simple", sql, &checked.summary, &checked.decision));
+                        barrier |= privileged(&checked.statements);
+                        let mut u = Unit::new(true, stmts, checked.decision.row_limit);
+                        u.invalidates = Invalidate::of(&checked.statements);
+                        if u.invalidates.portals {
+                            // Cursors declared in SQL are portals of the same namespace.
+                            portals.clear();
+                        }
                         let mut st = c.st();
-                        st.pending.push_back(Pending::Exec(Box::new(Unit::new(
-                            true,
-                            stmts,
-                            checked.decision.row_limit,
-                        ))));
+                        st.pending.push_back(Pending::Exec(Box::new(u)));
                         st.outstanding += 1;
                         drop(st);
                         f.encode(&mut out);
@@ -109,9 +126,10 @@ where
                         Some(s) => (s, d.restate(query, s)),
                         None => (&d.checked, d.stmts(query)),
                     };
-                    c.st().pending.push_back(Pending::Parse);
+                    c.st().pending.push_back(Pending::Parse(name.to_owned()));
                     if checked.allowed() {
                         remember_prepared(&checked.statements, &mut sql_prepared);
+                        priv_parsed |= privileged(&checked.statements);
                         statements.insert(name.to_owned(), (stmts, checked.decision.row_limit));
                         f.encode(&mut out);
                     } else {
@@ -144,8 +162,41 @@ where
                     f.encode(&mut out);
                 }
                 Frontend::Execute { portal, .. } => {
-                    let (statement, formats) = portals.get(portal).cloned().unwrap_or_default();
-                    let (stmts, limit) = statements.get(&statement).cloned().unwrap_or_default();
+                    // A portal this session did not bind (a cursor declared in SQL) is not
+                    // the unnamed statement's: its rows are described only by a Describe.
+                    let (statement, formats) = match portals.get(portal) {
+                        Some((s, f)) => (Some(s.clone()), f.clone()),
+                        None => (None, Vec::new()),
+                    };
+                    let (mut stmts, mut limit) = statement
+                        .as_ref()
+                        .and_then(|s| statements.get(s).cloned())
+                        .unwrap_or_default();
+                    if statement.is_none() {
+                        // Executing a cursor is fetching from it: decided (rule, row limit,
+                        // audit) as `FETCH ALL FROM` it.
+                        let fetch = format!("FETCH ALL FROM \"{}\"", portal.replace('"', "\"\""));
+                        let d = decisions.decide(&fetch, c.st().scs, &enforcer, &sql_prepared);
+                        let settled = c
+                            .settle_held(&d, &fetch, &policy, client, &mut out, up)
+                            .await?;
+                        let (checked, s) = match &settled {
+                            Some(s) => (s, d.restate(&fetch, s)),
+                            None => (&d.checked, d.stmts(&fetch)),
+                        };
+                        if !checked.allowed() {
+                            let denied = s.first().cloned().unwrap_or_else(|| {
+                                StmtCtx::new(fetch.clone(), &checked.summary, &checked.decision)
+                            });
+                            c.audit_stmt("extended", &denied, None, None);
+                            // The denial is an unparsable unnamed statement in its place.
+                            statements.remove("");
+                            c.st().pending.push_back(Pending::Parse(String::new()));
+                            deny_with(checked, &mut out, Some(""));
+                            continue;
+                        }
+                        (stmts, limit) = (s, checked.decision.row_limit);
+                    }
                     match stmts.first() {
                         Some(first) => {
                             let text: Vec<&str> = stmts.iter().map(|s| s.text.as_str()).collect();
@@ -156,11 +207,15 @@ where
                                 &first.decision,
                             ));
                         }
-                        // A statement this session did not Parse (the upstream will say
-                        // whether it exists): still on record before it is executed.
+                        // A statement this session did not Parse, or a portal it did not
+                        // bind (the upstream will say whether it exists): still on record
+                        // before it is executed.
                         None => intents.push(c.intent(
                             "extended",
-                            &format!("<execute of statement {statement:?}>"),
+                            &match &statement {
+                                Some(s) => format!("<execute of statement {s:?}>"),
+                                None => format!("<execute of portal {portal:?}>"),
+                            },
                             "unknown statement",
                             &SqlDecision {
                                 verdict: Verdict::Allow,
@@ -184,10 +239,14 @@ where
                     } else {
                         portals.remove(name);
                     }
-                    c.st().pending.push_back(Pending::Close);
+                    c.st().pending.push_back(Pending::Close {
+                        kind,
+                        name: name.to_owned(),
+                    });
                     f.encode(&mut out);
                 }
                 Frontend::Sync => {
+                    barrier |= std::mem::take(&mut priv_parsed);
                     let mut st = c.st();
                     st.pending.push_back(Pending::Sync);
                     st.outstanding += 1;
@@ -240,23 +299,39 @@ where
                 }
             }
         }
-        // (issue 6) Write before forward: the commands of this batch are on disk before
-        // any byte of it goes upstream; if they cannot be, none of it is sent.
-        if !intents.is_empty() {
-            c.ctx
-                .audit
-                .commit_lines(std::mem::take(&mut intents))
-                .await
-                .map_err(|e| PgError::Audit(e.to_string()))?;
-        }
-        if !out.is_empty() {
-            up.write_all(&out).await?;
-            out.clear();
-        }
+        flush(c, &mut intents, &mut out, up).await?;
         if terminate {
             return Ok(true);
         }
     }
+}
+
+/// (issue 6) Write before forward: the commands so far are on disk before any byte of
+/// them goes upstream; if they cannot be, none of it is sent.
+async fn flush<W: AsyncWrite + Unpin>(
+    c: &Common<'_>,
+    intents: &mut Vec<String>,
+    out: &mut BytesMut,
+    up: &mut W,
+) -> Result<()> {
+    if !intents.is_empty() {
+        c.ctx
+            .audit
+            .commit_lines(std::mem::take(intents))
+            .await
+            .map_err(|e| PgError::Audit(e.to_string()))?;
+    }
+    if !out.is_empty() {
+        up.write_all(out).await?;
+        out.clear();
+    }
+    Ok(())
+}
+
+fn privileged(stmts: &[Statement]) -> bool {
+    stmts
+        .iter()
+        .any(|s| s.operations.contains(&crate::sql::Operation::Privileged))
 }
 
 /// Queues the reply slot of a denied statement (the proxy writes its ErrorResponse).
@@ -268,10 +343,48 @@ fn queue_denied(c: &Common<'_>) {
     st.outstanding += 1;
 }
 
+/// Longest query text classified unless the resource says otherwise (`max_query_bytes`).
+pub(super) const DEFAULT_MAX_QUERY: usize = 128 * 1024;
+
+/// Texts longer than this are parsed one at a time, off the async worker.
+const LARGE_QUERY: usize = 16 * 1024;
+
 /// Classifies a query text. Texts that differ only in numeric literals share one cache
 /// entry (`shape`): `true` when the result is of the shape (one statement, whose text is
-/// then `sql` itself, not the shape's).
+/// then `sql` itself, not the shape's). Texts over `max` bytes are not parsed (denied):
+/// the parser's memory grows with the text, up to ~1 KB per byte of dense SQL.
 pub(super) fn classify(
+    sql: &str,
+    scs: bool,
+    max: usize,
+) -> (Arc<std::result::Result<Classification, SqlError>>, bool) {
+    if sql.len() > max {
+        let detail = format!(
+            "the query text is {} bytes, over the {max} bytes the interceptor classifies (split it, or raise max_query_bytes of the resource)",
+            sql.len()
+        );
+        let e = SqlError::Unknown {
+            kind: "query".into(),
+            detail,
+        };
+        return (Arc::new(Err(e)), false);
+    }
+    if sql.len() > LARGE_QUERY {
+        // One large parse at a time, and not on the worker that serves other sessions.
+        static LARGE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let run = || {
+            let _one = LARGE.lock().unwrap_or_else(|e| e.into_inner());
+            classify_text(sql, scs)
+        };
+        return match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
+            _ => run(),
+        };
+    }
+    classify_text(sql, scs)
+}
+
+fn classify_text(
     sql: &str,
     scs: bool,
 ) -> (Arc<std::result::Result<Classification, SqlError>>, bool) {

@@ -60,14 +60,17 @@ pub(super) struct Decisions {
     /// By shape or text, one map per `standard_conforming_strings` setting (index 1: on).
     maps: [HashMap<String, Arc<Decided>>; 2],
     enabled: bool,
+    /// Longest text classified (`max_query_bytes`).
+    max_query: usize,
 }
 
 impl Decisions {
     /// `enabled`: false for sessions whose decisions may change over time (agent tokens).
-    pub fn new(enabled: bool) -> Decisions {
+    pub fn new(enabled: bool, max_query: usize) -> Decisions {
         Decisions {
             maps: Default::default(),
             enabled,
+            max_query,
         }
     }
 
@@ -93,7 +96,7 @@ impl Decisions {
                 return d;
             }
         }
-        let (cls, shaped) = classify(sql, scs);
+        let (cls, shaped) = classify(sql, scs, self.max_query);
         let checked = enforcer.check(&cls, prepared);
         let stmts = stmt_ctxs(sql, &checked, shaped);
         let d = Arc::new(Decided {
@@ -185,7 +188,7 @@ sql_rules:
 
     #[test]
     fn texts_of_one_shape_share_a_decision_with_their_own_audit_text() {
-        let mut d = Decisions::new(true);
+        let mut d = Decisions::new(true, super::super::client::DEFAULT_MAX_QUERY);
         let none = HashMap::new();
         let a = check(
             &mut d,
@@ -213,7 +216,7 @@ sql_rules:
 
     #[test]
     fn multi_statement_texts_are_memoised_by_text_with_each_statement() {
-        let mut d = Decisions::new(true);
+        let mut d = Decisions::new(true, super::super::client::DEFAULT_MAX_QUERY);
         let none = HashMap::new();
         let sql = "SELECT 1 FROM t WHERE a = 1; SELECT 2 FROM u";
         let a = check(&mut d, sql, &none);
@@ -233,7 +236,7 @@ sql_rules:
     #[test]
     fn holds_executes_and_token_sessions_are_decided_every_time() {
         let none = HashMap::new();
-        let mut d = Decisions::new(true);
+        let mut d = Decisions::new(true, super::super::client::DEFAULT_MAX_QUERY);
         let a = check(&mut d, "DELETE FROM accounts WHERE aid = 1", &none);
         assert_eq!(a.checked.decision.verdict, Verdict::Hold);
         let b = check(&mut d, "DELETE FROM accounts WHERE aid = 1", &none);
@@ -250,7 +253,7 @@ sql_rules:
         let e2 = check(&mut d, "EXECUTE q", &prepared);
         assert!(e2.checked.allowed(), "{:?}", e2.checked.decision);
 
-        let mut t = Decisions::new(false);
+        let mut t = Decisions::new(false, super::super::client::DEFAULT_MAX_QUERY);
         let a = check(&mut t, "SELECT 1 FROM t", &none);
         let b = check(&mut t, "SELECT 1 FROM t", &none);
         assert!(!Arc::ptr_eq(&a, &b), "token sessions are not memoised");
@@ -258,11 +261,27 @@ sql_rules:
 
     #[test]
     fn the_memo_is_bounded() {
-        let mut d = Decisions::new(true);
+        let mut d = Decisions::new(true, super::super::client::DEFAULT_MAX_QUERY);
         let none = HashMap::new();
         for i in 0..(CAPACITY * 3) {
             check(&mut d, &format!("SELECT c{i} FROM t"), &none);
             assert!(d.maps[1].len() <= CAPACITY);
         }
+    }
+
+    #[test]
+    fn texts_over_the_limit_are_denied_unparsed() {
+        let mut d = Decisions::new(true, 64);
+        let none = HashMap::new();
+        let short = check(&mut d, "SELECT 1 FROM t", &none);
+        assert!(short.checked.allowed(), "{:?}", short.checked.decision);
+        let long = format!("SELECT 1 FROM t WHERE x IN ({})", vec!["1"; 40].join(","));
+        let denied = check(&mut d, &long, &none);
+        assert!(!denied.checked.allowed());
+        assert!(
+            denied.checked.decision.reason.contains("max_query_bytes"),
+            "{:?}",
+            denied.checked.decision
+        );
     }
 }

@@ -48,7 +48,7 @@ async fn on_backend(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> 
             let mut ours = false;
             let mut st = c.st();
             if let Some(m) = backend::field(&fields, b'M') {
-                if let Some(i) = m.find(DENY_TOKEN) {
+                if let Some(i) = m.find(DENY_TOKEN).filter(|_| !st.denials.is_empty()) {
                     let tok: String = m[i..]
                         .chars()
                         .take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_')
@@ -74,19 +74,41 @@ async fn on_backend(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> 
                         if matches!(p, Pending::Sync) {
                             break;
                         }
-                        if let Some(Pending::Exec(u)) = st.pending.pop_front() {
-                            if first && !ours && !u.denied {
-                                if let Some(s) = u.stmts.front() {
-                                    c.audit_stmt("extended", s, Some(&u), sqlstate.clone());
+                        match st.pending.pop_front() {
+                            Some(Pending::Exec(u)) => {
+                                if first && !ours && !u.denied && !u.simple {
+                                    if let Some(s) = u.stmts.front() {
+                                        c.audit_stmt("extended", s, Some(&u), sqlstate.clone());
+                                    }
+                                }
+                                if u.simple {
+                                    // A Query inside the skipped part is skipped too, and
+                                    // no ReadyForQuery will answer it.
+                                    st.outstanding -= 1;
+                                    u.invalidates.apply(&mut st);
                                 }
                             }
+                            // Skipped: what it named may or may not exist now.
+                            Some(Pending::Parse(name)) => {
+                                st.stmt_fields.remove(&name);
+                            }
+                            Some(Pending::Bind { portal }) => {
+                                st.portal_fields.remove(&portal);
+                            }
+                            _ => {}
                         }
                         first = false;
                     }
                 }
             }
+            drop(st);
+            if !ours {
+                frame = masked_text(c, frame, notices::error_or_notice)?;
+            }
             frame.encode(out);
         }
+        backend::NOTICE => masked_text(c, f, notices::error_or_notice)?.encode(out),
+        NOTIFICATION => masked_text(c, f, notices::notification)?.encode(out),
         backend::READY => {
             let mut st = c.st();
             st.tx = f.body.first().copied().unwrap_or(b'I');
@@ -94,7 +116,10 @@ async fn on_backend(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> 
             while let Some(p) = st.pending.pop_front() {
                 match p {
                     Pending::Sync => break,
-                    Pending::Exec(u) if u.simple => break,
+                    Pending::Exec(u) if u.simple => {
+                        u.invalidates.apply(&mut st);
+                        break;
+                    }
                     _ => {}
                 }
             }
@@ -149,8 +174,23 @@ async fn on_backend(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> 
         }
         b'1' | b'3' => {
             let mut st = c.st();
-            if matches!(st.pending.front(), Some(Pending::Parse | Pending::Close)) {
-                st.pending.pop_front();
+            match st.pending.front() {
+                // The statement of this name is a new one: no description of it yet.
+                Some(Pending::Parse(name)) => {
+                    let name = name.clone();
+                    st.pending.pop_front();
+                    st.stmt_fields.remove(&name);
+                }
+                Some(Pending::Close { kind, name }) => {
+                    let (kind, name) = (*kind, name.clone());
+                    st.pending.pop_front();
+                    if kind == b'S' {
+                        st.stmt_fields.remove(&name);
+                    } else {
+                        st.portal_fields.remove(&name);
+                    }
+                }
+                _ => {}
             }
             f.encode(out);
         }
@@ -208,16 +248,87 @@ async fn on_backend(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> 
             tag_frame.encode(out);
         }
         backend::PARAMETER_STATUS => {
-            if let Ok((k, v)) = backend::parse_parameter_status(&f.body) {
-                if k == "standard_conforming_strings" {
-                    c.st().scs = v == "on";
-                }
+            let (k, v) = backend::parse_parameter_status(&f.body)?;
+            if k == "standard_conforming_strings" {
+                c.st().scs = v == "on";
             }
-            f.encode(out);
+            if k == "client_encoding" && !encoding_is_safe(&v) {
+                // The classifier reads statements as UTF-8; in these encodings a
+                // multi-byte character can end in a backslash byte and turn `E'…\'…'`
+                // into two statements. Nothing more from this session goes upstream.
+                return Err(PgError::Unsupported(format!(
+                    "client_encoding {v}: the interceptor cannot classify statements in it (use UTF8); session ended"
+                )));
+            }
+            let masked = c
+                .masker
+                .as_ref()
+                .and_then(|m| notices::parameter(m, &k, &v));
+            match masked {
+                Some((g, n)) => {
+                    count_masked(c, n);
+                    g.encode(out);
+                }
+                None => f.encode(out),
+            }
         }
         _ => f.encode(out),
     }
     Ok(())
+}
+
+/// NotificationResponse (`LISTEN`/`NOTIFY`).
+const NOTIFICATION: u8 = b'A';
+
+/// Client encodings whose multi-byte characters can contain ASCII bytes (a backslash):
+/// PostgreSQL's client-only encodings. Every server encoding is safe.
+pub(super) fn encoding_is_safe(name: &str) -> bool {
+    let n = name.to_ascii_uppercase().replace(['_', '-'], "");
+    !matches!(
+        n.as_str(),
+        "SJIS"
+            | "SHIFTJIS"
+            | "SHIFTJIS2004"
+            | "MSKANJI"
+            | "BIG5"
+            | "GBK"
+            | "CP936"
+            | "UHC"
+            | "GB18030"
+            | "JOHAB"
+            | "WIN936"
+            | "WIN949"
+            | "WIN950"
+            | "TCVN"
+            | "TCVN5712"
+            | "VSCII"
+            | "WIN1258"
+            | "ABC"
+    ) || n.is_empty()
+}
+
+/// A `notices` function: the frame with its text masked and the values masked, if any.
+type TextMask = fn(&Masker, &Frame) -> Result<Option<(Frame, u64)>>;
+
+/// `f` with its free text masked by `mask` (when the session masks), counted.
+fn masked_text(c: &Common<'_>, f: Frame, mask: TextMask) -> Result<Frame> {
+    let Some(m) = &c.masker else {
+        return Ok(f);
+    };
+    Ok(match mask(m, &f)? {
+        Some((g, n)) => {
+            count_masked(c, n);
+            g
+        }
+        None => f,
+    })
+}
+
+/// Adds masked values to the statement being answered, if any.
+fn count_masked(c: &Common<'_>, n: u64) {
+    if let Some(Pending::Exec(u)) = c.st().pending.front_mut() {
+        u.masked += n;
+    }
 }
 
 /// A plan for these fields, naming their tables first (side query on a pooled connection).
@@ -341,7 +452,7 @@ async fn data_row(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> {
                     None
                 } else if let Some(fl) = portal_fields.get(&u.portal) {
                     Some((fl.clone(), Vec::new()))
-                } else if let Some(fl) = stmt_fields.get(&u.statement) {
+                } else if let Some(fl) = u.statement.as_ref().and_then(|s| stmt_fields.get(s)) {
                     Some((fl.clone(), u.formats.clone()))
                 } else {
                     Some((Vec::new(), Vec::new()))
