@@ -51,11 +51,16 @@ python3 $D/client.py $U > $D/py.json
         assert_masked_user(&json(&d.join(format!("{f}.json"))), f);
         let h = read(&d.join(format!("{f}.h"))).to_ascii_lowercase();
         assert!(!h.contains("content-encoding"), "{f}: {h}");
-        let len = std::fs::metadata(d.join(format!("{f}.json"))).unwrap().len();
+        let len = std::fs::metadata(d.join(format!("{f}.json")))
+            .unwrap()
+            .len();
         assert!(h.contains(&format!("content-length: {len}")), "{f}: {h}");
     }
     // Nothing to mask: passed on as it came, still compressed (curl decoded it).
-    assert_eq!(json(&d.join("clean.json")), serde_json::json!({"id": "z", "ok": true}));
+    assert_eq!(
+        json(&d.join("clean.json")),
+        serde_json::json!({"id": "z", "ok": true})
+    );
     let h = read(&d.join("clean.h")).to_ascii_lowercase();
     assert!(h.contains("content-encoding: gzip"), "{h}");
     // A coding the proxy cannot decode: withheld, saying why.

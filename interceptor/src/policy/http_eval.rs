@@ -39,13 +39,30 @@ pub(super) struct CompiledHttpRule {
     services: Option<Vec<String>>,
     methods: Option<Vec<String>>,
     paths: Option<Vec<Pattern>>,
-    /// (lower-case name, value glob)
+    /// (lower-case name, value glob); the glob in lower case for rules that do not allow
+    /// (`loose_headers`).
     headers: Vec<(String, Option<Pattern>)>,
     effects: HttpEffects,
     reason: Option<String>,
 }
 
 impl CompiledHttpRule {
+    /// Whether a header value condition matches loosely: for deny and hold rules, any
+    /// comma-separated element of a value (trimmed), or the whole value, in any case — a
+    /// rule against `X-Role: admin` must not be sidestepped with `user, admin` or `Admin`.
+    /// Allow rules match the whole value exactly (fail closed).
+    fn loose_headers(&self) -> bool {
+        self.action != SqlAction::Allow
+    }
+
+    fn header_matches(&self, glob: &Pattern, v: &http::HeaderValue) -> bool {
+        if !self.loose_headers() {
+            return v.to_str().is_ok_and(|v| glob.is_match(v));
+        }
+        let v = String::from_utf8_lossy(v.as_bytes()).to_lowercase();
+        glob.is_match(v.trim()) || v.split(',').any(|e| glob.is_match(e.trim()))
+    }
+
     /// Whether the rule looks inside requests (so it cannot decide on an SNI alone).
     fn inspects(&self) -> bool {
         self.methods.is_some()
@@ -212,10 +229,9 @@ fn matching_rule<'p>(
         }
         rule.headers.iter().all(|(name, glob)| {
             req.headers.is_some_and(|h| {
-                h.get_all(name.as_str()).iter().any(|v| {
-                    glob.as_ref()
-                        .is_none_or(|g| v.to_str().is_ok_and(|v| g.is_match(v)))
-                })
+                h.get_all(name.as_str())
+                    .iter()
+                    .any(|v| glob.as_ref().is_none_or(|g| rule.header_matches(g, v)))
             })
         })
     })
@@ -387,8 +403,19 @@ pub(super) fn compile_http(
             headers: rule
                 .headers
                 .iter()
-                .map(|h| (h.name.to_ascii_lowercase(), h.value.clone()))
-                .collect(),
+                .map(|h| {
+                    let value = match (&h.value, rule.action) {
+                        (Some(g), SqlAction::Deny | SqlAction::Hold) => {
+                            let lower = g.as_str().to_lowercase();
+                            Some(Pattern::parse(&lower).map_err(|e| {
+                                bad("headers", g.as_str(), format!("header {}: {e}", h.name))
+                            })?)
+                        }
+                        (v, _) => v.clone(),
+                    };
+                    Ok((h.name.to_ascii_lowercase(), value))
+                })
+                .collect::<Result<_, PolicyError>>()?,
             effects: HttpEffects {
                 inject: rule.inject.clone(),
                 mask: rule.mask,

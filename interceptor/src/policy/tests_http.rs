@@ -299,3 +299,59 @@ fn load_errors_name_the_problem() {
         "unknown variant `maybe`",
     );
 }
+
+#[test]
+fn deny_header_values_match_any_list_element_in_any_case_allow_values_exactly() {
+    let p = Policy::from_str(
+        "version: 1
+http_services:
+  api:
+    address: 127.0.0.2
+    port: 8443
+    hosts: [api.test]
+http_rules:
+  - name: no-admin
+    service: api
+    action: deny
+    headers:
+      - name: X-Role
+        value: admin
+  - name: users
+    service: api
+    action: allow
+    headers:
+      - name: X-Role
+        value: user
+",
+        "t.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let decide = |values: &[&str]| {
+        let mut h = ::http::HeaderMap::new();
+        for v in values {
+            h.append("x-role", v.parse().unwrap());
+        }
+        let d = evaluate_http(&p, &req("api", "api.test", "GET", "/", &h));
+        (d.verdict, d.rule.map(str::to_owned))
+    };
+    let denied = (Verdict::Deny, Some("no-admin".to_owned()));
+    for v in [
+        "admin",
+        "user, admin",
+        "user,admin",
+        "Admin",
+        " ADMIN ",
+        "user ,  aDmIn",
+    ] {
+        assert_eq!(decide(&[v]), denied, "{v:?}");
+    }
+    assert_eq!(decide(&["user", "admin"]), denied, "two lines");
+    assert_eq!(
+        decide(&["user"]),
+        (Verdict::Allow, Some("users".to_owned()))
+    );
+    // Allow rules stay exact: anything else is not theirs (default deny).
+    for v in ["User", "user, user", "user,", "administrator"] {
+        assert_eq!(decide(&[v]), (Verdict::Deny, None), "{v:?}");
+    }
+}

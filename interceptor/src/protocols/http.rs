@@ -168,11 +168,17 @@ impl Global {
 }
 
 /// One agent connection to an HTTP service.
+/// Reads the daemon's policy as it is now.
+pub type PolicySource = Arc<dyn Fn() -> Arc<Policy> + Send + Sync>;
+
 pub struct Ctx {
     pub session: String,
     pub instance: String,
     pub identity: Identity,
-    pub policy: Arc<Policy>,
+    /// The daemon's current policy: every request is decided by the policy of its time, so
+    /// a reload applies to the next request of an open keep-alive or HTTP/2 connection
+    /// (the service definition `svc` stays as it was when the connection was accepted).
+    pub current_policy: PolicySource,
     pub service: String,
     pub svc: HttpService,
     pub dst: SocketAddr,
@@ -193,9 +199,14 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The policy as it is now (after any reload).
+    pub fn policy(&self) -> Arc<Policy> {
+        (self.current_policy)()
+    }
+
     /// The subject with the agent token as it is now (expiry checked).
     pub fn token_view(&self) -> Option<crate::policy::AgentToken> {
-        self.token.as_ref().map(|t| t.view(self.policy.issuers()))
+        self.token.as_ref().map(|t| t.view(self.policy().issuers()))
     }
 
     /// The subject with `token` as its agent token.
@@ -313,11 +324,12 @@ async fn passthrough(
 ) -> Outcome {
     let mut rec = ctx.record("http_passthrough", "passthrough");
     rec.host = sni.clone();
+    let policy = ctx.policy();
     let d = if sni.is_none() {
         None
     } else {
         Some(evaluate_http(
-            &ctx.policy,
+            &policy,
             &HttpRequest {
                 subject: ctx.subject(),
                 service: &ctx.service,

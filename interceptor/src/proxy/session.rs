@@ -137,7 +137,7 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     if let Some((name, svc)) = policy.http_service(dst) {
         let (name, svc) = (name.to_owned(), svc.clone());
         serve_http(
-            client, &shared, rec, identity, token, n, dst, name, svc, policy, started,
+            client, &shared, rec, identity, token, n, dst, name, svc, started,
         )
         .await;
         return;
@@ -367,7 +367,6 @@ async fn serve_http(
     dst: SocketAddr,
     service: String,
     svc: crate::policy::HttpService,
-    policy: Arc<crate::policy::Policy>,
     started: Instant,
 ) {
     use crate::protocols::http;
@@ -377,7 +376,12 @@ async fn serve_http(
         session: rec.session.clone(),
         instance: shared.instance.clone(),
         identity: identity.clone(),
-        policy,
+        // Each request is decided by the daemon's policy of its time (a reload applies
+        // to open connections), not by the one this connection was accepted under.
+        current_policy: {
+            let shared = shared.clone();
+            Arc::new(move || shared.policy())
+        },
         service,
         svc,
         dst,

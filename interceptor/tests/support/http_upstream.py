@@ -16,7 +16,12 @@ the token itself.
   GET  /blob?file=P    the bytes of file P (application/octet-stream)
   GET  /typed?ct=T     the user JSON labelled T (`none`: no Content-Type); with
                        `&lines=2` two of them as JSON lines (`&bad=1`: then a
-                       line that is not JSON); `&gz=1`: gzip-compressed
+                       line that is not JSON); `&gz=1`: gzip-compressed;
+                       `&esc=1`: `@` written `\\u0040`; `&bom=1`: a UTF-8 BOM first;
+                       `&dup=1`: {"id", "note" with an address, "note": "clean"} (a
+                       duplicate key); `&range=1`: a `Range` header is answered 206
+                       with just the "note" string (valid JSON alone); `&partial=1`:
+                       that 206 whatever was asked
   GET  /events?gate=G  server-sent events: one event, then the rest only once
                        /release?gate=G was called (or `gate-timeout` after 20 s), so
                        a client sees whether event 1 reached it before the end;
@@ -65,6 +70,8 @@ class H(BaseHTTPRequestHandler):
             "auth": self.auth(),
             "accept_encoding": self.headers.get("Accept-Encoding"),
             "connection": self.headers.get("Connection"),
+            "range": self.headers.get("Range"),
+            "if_range": self.headers.get("If-Range"),
         }
         with LOCK, open(LOG, "a") as f:
             f.write(json.dumps(rec) + "\n")
@@ -139,8 +146,19 @@ class H(BaseHTTPRequestHandler):
                 body = b"".join(json.dumps(self.user(f"l{i}")).encode() + b"\n" for i in range(lines))
                 if "bad" in q:
                     body += b"not json: alice@example.com\n"
+            elif "dup" in q:
+                body = b'{"id": "d", "note": "call bob@example.org", "note": "clean"}'
             else:
                 body = json.dumps(self.user("t")).encode()
+            if "esc" in q:
+                body = body.replace(b"@", b"\\u0040")
+            if "bom" in q:
+                body = b"\xef\xbb\xbf" + body
+            if "partial" in q or ("range" in q and self.headers.get("Range")):
+                note = json.dumps(self.user("t")["note"]).encode()
+                start = body.index(note)
+                rng = f"bytes {start}-{start + len(note) - 1}/{len(body)}"
+                return self.send(206, note, "application/json", [("Content-Range", rng)])
             ct = q["ct"][0]
             if "gz" in q:
                 return self.send(200, gzip.compress(body), ct, [("Content-Encoding", "gzip")])

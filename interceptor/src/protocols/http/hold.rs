@@ -46,7 +46,7 @@ pub async fn settle(
         reason: d.reason.clone(),
         fingerprint,
     };
-    let timeout = ctx.policy.hold_timeout(&rule);
+    let timeout = ctx.policy().hold_timeout(&rule);
     let mut id = None;
     let outcome = match ctx.approvals.open(hold, timeout) {
         Opened::Granted(o) => o,

@@ -26,11 +26,18 @@ pub enum Coding {
 /// The coding of a response to be masked; other codings (`br`, `zstd`, `compress`, or a
 /// list of several) cannot be decoded here.
 pub fn coding(content_encoding: Option<&str>) -> Result<Coding, MaskError> {
-    match content_encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
-        None | Some("" | "identity") => Ok(Coding::Identity),
-        Some("gzip" | "x-gzip") => Ok(Coding::Gzip),
-        Some("deflate") => Ok(Coding::Deflate),
-        Some(_) => Err(MaskError::Compressed(
+    // A list: codings applied in order; `identity` entries change nothing.
+    let codings: Vec<String> = content_encoding
+        .unwrap_or("")
+        .split(',')
+        .map(|e| e.trim().to_ascii_lowercase())
+        .filter(|e| !e.is_empty() && e != "identity")
+        .collect();
+    match codings.as_slice() {
+        [] => Ok(Coding::Identity),
+        [one] if one == "gzip" || one == "x-gzip" => Ok(Coding::Gzip),
+        [one] if one == "deflate" => Ok(Coding::Deflate),
+        _ => Err(MaskError::Compressed(
             content_encoding.unwrap_or_default().trim().to_owned(),
         )),
     }

@@ -51,6 +51,12 @@ fn codings_from_the_header() {
     assert_eq!(coding(Some("x-gzip")), Ok(Coding::Gzip));
     assert_eq!(coding(Some("deflate")), Ok(Coding::Deflate));
     assert_eq!(coding(Some("br")), Err(MaskError::Compressed("br".into())));
+    // A list (all Content-Encoding lines joined): identity entries change nothing.
+    assert_eq!(coding(Some("identity, gzip")), Ok(Coding::Gzip));
+    assert_eq!(coding(Some("identity,identity")), Ok(Coding::Identity));
+    for list in ["gzip, gzip", "deflate, gzip", "gzip, br"] {
+        assert_eq!(coding(Some(list)), Err(MaskError::Compressed(list.into())));
+    }
     assert!(coding(Some("gzip, gzip")).is_err(), "several codings");
     assert!(Inflater::new(Coding::Identity).is_none());
 }
@@ -71,7 +77,10 @@ fn every_coding_whole_and_in_pieces() {
     // Two gzip members, as `cat a.gz b.gz` makes.
     let mut two = gzip(b"first ");
     two.extend(gzip(b"second"));
-    assert_eq!(decode(Coding::Gzip, &two, 5, u64::MAX).unwrap(), b"first second");
+    assert_eq!(
+        decode(Coding::Gzip, &two, 5, u64::MAX).unwrap(),
+        b"first second"
+    );
     assert_eq!(decode(Coding::Gzip, &gzip(b""), 1, u64::MAX).unwrap(), b"");
 }
 
@@ -85,13 +94,19 @@ fn truncated_or_trailing_bytes_are_errors() {
     ] {
         let cut = &body[..body.len() - 5];
         assert!(
-            matches!(decode(coding, cut, 64, u64::MAX), Err(MaskError::Corrupt(_))),
+            matches!(
+                decode(coding, cut, 64, u64::MAX),
+                Err(MaskError::Corrupt(_))
+            ),
             "{coding:?} truncated"
         );
         let mut more = body.clone();
         more.extend_from_slice(b"junk");
         assert!(
-            matches!(decode(coding, &more, 64, u64::MAX), Err(MaskError::Corrupt(_))),
+            matches!(
+                decode(coding, &more, 64, u64::MAX),
+                Err(MaskError::Corrupt(_))
+            ),
             "{coding:?} with bytes after the end"
         );
     }
@@ -100,7 +115,12 @@ fn truncated_or_trailing_bytes_are_errors() {
         Err(MaskError::Corrupt(_))
     ));
     assert!(matches!(
-        decode(Coding::Deflate, b"\xff\xff\xff\xff not deflate", 4, u64::MAX),
+        decode(
+            Coding::Deflate,
+            b"\xff\xff\xff\xff not deflate",
+            4,
+            u64::MAX
+        ),
         Err(MaskError::Corrupt(_))
     ));
     // A body that ends before the coding could even be recognised.
@@ -114,7 +134,10 @@ fn truncated_or_trailing_bytes_are_errors() {
 fn the_budget_bounds_what_one_piece_inflates_to() {
     // 8 MiB of zeros compress to about 8 KiB.
     let zeros = vec![0u8; 8 << 20];
-    for (coding, body) in [(Coding::Gzip, gzip(&zeros)), (Coding::Deflate, zlib(&zeros))] {
+    for (coding, body) in [
+        (Coding::Gzip, gzip(&zeros)),
+        (Coding::Deflate, zlib(&zeros)),
+    ] {
         assert!(body.len() < 64 * 1024, "{}", body.len());
         assert_eq!(
             decode(coding, &body, body.len(), 1 << 20),
@@ -127,8 +150,14 @@ fn the_budget_bounds_what_one_piece_inflates_to() {
     }
     // Exactly the budget is fine.
     let body = gzip(b"0123456789");
-    assert_eq!(decode(Coding::Gzip, &body, body.len(), 10).unwrap(), b"0123456789");
-    assert_eq!(decode(Coding::Deflate, &zlib(b"0123456789"), 64, 10).unwrap(), b"0123456789");
+    assert_eq!(
+        decode(Coding::Gzip, &body, body.len(), 10).unwrap(),
+        b"0123456789"
+    );
+    assert_eq!(
+        decode(Coding::Deflate, &zlib(b"0123456789"), 64, 10).unwrap(),
+        b"0123456789"
+    );
 }
 
 #[test]
@@ -160,7 +189,11 @@ fn a_flushed_piece_decodes_at_once() {
         }
         let mut d = Inflater::new(coding).unwrap();
         for (piece, ev) in pieces.iter().zip(events) {
-            assert_eq!(d.push(piece, u64::MAX).unwrap(), ev.as_bytes(), "{coding:?}");
+            assert_eq!(
+                d.push(piece, u64::MAX).unwrap(),
+                ev.as_bytes(),
+                "{coding:?}"
+            );
         }
         assert_eq!(d.push(pieces.last().unwrap(), u64::MAX).unwrap(), b"");
         assert_eq!(d.finish(u64::MAX).unwrap(), b"");

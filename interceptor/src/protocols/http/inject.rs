@@ -95,6 +95,31 @@ pub fn apply(headers: &mut HeaderMap, inject: &[InjectHeader]) -> Result<Vec<Str
     Ok(names)
 }
 
+/// Why a request the policy allows is refused anyway because of what its rule injects:
+/// `TRACE` echoes the request — injected secrets included — back to the agent.
+pub fn refused_method(method: &http::Method, inject: &[InjectHeader]) -> Option<String> {
+    (method == http::Method::TRACE && !inject.is_empty()).then(|| {
+        let names: Vec<&str> = inject.iter().map(|i| i.header.as_str()).collect();
+        format!(
+            "TRACE is refused on a request whose rule injects headers ({}): the server would echo them to the agent",
+            names.join(", ")
+        )
+    })
+}
+
+/// End-to-end headers a `Connection` token cannot make hop-by-hop: the host and the
+/// framing and meaning of the body, credentials.
+fn end_to_end(n: &HeaderName) -> bool {
+    n == header::HOST
+        || n == header::CONTENT_LENGTH
+        || n == header::CONTENT_TYPE
+        || n == header::CONTENT_ENCODING
+        || n == header::CONTENT_RANGE
+        || n == header::AUTHORIZATION
+        || n == header::COOKIE
+        || n == header::SET_COOKIE
+}
+
 fn is_hop_by_hop(n: &HeaderName) -> bool {
     n == header::CONNECTION
         || n == header::PROXY_AUTHENTICATE
@@ -107,7 +132,9 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
         || n == "proxy-connection"
 }
 
-/// Removes hop-by-hop headers (and those the `Connection` header names) before forwarding.
+/// Removes hop-by-hop headers (and those the `Connection` header names, except `end_to_end`
+/// ones: `Connection: host` must not take the Host away) before forwarding. Injected headers
+/// are set after this, so a `Connection` token cannot remove them either.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most requests carry none: one pass over the names instead of a lookup per kind.
     if !headers.keys().any(is_hop_by_hop) {
@@ -119,6 +146,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !end_to_end(n))
         .collect();
     for n in named {
         headers.remove(n);
@@ -214,5 +242,53 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn connection_cannot_name_end_to_end_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            "Host, content-length, Authorization, content-type, content-encoding, x-hop"
+                .parse()
+                .unwrap(),
+        );
+        for k in [
+            "host",
+            "content-length",
+            "authorization",
+            "content-type",
+            "content-encoding",
+            "x-hop",
+        ] {
+            h.insert(k, "1".parse().unwrap());
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                "authorization",
+                "content-encoding",
+                "content-length",
+                "content-type",
+                "host"
+            ]
+        );
+    }
+
+    #[test]
+    fn trace_is_refused_when_the_rule_injects() {
+        let i = InjectHeader {
+            header: "Authorization".into(),
+            prefix: String::new(),
+            secret_file: None,
+            secret_env: Some("X".into()),
+        };
+        let reason = refused_method(&http::Method::TRACE, std::slice::from_ref(&i));
+        assert!(reason.is_some_and(|r| r.contains("TRACE")));
+        assert_eq!(refused_method(&http::Method::TRACE, &[]), None);
+        assert_eq!(refused_method(&http::Method::GET, &[i]), None);
     }
 }

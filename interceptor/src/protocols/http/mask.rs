@@ -2,6 +2,7 @@
 //! field paths and detectors, text bodies by detectors. Pure: bytes in, bytes out.
 
 use bytes::Bytes;
+use http::{header, HeaderMap, StatusCode};
 
 use super::records::{RecordMasker, Records};
 use crate::masking::{FieldRule, Masker};
@@ -17,6 +18,8 @@ pub enum MaskError {
     TooLarge(u64),
     #[error("the response's compressed body does not decode ({0}); it cannot be masked, so it is withheld")]
     Corrupt(String),
+    #[error("the response is a part of the body (206 Partial Content) although Range was removed; a part cannot be masked as a whole, so it is withheld")]
+    Partial,
 }
 
 /// What kind of body, from its Content-Type.
@@ -94,7 +97,9 @@ pub fn looks_binary(start: &[u8]) -> bool {
 }
 
 /// The kind of a whole text body of unknown type: JSON when it parses as JSON, else text.
+/// A leading byte order mark is ignored.
 pub fn sniff(body: &[u8]) -> BodyKind {
+    let body = without_bom(body);
     let start = body.iter().find(|c| !c.is_ascii_whitespace());
     if matches!(start, Some(b'{' | b'['))
         && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
@@ -105,7 +110,145 @@ pub fn sniff(body: &[u8]) -> BodyKind {
     }
 }
 
+/// Removes from a request whose response is masked what would make the upstream send
+/// something else than the whole body in a form that can be decoded: `Accept-Encoding`,
+/// and `Range` / `If-Range` (a slice of a JSON document can be valid JSON on its own —
+/// just one string — and would be masked as if it were the whole).
+pub fn for_masking(headers: &mut HeaderMap) {
+    headers.remove(header::ACCEPT_ENCODING);
+    headers.remove(header::RANGE);
+    headers.remove(header::IF_RANGE);
+}
+
+/// A masked request's answer must be a whole body: a 206 (from an upstream that ignored
+/// the removal of `Range`, or sends parts anyway) is withheld.
+pub fn partial(status: StatusCode) -> Result<(), MaskError> {
+    if status == StatusCode::PARTIAL_CONTENT {
+        Err(MaskError::Partial)
+    } else {
+        Ok(())
+    }
+}
+
+/// The body without a leading UTF-8 byte order mark.
+fn without_bom(body: &[u8]) -> &[u8] {
+    body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body)
+}
+
+/// Parses JSON into a `serde_json::Value` as `serde_json::from_slice` does (the same
+/// numbers, last duplicate key wins), and says whether an object had a duplicate key: such
+/// a document must never be passed on as it came, since its earlier duplicates were not
+/// looked at by the masking (and a client may keep the first one).
+pub fn parse_json(body: &[u8]) -> serde_json::Result<(serde_json::Value, bool)> {
+    use serde::de::DeserializeSeed;
+    let dup = std::cell::Cell::new(false);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let v = JsonSeed(&dup).deserialize(&mut de)?;
+    de.end()?;
+    Ok((v, dup.get()))
+}
+
+/// Builds a `Value` like serde_json's own visitor, noting duplicate object keys.
+#[derive(Clone, Copy)]
+struct JsonSeed<'a>(&'a std::cell::Cell<bool>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for JsonSeed<'_> {
+    type Value = serde_json::Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for JsonSeed<'_> {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(self)? {
+            out.push(v);
+        }
+        Ok(serde_json::Value::Array(out))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let v = map.next_value_seed(self)?;
+            if out.insert(k, v).is_some() {
+                self.0.set(true);
+            }
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+}
+
+/// `body` parsed when it is JSON as `sniff` decides it (an object or an array).
+fn json_of(body: &[u8]) -> Option<(serde_json::Value, bool)> {
+    let body = without_bom(body);
+    let start = body.iter().find(|c| !c.is_ascii_whitespace());
+    if !matches!(start, Some(b'{' | b'[')) {
+        return None;
+    }
+    parse_json(body).ok()
+}
+
+/// Masks a parsed JSON body: `None` when it can go on as it came (nothing masked, no
+/// duplicate keys).
+fn mask_value(
+    masker: &Masker,
+    fields: &[FieldRule],
+    (mut v, dup): (serde_json::Value, bool),
+) -> (Option<Bytes>, u64) {
+    let n = masker.mask_json(&mut v, fields);
+    if n == 0 && !dup {
+        return (None, 0);
+    }
+    let out = serde_json::to_vec(&v).expect("a JSON value always serializes");
+    (Some(out.into()), n as u64)
+}
+
 /// Masks `body`; returns the new body (`None`: unchanged) and the number of values masked.
+/// A body of a text type (`text/*`, JavaScript, form data…) that is JSON — as `sniff`
+/// decides — is masked as JSON: field paths, and detectors on the decoded strings (so
+/// escapes such as `\u0040` do not hide a value from them). JSON with a duplicate object
+/// key is always sent re-serialised (the last duplicate, masked), never as it came.
 pub fn mask_body(
     masker: &Masker,
     fields: &[FieldRule],
@@ -114,27 +257,29 @@ pub fn mask_body(
 ) -> Result<(Option<Bytes>, u64), MaskError> {
     match kind {
         BodyKind::Json => {
-            if body.iter().all(u8::is_ascii_whitespace) {
+            let json = without_bom(body);
+            if json.iter().all(u8::is_ascii_whitespace) {
                 return Ok((None, 0));
             }
-            let mut v: serde_json::Value =
-                serde_json::from_slice(body).map_err(|e| MaskError::BadJson(e.to_string()))?;
-            let n = masker.mask_json(&mut v, fields);
-            if n == 0 {
-                return Ok((None, 0));
-            }
-            let out = serde_json::to_vec(&v).expect("a JSON value always serializes");
-            Ok((Some(out.into()), n as u64))
+            let parsed = parse_json(json).map_err(|e| MaskError::BadJson(e.to_string()))?;
+            Ok(mask_value(masker, fields, parsed))
         }
         BodyKind::JsonLines | BodyKind::Events => {
             let kind = kind.records().expect("a record stream");
             let mut r = RecordMasker::new(kind, u64::MAX);
-            let (mut out, n) = r.push(masker, fields, body).into_result()?;
-            let (rest, k) = r.finish(masker, fields).into_result()?;
-            out.extend_from_slice(&rest);
-            Ok(((n + k > 0).then(|| out.into()), n + k))
+            let done = r.push(masker, fields, body);
+            let done = match done.error {
+                Some(e) => return Err(e),
+                None => done.then(r.finish(masker, fields)),
+            };
+            let rewritten = done.fields + done.deduplicated > 0;
+            let (out, n) = done.into_result()?;
+            Ok((rewritten.then(|| out.into()), n))
         }
         BodyKind::Text | BodyKind::Unknown => {
+            if let Some(parsed) = json_of(body) {
+                return Ok(mask_value(masker, fields, parsed));
+            }
             let text = String::from_utf8_lossy(body);
             match masker.mask_text(&text) {
                 Some((s, n)) => Ok((Some(s.into_bytes().into()), n as u64)),
@@ -217,6 +362,86 @@ mod tests {
         let fields = [FieldRule::new("$.ssn", Strategy::Redact).unwrap()];
         let (out, n) = mask_body(&m, &fields, sniff(br#"{"ssn":"x"}"#), br#"{"ssn":"x"}"#).unwrap();
         assert_eq!((&out.unwrap()[..], n), (&br#"{"ssn":"[REDACTED]"}"#[..], 1));
+    }
+
+    #[test]
+    fn masked_requests_ask_for_whole_bodies_and_parts_are_withheld() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("accept-encoding", "gzip"),
+            ("range", "bytes=88-106"),
+            ("if-range", "\"v1\""),
+            ("accept", "*/*"),
+        ] {
+            h.insert(k, v.parse().unwrap());
+        }
+        for_masking(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["accept"]);
+        assert!(partial(StatusCode::OK).is_ok());
+        assert!(matches!(
+            partial(StatusCode::PARTIAL_CONTENT),
+            Err(MaskError::Partial)
+        ));
+    }
+
+    #[test]
+    fn json_with_a_text_type_gets_its_field_paths() {
+        let m = masker("detectors:\n  - kind: email\n    strategy: redact\n");
+        let fields = [FieldRule::new("$.ssn", Strategy::Redact).unwrap()];
+        let body = br#" {"ssn":"123-45-6789","m":"a\u0040b.example"}"#;
+        let want = r#"{"m":"[REDACTED:email]","ssn":"[REDACTED]"}"#;
+        for ct in [
+            "text/plain",
+            "text/html",
+            "application/javascript",
+            "application/x-www-form-urlencoded",
+        ] {
+            let (out, n) = mask_body(&m, &fields, body_kind(Some(ct)), body).unwrap();
+            assert_eq!(
+                (std::str::from_utf8(&out.unwrap()).unwrap(), n),
+                (want, 2),
+                "{ct}"
+            );
+        }
+        // A leading byte order mark: still JSON, typed or not.
+        let bom = b"\xef\xbb\xbf{\"ssn\":\"1\"}";
+        assert_eq!(sniff(bom), BodyKind::Json);
+        for kind in [BodyKind::Json, BodyKind::Text, sniff(bom)] {
+            let (out, n) = mask_body(&m, &fields, kind, bom).unwrap();
+            assert_eq!((&out.unwrap()[..], n), (&br#"{"ssn":"[REDACTED]"}"#[..], 1));
+        }
+        // Text that is not JSON: the detectors.
+        let (out, n) = mask_body(&m, &fields, BodyKind::Text, b"{ssn: a@b.example").unwrap();
+        assert_eq!((&out.unwrap()[..], n), (&b"{ssn: [REDACTED:email]"[..], 1));
+    }
+
+    #[test]
+    fn duplicate_keys_are_never_passed_as_they_came() {
+        let m = masker("detectors:\n  - kind: email\n    strategy: redact\n");
+        let fields = [FieldRule::new("$.ssn", Strategy::Redact).unwrap()];
+        // The last duplicate needs no masking; the first would reach the agent as it came.
+        let body = br#"{"id":1,"note":"call bob@example.org","x":{"k":"c@d.example","k":2},"note":"clean"}"#;
+        for kind in [BodyKind::Json, BodyKind::Text, BodyKind::Unknown] {
+            let (out, n) = mask_body(&m, &fields, kind, body).unwrap();
+            let out = out.expect("re-serialised");
+            assert_eq!(
+                (std::str::from_utf8(&out).unwrap(), n),
+                (r#"{"id":1,"note":"clean","x":{"k":2}}"#, 0),
+                "{kind:?}"
+            );
+        }
+        let lines = b"{\"a\":1}\n{\"n\":\"bob@example.org\",\"n\":\"x\"}\n";
+        let (out, _) = mask_body(&m, &fields, BodyKind::JsonLines, lines).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out.expect("re-serialised")).unwrap(),
+            "{\"a\":1}\n{\"n\":\"x\"}\n"
+        );
+        // Without duplicates, nothing to mask: the bytes as they came.
+        let plain = br#"{"a":1.50,"b":{"a":[1e5,-0,18446744073709551615]}}"#;
+        assert_eq!(
+            mask_body(&m, &fields, BodyKind::Json, plain).unwrap(),
+            (None, 0)
+        );
     }
 
     #[test]

@@ -48,7 +48,10 @@ pub(super) async fn respond(
             return Response::from_parts(parts, body);
         }
     };
-    let coding = match inflate::coding(header(header::CONTENT_ENCODING)) {
+    if let Err(e) = mask::partial(parts.status) {
+        return withheld(ctx, rec, fin, e.to_string());
+    }
+    let coding = match inflate::coding(content_encoding(&parts.headers).as_deref()) {
         Ok(c) => c,
         Err(e) => return withheld(ctx, rec, fin, e.to_string()),
     };
@@ -173,6 +176,18 @@ pub(super) async fn respond(
         }
         Err(e) => withheld(ctx, rec, fin, e),
     }
+}
+
+/// Every `Content-Encoding` line, joined with ", " (a second line is as much a coding as
+/// the first); a value that is not text stays in (lossily), so it is never taken for
+/// identity.
+fn content_encoding(headers: &http::HeaderMap) -> Option<String> {
+    let all: Vec<_> = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    (!all.is_empty()).then(|| all.join(", "))
 }
 
 /// The decoded bytes of `d`: itself when the body is not compressed.
@@ -330,5 +345,30 @@ impl hyper::body::Body for Prepend {
             h.set_upper(u + n);
         }
         h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_content_encoding_line_counts() {
+        let mut h = http::HeaderMap::new();
+        h.append(header::CONTENT_ENCODING, "identity".parse().unwrap());
+        h.append(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+        let coding = |h: &http::HeaderMap| inflate::coding(content_encoding(h).as_deref());
+        assert_eq!(coding(&h), Ok(Coding::Gzip));
+        h.append(header::CONTENT_ENCODING, "br".parse().unwrap());
+        assert!(matches!(coding(&h), Err(MaskError::Compressed(_))));
+        let mut h = http::HeaderMap::new();
+        h.append(header::CONTENT_ENCODING, "gzip, gzip".parse().unwrap());
+        assert!(matches!(coding(&h), Err(MaskError::Compressed(_))));
+        h.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_bytes(b"gz\xffip").unwrap(),
+        );
+        assert!(coding(&h).is_err(), "not text: not identity either");
+        assert_eq!(coding(&http::HeaderMap::new()), Ok(Coding::Identity));
     }
 }

@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::counting::{counted, Counting, Finish};
-use super::request_target::{host_of, origin_form};
+use super::request_target::{host as host_of, origin_form, uri_host};
 use super::respond::{denied, fail, Body, REQUEST_TIMEOUT_RAW};
 use super::upstream::{Driver, Target, Tls, Upstream};
 use super::{global, inject, Ctx, Outcome};
@@ -274,6 +274,8 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
     let ctx = conn.ctx.clone();
     let mut rec = ctx.record("http_request", conn.tls);
     let host = host_of(&req);
+    let bad_host = host.as_ref().err().cloned();
+    let host = host.unwrap_or_default();
     rec.method = Some(req.method().as_str().to_owned());
     rec.host = host.clone();
     // Decided, audited and sent upstream in normalised form (`request_target.rs`).
@@ -293,7 +295,7 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
         down: down.clone(),
         ctx: ctx.clone(),
     };
-    let (path, target) = match target {
+    let (path, target) = match bad_host.map_or(target, Err) {
         Ok(v) => v,
         Err(e) => {
             rec.reason = e;
@@ -307,10 +309,12 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
         }
     };
     // Absolute-form URIs must name the same host as `Host`.
-    let uri_host = req.uri().host().map(str::to_ascii_lowercase);
+    let uri_host = uri_host(&req);
+    // The policy of now: a reload applies to the next request of an open connection.
+    let policy = ctx.policy();
     let token = ctx.token_view();
     let mut d = evaluate_http(
-        &ctx.policy,
+        &policy,
         &HttpRequest {
             subject: ctx.subject_with(token.as_ref()),
             service: &ctx.service,
@@ -350,6 +354,16 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
         ));
     }
     let effects: HttpEffects = d.effects.cloned().unwrap_or_default();
+    if let Some(why) = inject::refused_method(req.method(), &effects.inject) {
+        rec.reason = why;
+        return Ok(denied(
+            rec,
+            fin,
+            StatusCode::FORBIDDEN,
+            "forbidden by interceptor policy",
+            false,
+        ));
+    }
     let upgrade = req.headers().contains_key(header::UPGRADE);
     if req.method() == Method::CONNECT {
         rec.reason = "CONNECT is not proxied".into();
@@ -424,7 +438,8 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
     }
     let masks = effects.masks() && parts.method != Method::HEAD;
     if masks {
-        parts.headers.remove(header::ACCEPT_ENCODING);
+        // The whole body, in a form that can be decoded (a 206 is withheld: `masked.rs`).
+        super::mask::for_masking(&mut parts.headers);
     }
     // Write before forward: the request's intent is durable before it goes upstream.
     if let Err(e) = ctx

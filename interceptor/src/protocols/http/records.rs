@@ -3,7 +3,7 @@
 //! and handed on as soon as it is complete, so the agent keeps a stream instead of waiting
 //! for the end of a body that may never end. Pure: bytes in, bytes out.
 
-use super::mask::MaskError;
+use super::mask::{parse_json, MaskError};
 use crate::masking::{FieldRule, Masker};
 
 /// What a record is.
@@ -74,12 +74,11 @@ impl RecordMasker {
             self.seen += 1;
             self.scan = 0;
             let record = &self.pending[start..start + len];
-            match mask_record(self.kind, m, fields, record, self.seen, &mut done.out) {
-                Ok(k) => {
+            match mask_record(self.kind, m, fields, record, self.seen, &mut done) {
+                Ok(rewritten) => {
                     // Only a CR that is the last byte so far may be half a CRLF.
                     self.lf_owed =
-                        k > 0 && record.ends_with(b"\r") && start + len == self.pending.len();
-                    done.fields += k;
+                        rewritten && record.ends_with(b"\r") && start + len == self.pending.len();
                     start += len;
                 }
                 Err(e) => {
@@ -104,9 +103,8 @@ impl RecordMasker {
         } else if !self.pending.is_empty() {
             self.seen += 1;
             let record = std::mem::take(&mut self.pending);
-            match mask_record(self.kind, m, fields, &record, self.seen, &mut done.out) {
-                Ok(k) => done.fields = k,
-                Err(e) => done.error = Some(e),
+            if let Err(e) = mask_record(self.kind, m, fields, &record, self.seen, &mut done) {
+                done.error = Some(e);
             }
         }
         done
@@ -120,6 +118,9 @@ pub struct Masked {
     pub out: Vec<u8>,
     /// Values masked in `out`.
     pub fields: u64,
+    /// Records in `out` re-serialised with nothing masked, because their JSON had a
+    /// duplicate object key (never passed on as they came).
+    pub deduplicated: u64,
     /// A record that cannot be masked: the stream must end after `out`.
     pub error: Option<MaskError>,
 }
@@ -129,6 +130,7 @@ impl Masked {
     pub fn then(mut self, next: Masked) -> Masked {
         self.out.extend_from_slice(&next.out);
         self.fields += next.fields;
+        self.deduplicated += next.deduplicated;
         self.error = next.error;
         self
     }
@@ -178,31 +180,37 @@ fn record_end(kind: Records, buf: &[u8], from: usize) -> Result<usize, usize> {
     }
 }
 
+/// Masks one record into `done`; `Ok(true)` when it was rewritten.
 fn mask_record(
     kind: Records,
     m: &Masker,
     fields: &[FieldRule],
     record: &[u8],
     nth: u64,
-    out: &mut Vec<u8>,
-) -> Result<u64, MaskError> {
+    done: &mut Masked,
+) -> Result<bool, MaskError> {
     let masked = match kind {
         Records::JsonLines => mask_line(m, fields, record, nth)?,
         Records::Events => mask_event(m, fields, record),
     };
     Ok(match masked {
         Some((bytes, n)) => {
-            out.extend_from_slice(&bytes);
-            n
+            done.out.extend_from_slice(&bytes);
+            done.fields += n;
+            if n == 0 {
+                done.deduplicated += 1;
+            }
+            true
         }
         None => {
-            out.extend_from_slice(record);
-            0
+            done.out.extend_from_slice(record);
+            false
         }
     })
 }
 
-/// One NDJSON line (with its `\n`, if any).
+/// One NDJSON line (with its `\n`, if any); `None`: it goes on as it came (nothing
+/// masked, no duplicate keys).
 fn mask_line(
     m: &Masker,
     fields: &[FieldRule],
@@ -212,10 +220,10 @@ fn mask_line(
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let mut v: serde_json::Value =
-        serde_json::from_slice(line).map_err(|e| MaskError::BadJson(format!("line {nth}: {e}")))?;
+    let (mut v, dup) =
+        parse_json(line).map_err(|e| MaskError::BadJson(format!("line {nth}: {e}")))?;
     let n = m.mask_json(&mut v, fields);
-    if n == 0 {
+    if n == 0 && !dup {
         return Ok(None);
     }
     let mut out = serde_json::to_vec(&v).expect("a JSON value always serializes");
@@ -225,7 +233,8 @@ fn mask_line(
     Ok(Some((out, n as u64)))
 }
 
-/// One server-sent event, its blank line included. `None`: nothing to mask.
+/// One server-sent event, its blank line included. `None`: it goes on as it came (nothing
+/// masked, no JSON data with duplicate keys).
 fn mask_event(m: &Masker, fields: &[FieldRule], event: &[u8]) -> Option<(Vec<u8>, u64)> {
     let text = String::from_utf8_lossy(event);
     // Each non-empty line with its `data` value, if it is a data line.
@@ -235,12 +244,14 @@ fn mask_event(m: &Masker, fields: &[FieldRule], event: &[u8]) -> Option<(Vec<u8>
         .map(|l| (l, data_value(l)))
         .collect();
     let mut n = 0;
+    let mut rewrite = false;
     let data: Vec<&str> = lines.iter().filter_map(|(_, d)| *d).collect();
     let data = (!data.is_empty())
         .then(|| masked_data(m, fields, &data.join("\n")))
         .flatten()
         .map(|(d, k)| {
             n += k;
+            rewrite = true;
             d
         });
     let others: Vec<Option<String>> = lines
@@ -252,7 +263,7 @@ fn mask_event(m: &Masker, fields: &[FieldRule], event: &[u8]) -> Option<(Vec<u8>
             })
         })
         .collect();
-    if n == 0 {
+    if n == 0 && !rewrite {
         return None;
     }
     let mut out = String::with_capacity(event.len());
@@ -279,13 +290,14 @@ fn mask_event(m: &Masker, fields: &[FieldRule], event: &[u8]) -> Option<(Vec<u8>
     Some((out.into_bytes(), n))
 }
 
-/// The data of an event masked: as JSON when it is JSON, else by the detectors.
+/// The data of an event masked: as JSON when it is JSON, else by the detectors. `None`:
+/// unchanged (JSON with a duplicate key is always re-serialised).
 fn masked_data(m: &Masker, fields: &[FieldRule], data: &str) -> Option<(String, u64)> {
     let json = matches!(data.trim_start().as_bytes().first(), Some(b'{' | b'['));
     if json {
-        if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(data) {
+        if let Ok((mut v, dup)) = parse_json(data.as_bytes()) {
             let k = m.mask_json(&mut v, fields);
-            return (k > 0).then(|| (v.to_string(), k as u64));
+            return (k > 0 || dup).then(|| (v.to_string(), k as u64));
         }
     }
     m.mask_text(data).map(|(s, k)| (s, k as u64))

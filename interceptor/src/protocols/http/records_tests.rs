@@ -114,6 +114,7 @@ fn bad_lines_and_long_records_end_the_stream_after_the_good_ones() {
         Masked {
             out: b"{\"ssn\":\"[REDACTED]\"}\n".to_vec(),
             fields: 1,
+            deduplicated: 0,
             error: bad.clone()
         }
     );
@@ -176,4 +177,17 @@ fn only_a_cr_at_the_end_of_a_piece_owes_an_lf() {
         b"data: [REDACTED:email]\n\n"
     );
     assert_eq!(r.push(&m, &f, b"\ndata: x\n\n").out, b"data: x\n\n");
+}
+
+#[test]
+fn records_with_duplicate_keys_are_re_serialised() {
+    // The parsed view keeps the last duplicate; the first must not reach the agent.
+    let body = "data: {\"n\":\"bob@example.org\",\"n\":\"x\"}\n\ndata: {\"ok\":1}\n\n";
+    let (outs, n) = feed(Records::Events, body.as_bytes(), 1000);
+    assert_eq!(n, 0);
+    assert_eq!(outs.concat(), "data: {\"n\":\"x\"}\n\ndata: {\"ok\":1}\n\n");
+    let body = "{\"ok\":1}\n{\"a\":{\"n\":\"bob@example.org\",\"n\":\"x\"}}\n";
+    let (outs, n) = feed(Records::JsonLines, body.as_bytes(), 5);
+    assert_eq!(n, 0);
+    assert_eq!(outs.concat(), "{\"ok\":1}\n{\"a\":{\"n\":\"x\"}}\n");
 }

@@ -7,23 +7,49 @@ use http::{header, Request, Uri};
 
 use super::path;
 
-/// The host the request names: `Host`, else the authority of an absolute URI; port removed.
-pub(super) fn host_of<B>(req: &Request<B>) -> Option<String> {
-    let raw = req
+/// The host the request names: `Host`, else the authority of an absolute URI; port
+/// removed, lower case, an IPv6 address without its brackets. `Err` (answered 400): a
+/// bracketed host that is not `[IPv6 address]` optionally followed by `:port` — what
+/// follows `]` would otherwise be forwarded without having been decided on.
+pub(super) fn host<B>(req: &Request<B>) -> Result<Option<String>, String> {
+    let Some(raw) = req
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))?;
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+    else {
+        return Ok(None);
+    };
     let h = if let Some(rest) = raw.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("").to_owned()
+        let bad = || format!("Host {raw:?} is not [IPv6 address] with an optional :port");
+        let (addr, after) = rest.split_once(']').ok_or_else(bad)?;
+        let port_ok = after.is_empty()
+            || after
+                .strip_prefix(':')
+                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        if !port_ok || addr.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad());
+        }
+        addr.to_owned()
     } else {
         match raw.rsplit_once(':') {
             Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_owned(),
             _ => raw,
         }
     };
-    Some(h.to_ascii_lowercase())
+    Ok(Some(h.to_ascii_lowercase()))
+}
+
+/// The host of an absolute-form request URI, in the form `host` gives (lower case, no
+/// brackets), to be compared with it.
+pub(super) fn uri_host<B>(req: &Request<B>) -> Option<String> {
+    req.uri().host().map(|h| {
+        h.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(h)
+            .to_ascii_lowercase()
+    })
 }
 
 /// The normalised path and the origin-form URI to send upstream, or why the request is
@@ -86,6 +112,10 @@ mod tests {
         assert!(origin_form(&two).unwrap_err().contains("2 Host headers"));
     }
 
+    fn host_of<B>(req: &Request<B>) -> Option<String> {
+        host(req).unwrap()
+    }
+
     #[test]
     fn host_without_port_lower_case() {
         let r = Request::get("/")
@@ -100,5 +130,36 @@ mod tests {
         assert_eq!(host_of(&r).as_deref(), Some("::1"));
         let r = Request::get("http://Example.test:1/x").body(()).unwrap();
         assert_eq!(host_of(&r).as_deref(), Some("example.test"));
+    }
+
+    #[test]
+    fn bracketed_hosts_are_an_ipv6_address_and_a_port_only() {
+        let with = |h: &str| host(&Request::get("/").header("host", h).body(()).unwrap());
+        for bad in [
+            "[127.0.0.6]evil.test",
+            "[::1]evil.test",
+            "[::1]:",
+            "[::1]:80x",
+            "[::1]:80:81",
+            "[evil.test]:80",
+            "[::1",
+            "[]",
+        ] {
+            assert!(with(bad).is_err(), "{bad}");
+        }
+        assert_eq!(with("[::1]:8080"), Ok(Some("::1".into())));
+        assert_eq!(
+            with("[::FFFF:127.0.0.6]"),
+            Ok(Some("::ffff:127.0.0.6".into()))
+        );
+        assert_eq!(with("api.test:80"), Ok(Some("api.test".into())));
+        // The URI's host compares with Host's: brackets removed on both sides.
+        let r = Request::get("http://[::FFFF:127.0.0.6]/x")
+            .header("host", "[::ffff:127.0.0.6]")
+            .body(())
+            .unwrap();
+        assert_eq!(uri_host(&r), host(&r).unwrap());
+        let r = Request::get("http://api.test:81/x").body(()).unwrap();
+        assert_eq!(uri_host(&r).as_deref(), Some("api.test"));
     }
 }
