@@ -6,6 +6,7 @@
 //! | `pg_terminate_backend`, `pg_cancel_backend`, `pg_signal_backend`, `pg_log_backend_memory_contexts` | `Privileged` | acts on other sessions |
 //! | `pg_reload_conf`, `pg_rotate_logfile`, `pg_promote`, `pg_switch_wal`, `pg_create_restore_point`, `pg_backup_start`/`_stop`, `pg_start_backup`/`pg_stop_backup`, `pg_wal_replay_pause`/`_resume`, `pg_stat_reset*`, `pg_stat_statements_reset`, `pg_import_system_collations` | `Privileged` | server administration |
 //! | `pg_read_file`, `pg_read_binary_file`, `pg_stat_file`, `pg_ls_*`, `pg_file_*`, `pg_logdir_ls`, `lo_import`, `lo_export` | `Privileged` | server file system |
+//! | `lo_get`, `loread`, `lo_open` | `Privileged` | large objects: outside every table rule and the masking |
 //! | `dblink*`                                                                 | `Privileged` | outbound connections, remote SQL |
 //! | `pg_*replication_slot*`, `pg_logical_slot_*`, `pg_replication_origin_*`, `pg_logical_emit_message`, `pg_sync_replication_slots` | `Privileged` | replication: streams every change |
 //! | `query_to_xml*`, `query_to_xmlschema`, `cursor_to_xml*`, `table_to_xml*`, `schema_to_xml*`, `database_to_xml*`, `ts_stat`, `ts_rewrite` (both forms) | `Privileged` | run SQL or read tables named in strings, invisible to table extraction |
@@ -47,6 +48,10 @@ const EXACT: &[(&str, Operation)] = &[
     ("pg_logdir_ls", Operation::Privileged),
     ("lo_import", Operation::Privileged),
     ("lo_export", Operation::Privileged),
+    // Large objects are outside every table rule (and their content outside the masking).
+    ("lo_get", Operation::Privileged),
+    ("loread", Operation::Privileged),
+    ("lo_open", Operation::Privileged),
     ("pg_logical_emit_message", Operation::Privileged),
     ("pg_sync_replication_slots", Operation::Privileged),
     ("query_to_xmlschema", Operation::Privileged),
@@ -112,6 +117,36 @@ pub fn is_side_effecting_function(name: &str) -> Option<Operation> {
         .iter()
         .find(|(p, _)| base.starts_with(p))
         .map(|(_, op)| *op)
+}
+
+/// Functions that return what a system view shows (the view is built on them): a call reads
+/// that view, so a table rule on the view applies to it too. `pg_stat_get_activity(NULL)`
+/// is every session's query text, like `pg_stat_activity`.
+const VIEW_FUNCTIONS: &[(&str, &str)] = &[
+    ("pg_stat_get_activity", "pg_catalog.pg_stat_activity"),
+    (
+        "pg_stat_get_backend_activity",
+        "pg_catalog.pg_stat_activity",
+    ),
+    ("pg_show_all_settings", "pg_catalog.pg_settings"),
+    ("pg_show_all_file_settings", "pg_catalog.pg_file_settings"),
+    ("pg_hba_file_rules", "pg_catalog.pg_hba_file_rules"),
+    (
+        "pg_ident_file_mappings",
+        "pg_catalog.pg_ident_file_mappings",
+    ),
+    ("pg_prepared_statement", "pg_catalog.pg_prepared_statements"),
+    ("pg_cursor", "pg_catalog.pg_cursors"),
+    ("pg_stat_statements", "public.pg_stat_statements"),
+];
+
+/// The view a function call reads (see [`VIEW_FUNCTIONS`]), by its bare name.
+pub(crate) fn view_of_function(name: &str) -> Option<&'static str> {
+    let base = name.rsplit('.').next().unwrap_or(name).to_ascii_lowercase();
+    VIEW_FUNCTIONS
+        .iter()
+        .find(|(f, _)| *f == base.trim_matches('"'))
+        .map(|(_, v)| *v)
 }
 
 /// Settings whose change through `SET`, `RESET` or `set_config` is privileged: they change who

@@ -15,6 +15,7 @@
 //!   still apply.
 //! - Writing to `pg_settings` (its `UPDATE` rule calls `set_config` for any setting) adds
 //!   `Privileged`.
+//! - A function a system view is built on (`pg_stat_get_activity`) reads that view.
 //! - A `WithClause` scopes CTE names: a non-recursive CTE sees the earlier ones, a recursive
 //!   `WITH` sees them all, the statement body sees all of them. So
 //!   `WITH secrets AS (SELECT * FROM secrets) …` still reads the table `secrets`.
@@ -22,7 +23,9 @@
 
 use std::collections::BTreeSet;
 
-use super::functions::{is_privileged_setting, is_settings_view, is_side_effecting_function};
+use super::functions::{
+    is_privileged_setting, is_settings_view, is_side_effecting_function, view_of_function,
+};
 use super::tree::Tree;
 use super::Operation;
 
@@ -205,6 +208,10 @@ impl<'f> Walker<'f> {
                 }
                 None => {}
             }
+        }
+        if let Some(view) = view_of_function(&name) {
+            self.facts.read.insert(view.to_owned());
+            self.facts.ops.insert(Operation::Read);
         }
         self.facts.functions.insert(name);
     }

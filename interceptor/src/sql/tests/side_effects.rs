@@ -98,7 +98,8 @@ fn side_effecting_function_list() {
     );
     assert_eq!(is_side_effecting_function("pg_sleep"), None);
     assert_eq!(is_side_effecting_function("lower"), None);
-    assert_eq!(is_side_effecting_function("lo_get"), None);
+    // Reading a large object: no table rule covers it, the masking does not see it.
+    assert_eq!(is_side_effecting_function("lo_get"), Some(Privileged));
 }
 
 #[test]
@@ -147,4 +148,23 @@ fn functions_running_query_strings_are_privileged() {
         &["docs"],
         &[],
     );
+}
+
+#[test]
+fn functions_behind_system_views_read_the_views() {
+    // Table rules on pg_stat_activity / pg_settings also cover the functions they show.
+    let s = one("SELECT query FROM pg_stat_get_activity(NULL)");
+    assert_eq!(s.tables_read, set(&["pg_catalog.pg_stat_activity"]));
+    assert!(s.operations.contains(&Read));
+    let s = one("SELECT name, setting FROM pg_catalog.pg_show_all_settings()");
+    assert_eq!(s.tables_read, set(&["pg_catalog.pg_settings"]));
+    let s = one("SELECT * FROM pg_stat_statements(true)");
+    assert_eq!(s.tables_read, set(&["public.pg_stat_statements"]));
+    // Large objects are outside every table rule.
+    for sql in [
+        "SELECT lo_get(16400)",
+        "SELECT loread(lo_open(16400, 262144), 100)",
+    ] {
+        assert!(one(sql).operations.contains(&Privileged), "{sql}");
+    }
 }
