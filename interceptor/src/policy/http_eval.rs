@@ -220,12 +220,15 @@ fn matching_rule<'p>(
         {
             return false;
         }
-        if rule
-            .paths
-            .as_ref()
-            .is_some_and(|p| !p.iter().any(|p| p.is_match(path)))
-        {
-            return false;
+        if let Some(paths) = &rule.paths {
+            // Deny and hold rules match in any case (their patterns are lower case): an
+            // upstream that reads paths case-insensitively must not get `/ADMIN` past a
+            // rule on `/admin`.
+            let folded = (rule.action != SqlAction::Allow).then(|| path.to_lowercase());
+            let path = folded.as_deref().unwrap_or(path);
+            if !paths.iter().any(|p| p.is_match(path)) {
+                return false;
+            }
         }
         rule.headers.iter().all(|(name, glob)| {
             req.headers.is_some_and(|h| {
@@ -399,7 +402,17 @@ pub(super) fn compile_http(
             identities: identities_idx,
             services: services_ref,
             methods: rule.methods.clone(),
-            paths: rule.paths.clone(),
+            paths: match (&rule.paths, rule.action) {
+                (Some(ps), SqlAction::Deny | SqlAction::Hold) => Some(
+                    ps.iter()
+                        .map(|p| {
+                            Pattern::parse(&p.as_str().to_lowercase())
+                                .map_err(|e| bad("paths", p.as_str(), e.to_string()))
+                        })
+                        .collect::<Result<Vec<_>, PolicyError>>()?,
+                ),
+                (ps, _) => ps.clone(),
+            },
             headers: rule
                 .headers
                 .iter()

@@ -355,3 +355,45 @@ http_rules:
         assert_eq!(decide(&[v]), (Verdict::Deny, None), "{v:?}");
     }
 }
+
+#[test]
+fn deny_paths_match_in_any_case_allow_paths_exactly() {
+    let p = Policy::from_str(
+        "version: 1
+http_services:
+  api:
+    address: 127.0.0.2
+    port: 8443
+    hosts: [api.test]
+http_rules:
+  - name: no-admin
+    service: api
+    action: deny
+    paths: [\"/Admin/**\", \"/admin\"]
+  - name: docs
+    service: api
+    action: allow
+    paths: [\"/Docs/**\"]
+",
+        "t.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let h = ::http::HeaderMap::new();
+    let decide = |path: &str| {
+        let d = evaluate_http(&p, &req("api", "api.test", "GET", path, &h));
+        (d.verdict, d.rule.map(str::to_owned))
+    };
+    for path in ["/admin", "/ADMIN", "/aDmIn", "/admin/x", "/ADMIN/users/1"] {
+        assert_eq!(
+            decide(path),
+            (Verdict::Deny, Some("no-admin".into())),
+            "{path}"
+        );
+    }
+    assert_eq!(decide("/Docs/a").0, Verdict::Allow);
+    assert_eq!(
+        decide("/docs/a"),
+        (Verdict::Deny, None),
+        "allow paths stay exact"
+    );
+}
