@@ -107,6 +107,21 @@ pub fn refused_method(method: &http::Method, inject: &[InjectHeader]) -> Option<
     })
 }
 
+/// Why an `Upgrade` a rule's `allow_upgrade` lets through is still refused: only WebSocket
+/// is let through. After the switch the connection is a tunnel the policy cannot see into;
+/// for WebSocket that is what the operator allowed, but `h2c` (HTTP/2 in the clear) would
+/// carry requests — `DELETE /admin` to any host — that no rule ever checks.
+pub fn refused_upgrade(upgrade: &http::HeaderValue) -> Option<String> {
+    let value = String::from_utf8_lossy(upgrade.as_bytes());
+    let websocket = value.split(',').all(|p| {
+        let name = p.trim().split('/').next().unwrap_or("");
+        name.eq_ignore_ascii_case("websocket")
+    });
+    (!websocket).then(|| {
+        format!("upgrade to {:?} refused: only websocket is let through (requests inside another protocol would not be checked)", value.trim())
+    })
+}
+
 /// End-to-end headers a `Connection` token cannot make hop-by-hop: the host and the
 /// framing and meaning of the body, credentials.
 fn end_to_end(n: &HeaderName) -> bool {
@@ -276,6 +291,17 @@ mod tests {
                 "host"
             ]
         );
+    }
+
+    #[test]
+    fn only_websocket_upgrades_pass() {
+        let v = |s: &str| http::HeaderValue::from_str(s).unwrap();
+        for ok in ["websocket", "WebSocket", " websocket ", "websocket/13"] {
+            assert_eq!(refused_upgrade(&v(ok)), None, "{ok}");
+        }
+        for no in ["h2c", "websocket, h2c", "TLS/1.2", ""] {
+            assert!(refused_upgrade(&v(no)).is_some(), "{no}");
+        }
     }
 
     #[test]

@@ -388,6 +388,20 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
             false,
         ));
     }
+    if let Some(why) = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(inject::refused_upgrade)
+    {
+        rec.reason = why;
+        return Ok(denied(
+            rec,
+            fin,
+            StatusCode::FORBIDDEN,
+            "forbidden by interceptor policy",
+            false,
+        ));
+    }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let agent_version = parts.version;
