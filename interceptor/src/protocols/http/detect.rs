@@ -24,10 +24,18 @@ pub enum Detected {
 /// Largest ClientHello we wait for.
 const MAX_HELLO: usize = 20 * 1024;
 
+/// Pauses between looks at an incomplete ClientHello.
+const MIN_PAUSE: Duration = Duration::from_millis(2);
+const MAX_PAUSE: Duration = Duration::from_millis(250);
+
 /// Peeks at the first bytes until they tell the protocol, at most `timeout`.
 pub async fn detect(stream: &TcpStream, timeout: Duration) -> Detected {
     let deadline = Instant::now() + timeout;
     let mut buf = vec![0u8; 512];
+    // Bytes seen at the last look, and the pause before the next one: it doubles while
+    // nothing new arrives (up to MAX_PAUSE), so thousands of stalled ClientHellos do not
+    // keep the daemon busy polling them.
+    let (mut seen, mut pause) = (0, MIN_PAUSE);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let n = match tokio::time::timeout(left, stream.peek(&mut buf)).await {
@@ -51,8 +59,14 @@ pub async fn detect(stream: &TcpStream, timeout: Duration) -> Detected {
                 if Instant::now() >= deadline {
                     return Detected::Timeout;
                 }
-                // peek returns at once while data is queued: back off a little.
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                // peek returns at once while data is queued: back off.
+                pause = if n > seen {
+                    MIN_PAUSE
+                } else {
+                    (pause * 2).min(MAX_PAUSE)
+                };
+                seen = n;
+                tokio::time::sleep(pause.min(left)).await;
             }
         }
     }
