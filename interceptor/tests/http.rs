@@ -11,14 +11,10 @@ use http_support::*;
 use serde_json::Value;
 use support::*;
 
-/// The Python client: requests (one keep-alive session) and httpx, `api.test` resolved
-/// to 127.0.0.2 inside the process. Prints one JSON object.
+/// The Python client (after `PY_RESOLVE`): requests (one keep-alive session) and httpx.
+/// Prints one JSON object.
 const PY_CLIENT: &str = r#"
-import json, socket, sys
-real = socket.getaddrinfo
-def fake(host, *a, **k):
-    return real("127.0.0.2" if host == "api.test" else host, *a, **k)
-socket.getaddrinfo = fake
+import json, sys
 import requests, httpx
 base = sys.argv[1]
 out = {}
@@ -47,7 +43,11 @@ fn plain_http_policy_injection_masking_with_curl_and_python() {
     let up = Upstream::start(&d, "upstream", None);
     let p = up.port;
     let pol = env.policy("http.yaml", &policy(&[p], &service("api", p, "")));
-    std::fs::write(d.join("client.py"), [PY_SSE, PY_CLIENT].concat()).unwrap();
+    std::fs::write(
+        d.join("client.py"),
+        [PY_RESOLVE, PY_SSE, PY_CLIENT].concat(),
+    )
+    .unwrap();
     let dd = d.display();
     let script = format!(
         "set -u; D={dd}; R='--resolve api.test:{p}:127.0.0.2'; U=http://api.test:{p}
@@ -362,7 +362,11 @@ fn tls_interception_and_sni_passthrough() {
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
     std::fs::write(d.join("blob.bin"), &blob).unwrap();
-    std::fs::write(d.join("client.py"), [PY_SSE, PY_CLIENT].concat()).unwrap();
+    std::fs::write(
+        d.join("client.py"),
+        [PY_RESOLVE, PY_SSE, PY_CLIENT].concat(),
+    )
+    .unwrap();
     let dd = d.display();
     let tca = ca.ca.display();
     let script = format!(

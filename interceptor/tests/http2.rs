@@ -106,9 +106,7 @@ fn start_h2(cert: &Path, key: &Path) -> H2Upstream {
 }
 
 const PY_H2: &str = r#"
-import json, socket, sys
-real = socket.getaddrinfo
-socket.getaddrinfo = lambda host, *a, **k: real("127.0.0.2" if host.endswith(".test") else host, *a, **k)
+import json, sys
 import httpx
 out = []
 with httpx.Client(http2=True) as c:
@@ -148,7 +146,7 @@ fn http2_agents_through_tls_interception() {
     let services = service("api", p1, &tls)
         + &service("untrusted", p2, &tls).replace("[untrusted.test]", "[api.test]");
     let pol = env.policy("h2.yaml", &policy(&[p1, p2], &services));
-    std::fs::write(d.join("client.py"), [PY_SSE, PY_H2].concat()).unwrap();
+    std::fs::write(d.join("client.py"), [PY_RESOLVE, PY_SSE, PY_H2].concat()).unwrap();
     let dd = d.display();
     let script = format!(
         "set -u; D={dd}

@@ -10,11 +10,9 @@ use http_support::*;
 use serde_json::Value;
 use support::*;
 
-/// httpx, `api.test` resolved to 127.0.0.2 inside the process.
+/// httpx reading a gzip event stream (after `PY_RESOLVE` and `PY_SSE`).
 const PY_CLIENT: &str = r#"
-import json, socket, sys
-real = socket.getaddrinfo
-socket.getaddrinfo = lambda host, *a, **k: real("127.0.0.2" if host == "api.test" else host, *a, **k)
+import json, sys
 import httpx
 print(json.dumps({"sse": read_sse(httpx.Client(timeout=60), sys.argv[1], "gz", "&gz=1")}))
 "#;
@@ -29,7 +27,11 @@ fn compressed_responses_are_decoded_masked_and_sent_plain() {
     let up = Upstream::start(&d, "upstream", None);
     let p = up.port;
     let pol = env.policy("http.yaml", &policy(&[p], &service("api", p, "")));
-    std::fs::write(d.join("client.py"), [PY_SSE, PY_CLIENT].concat()).unwrap();
+    std::fs::write(
+        d.join("client.py"),
+        [PY_RESOLVE, PY_SSE, PY_CLIENT].concat(),
+    )
+    .unwrap();
     let dd = d.display();
     // The agent asks for no compression (no --compressed): what it gets must be plain.
     let script = format!(

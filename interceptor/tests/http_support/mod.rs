@@ -299,6 +299,14 @@ pub fn no_token_in(dir: &Path, env: &Env) {
     );
 }
 
+/// Python prelude: names under `.test` (api.test, cdn.test) resolve to 127.0.0.2 inside
+/// the process, so clients send the real Host/SNI to the test upstream.
+pub const PY_RESOLVE: &str = r#"
+import socket
+_real_getaddrinfo = socket.getaddrinfo
+socket.getaddrinfo = lambda host, *a, **k: _real_getaddrinfo("127.0.0.2" if host.endswith(".test") else host, *a, **k)
+"#;
+
 /// A Python function reading `/events?gate=G` (+ `query`) of the test upstream with an httpx client
 /// (a dict for `check_masked_event_stream`): event 1 must arrive while the upstream still
 /// holds the rest back (it sends them once /release is called, else `gate-timeout`). The

@@ -146,9 +146,6 @@ pub(super) async fn respond(
             text.into()
         }
     };
-    if kind == BodyKind::Unknown {
-        kind = mask::sniff(&bytes);
-    }
     let masked = global()
         .masker(&ctx.service, &ctx.svc, effects.mask)
         .and_then(|m| {

@@ -354,16 +354,6 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
         ));
     }
     let effects: HttpEffects = d.effects.cloned().unwrap_or_default();
-    if let Some(why) = inject::refused_method(req.method(), &effects.inject) {
-        rec.reason = why;
-        return Ok(denied(
-            rec,
-            fin,
-            StatusCode::FORBIDDEN,
-            "forbidden by interceptor policy",
-            false,
-        ));
-    }
     let upgrade = req.headers().contains_key(header::UPGRADE);
     if req.method() == Method::CONNECT {
         rec.reason = "CONNECT is not proxied".into();
@@ -375,24 +365,20 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
             true,
         ));
     }
-    if upgrade && !effects.allow_upgrade {
-        rec.reason = format!(
+    // What the allowing rule still does not let through (the connection stays usable).
+    let refused = if upgrade && !effects.allow_upgrade {
+        Some(format!(
             "protocol upgrade refused: rule {} does not set allow_upgrade",
             rec.rule.as_deref().unwrap_or("-")
-        );
-        return Ok(denied(
-            rec,
-            fin,
-            StatusCode::FORBIDDEN,
-            "forbidden by interceptor policy",
-            false,
-        ));
-    }
-    if let Some(why) = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(inject::refused_upgrade)
-    {
+        ))
+    } else {
+        inject::refused_method(req.method(), &effects.inject).or_else(|| {
+            req.headers()
+                .get(header::UPGRADE)
+                .and_then(inject::refused_upgrade)
+        })
+    };
+    if let Some(why) = refused {
         rec.reason = why;
         return Ok(denied(
             rec,

@@ -8,7 +8,7 @@
 use bytes::{BufMut, BytesMut};
 
 use super::backend;
-use super::codec::Frame;
+use super::codec::{put_cstr, Frame};
 use super::error::Result;
 use crate::masking::Masker;
 
@@ -91,12 +91,6 @@ pub fn parameter(masker: &Masker, name: &str, value: &str) -> Option<(Frame, u64
     }
     let (masked, n) = masker.mask_text(value)?;
     Some((backend::parameter_status(name, &masked), n as u64))
-}
-
-fn put_cstr(b: &mut BytesMut, s: &str) {
-    // A masked value never contains a NUL the original did not have; drop any anyway.
-    b.put_slice(s.replace('\0', "").as_bytes());
-    b.put_u8(0);
 }
 
 #[cfg(test)]

@@ -143,12 +143,10 @@ impl Invalidate {
         for s in stmts {
             match (s.kind.as_str(), &s.prepared_name) {
                 ("PrepareStmt" | "DeallocateStmt", Some(n)) => inv.statements.push(n.clone()),
-                ("DeallocateStmt", None) | ("DiscardStmt", _) => inv.all_statements = true,
+                ("DeallocateStmt", None) => inv.all_statements = true,
                 ("DeclareCursorStmt" | "ClosePortalStmt", _) => inv.portals = true,
+                ("DiscardStmt", _) => (inv.all_statements, inv.portals) = (true, true),
                 _ => {}
-            }
-            if s.kind == "DiscardStmt" {
-                inv.portals = true;
             }
         }
         inv
