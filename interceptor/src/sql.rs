@@ -70,7 +70,9 @@
 //!   in `ParameterStatus`; changing it is `privileged` too). With it off, `'\''` ends
 //!   differently.
 //! - What a user-defined function, a trigger, a rule or a view does is not visible; function
-//!   names are listed for the policy.
+//!   names are listed for the policy. The PostgreSQL proxy looks the called functions up in
+//!   the database (`protocols::postgres::routines`): a volatile one defined there adds
+//!   `write`.
 //! - Operators are function calls too; they are not listed.
 
 mod cache;
@@ -205,29 +207,34 @@ impl Classification {
     /// calls [functions] prepared=name`, statements joined by `"; "`. Empty parts are left
     /// out: `SelectStmt read [users]`.
     pub fn summary(&self) -> String {
-        let list = |set: &BTreeSet<String>| set.iter().cloned().collect::<Vec<_>>().join(", ");
-        self.statements
-            .iter()
-            .map(|s| {
-                let ops: Vec<&str> = s.operations.iter().map(|o| o.as_str()).collect();
-                let mut line = format!("{} {}", s.kind, ops.join(","));
-                if !s.tables_read.is_empty() {
-                    line.push_str(&format!(" [{}]", list(&s.tables_read)));
-                }
-                if !s.tables_written.is_empty() {
-                    line.push_str(&format!(" -> [{}]", list(&s.tables_written)));
-                }
-                if !s.functions.is_empty() {
-                    line.push_str(&format!(" calls [{}]", list(&s.functions)));
-                }
-                if let Some(p) = &s.prepared_name {
-                    line.push_str(&format!(" prepared={p}"));
-                }
-                line
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
+        summarize(&self.statements)
     }
+}
+
+/// [`Classification::summary`] of these statements.
+pub fn summarize(statements: &[Statement]) -> String {
+    let list = |set: &BTreeSet<String>| set.iter().cloned().collect::<Vec<_>>().join(", ");
+    statements
+        .iter()
+        .map(|s| {
+            let ops: Vec<&str> = s.operations.iter().map(|o| o.as_str()).collect();
+            let mut line = format!("{} {}", s.kind, ops.join(","));
+            if !s.tables_read.is_empty() {
+                line.push_str(&format!(" [{}]", list(&s.tables_read)));
+            }
+            if !s.tables_written.is_empty() {
+                line.push_str(&format!(" -> [{}]", list(&s.tables_written)));
+            }
+            if !s.functions.is_empty() {
+                line.push_str(&format!(" calls [{}]", list(&s.functions)));
+            }
+            if let Some(p) = &s.prepared_name {
+                line.push_str(&format!(" prepared={p}"));
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Why a query string was not classified. Every variant means: deny.

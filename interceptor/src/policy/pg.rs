@@ -90,6 +90,12 @@ pub struct PostgresResource {
     /// Masking of result values before the agent sees them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub masking: Option<crate::masking::MaskingDoc>,
+    /// Volatile functions defined in the database that do not change data
+    /// (`uuid_generate_v4`, `gen_random_bytes`): calling them does not make a statement a
+    /// `write`. Globs matched like the `functions` of SQL rules: with a `.` against
+    /// `schema.function`, without against the bare name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_only_functions: Vec<Pattern>,
 }
 
 fn default_port() -> u16 {
@@ -97,6 +103,13 @@ fn default_port() -> u16 {
 }
 
 impl PostgresResource {
+    /// Whether `qualified` (`schema.function`) is listed in `read_only_functions`.
+    pub fn trusts_function(&self, qualified: &str) -> bool {
+        self.read_only_functions
+            .iter()
+            .any(|p| super::sql_eval::name_matches(p, qualified))
+    }
+
     pub(crate) fn check(&self) -> Result<(), String> {
         if self.port == 0 {
             return Err("port 0 is not a valid port".into());

@@ -236,7 +236,7 @@ fn function_resolutions(function: &str) -> Vec<String> {
 
 /// Whether the pattern matches a qualified table (or function) name: a pattern with a `.`
 /// against `schema.name`, one without against the bare name.
-fn table_matches(p: &Pattern, qualified: &str) -> bool {
+pub(crate) fn name_matches(p: &Pattern, qualified: &str) -> bool {
     if p.as_str().contains('.') {
         p.is_match(qualified)
     } else {
@@ -249,14 +249,14 @@ fn table_matches(p: &Pattern, qualified: &str) -> bool {
 fn any_match(ps: &[Pattern], resolutions: Vec<String>) -> bool {
     resolutions
         .iter()
-        .any(|q| ps.iter().any(|p| table_matches(p, q)))
+        .any(|q| ps.iter().any(|p| name_matches(p, q)))
 }
 
 /// The first of the resolutions no pattern matches.
 fn unmatched(ps: &[Pattern], resolutions: Vec<String>) -> Option<String> {
     resolutions
         .into_iter()
-        .find(|q| !ps.iter().any(|p| table_matches(p, q)))
+        .find(|q| !ps.iter().any(|p| name_matches(p, q)))
 }
 
 fn deny_matches(r: &CompiledSqlRule, st: &SqlStatement) -> bool {

@@ -28,6 +28,7 @@ pub mod frontend;
 pub mod hold;
 pub mod mask;
 pub mod notices;
+pub mod routines;
 pub mod session;
 pub mod shape;
 pub mod startup;
@@ -43,12 +44,13 @@ pub use session::{serve, Ctx, Outcome};
 use crate::masking::{Masker, MaskingDoc};
 
 /// State shared by every PostgreSQL session of the process: upstream pool, cancel keys,
-/// classification cache, per-resource catalogs and maskers.
+/// classification cache, per-resource catalogs (tables, functions) and maskers.
 pub struct Global {
     pub pool: upstream::Pool,
     pub cancels: cancel::CancelMap,
     pub classifier: crate::sql::Classifier,
     catalogs: Mutex<HashMap<String, Arc<mask::Catalog>>>,
+    routines: Mutex<HashMap<String, Arc<routines::Routines>>>,
     maskers: Mutex<HashMap<String, (MaskingDoc, Arc<Masker>)>>,
 }
 
@@ -62,6 +64,7 @@ pub fn global() -> &'static Global {
         cancels: cancel::CancelMap::default(),
         classifier: crate::sql::Classifier::new(CLASSIFIER_CACHE),
         catalogs: Mutex::default(),
+        routines: Mutex::default(),
         maskers: Mutex::default(),
     })
 }
@@ -69,6 +72,16 @@ pub fn global() -> &'static Global {
 impl Global {
     pub fn catalog(&self, pool_key: &str) -> Arc<mask::Catalog> {
         self.catalogs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(pool_key.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// The functions of an upstream database, by `pool_key`.
+    pub fn routines(&self, pool_key: &str) -> Arc<routines::Routines> {
+        self.routines
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(pool_key.to_owned())

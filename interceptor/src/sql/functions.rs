@@ -17,8 +17,9 @@
 //!
 //! `pg_sleep`, `pg_sleep_for` and `pg_sleep_until` are not escalated (they only waste time);
 //! like every other function they are listed in `Statement::functions`, so a policy can deny
-//! them by name (a rule on `pg_sleep` matches `pg_catalog.pg_sleep(…)` too). User-defined
-//! functions are listed, never escalated.
+//! them by name (a rule on `pg_sleep` matches `pg_catalog.pg_sleep(…)` too). Functions
+//! defined in the database are listed, never escalated here: the PostgreSQL proxy looks
+//! them up (`protocols::postgres::routines`) and adds `write` for volatile ones.
 
 use super::Operation;
 

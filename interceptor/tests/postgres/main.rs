@@ -9,6 +9,7 @@ mod support;
 mod basics;
 mod clients;
 mod leaks;
+mod routines;
 mod upstream;
 
 use pg_support::{appdb_policy_yaml, Pg, APP_PASSWORD, MD5_PASSWORD, READ_ONLY_RULE};

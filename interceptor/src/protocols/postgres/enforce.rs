@@ -11,6 +11,8 @@ use crate::sql::{Classification, Operation, SqlError, Statement};
 
 use super::backend;
 use super::codec::Frame;
+use super::routines::{self, Judgement, Routines};
+use crate::policy::PostgresResource;
 
 /// SQLSTATE of every denial (insufficient_privilege).
 pub const DENIED_SQLSTATE: &str = "42501";
@@ -22,6 +24,13 @@ pub struct Checked {
     pub decision: SqlDecision,
     /// Human summary for audit.
     pub summary: String,
+    /// Why the catalog of the database's functions changed what a statement does
+    /// ("public.purge() is volatile: …"); shown in a denial.
+    pub notes: Vec<String>,
+    /// The decision depends on functions defined in the database (it may change).
+    pub user_routines: bool,
+    /// Function names (bare) to look up before this can be decided ([`Enforcer::routines`]).
+    pub look_up: Vec<String>,
 }
 
 impl Checked {
@@ -37,7 +46,7 @@ impl Checked {
             .and_then(|i| self.statements.get(i))
             .map(describe)
             .unwrap_or_else(|| "statement".to_owned());
-        match &self.decision.rule {
+        let mut m = match &self.decision.rule {
             Some(r) if !self.decision.reason.contains(r.as_str()) => {
                 format!(
                     "interceptor: {what} denied by rule {r}: {}",
@@ -45,6 +54,24 @@ impl Checked {
                 )
             }
             _ => format!("interceptor: {what} denied: {}", self.decision.reason),
+        };
+        for n in &self.notes {
+            m.push_str(" (");
+            m.push_str(n);
+            m.push(')');
+        }
+        m
+    }
+
+    /// A decision that looked no function up.
+    pub fn new(summary: String, statements: Vec<Statement>, decision: SqlDecision) -> Checked {
+        Checked {
+            statements,
+            decision,
+            summary,
+            notes: Vec::new(),
+            user_routines: false,
+            look_up: Vec::new(),
         }
     }
 
@@ -122,37 +149,38 @@ pub struct Enforcer<'a> {
     pub resource: &'a str,
     /// COPY … TO STDOUT would bypass masking: denied when the resource masks.
     pub masking: bool,
+    /// The database's functions and the resource (its `read_only_functions`): a call of a
+    /// volatile function defined in the database makes the statement a `write`. `None`:
+    /// calls are judged by the classifier alone.
+    pub routines: Option<(&'a Routines, &'a PostgresResource)>,
 }
 
 impl Enforcer<'_> {
     /// Decides a classified query string. `prepared` holds the SQL-level prepared
-    /// statements of the session (`PREPARE name AS …`), by name.
+    /// statements of the session (`PREPARE name AS …`), by name. With `look_up`, a call of
+    /// a function not in the routines' cache is not decided: its name is returned in
+    /// [`Checked::look_up`] (deny, until looked up); without, it counts as unknown.
     pub fn check(
         &self,
         classified: &Arc<Result<Classification, SqlError>>,
         prepared: &HashMap<String, Statement>,
+        look_up: bool,
     ) -> Checked {
         let cls = match classified.as_ref() {
             Ok(c) => c,
             Err(SqlError::Empty) => {
-                return Checked {
-                    statements: Vec::new(),
-                    decision: SqlDecision {
-                        verdict: Verdict::Allow,
-                        rule: None,
-                        reason: "empty query".into(),
-                        row_limit: None,
-                        statement: None,
-                    },
-                    summary: String::new(),
-                }
+                let empty = SqlDecision {
+                    verdict: Verdict::Allow,
+                    rule: None,
+                    reason: "empty query".into(),
+                    row_limit: None,
+                    statement: None,
+                };
+                return Checked::new(String::new(), Vec::new(), empty);
             }
             Err(e) => {
-                return Checked {
-                    statements: Vec::new(),
-                    decision: deny(format!("{e}"), None),
-                    summary: "unclassified".into(),
-                };
+                let d = deny(format!("{e}"), None);
+                return Checked::new("unclassified".into(), Vec::new(), d);
             }
         };
         let mut statements = Vec::with_capacity(cls.statements.len());
@@ -170,11 +198,7 @@ impl Enforcer<'_> {
                     None => {
                         statements.push(s);
                         let reason = format!("EXECUTE of prepared statement {name:?}, which this session did not PREPARE through the interceptor");
-                        return Checked {
-                            summary: cls.summary(),
-                            statements,
-                            decision: deny(reason, Some(i)),
-                        };
+                        return Checked::new(cls.summary(), statements, deny(reason, Some(i)));
                     }
                 }
             }
@@ -182,14 +206,24 @@ impl Enforcer<'_> {
                 statements.push(s);
                 let reason = "COPY … TO returns rows without masking on this resource; use SELECT"
                     .to_owned();
-                return Checked {
-                    summary: cls.summary(),
-                    statements,
-                    decision: deny(reason, Some(i)),
-                };
+                return Checked::new(cls.summary(), statements, deny(reason, Some(i)));
             }
             statements.push(s);
         }
+        let (notes, user_routines) = match self.routines {
+            Some((routines, res)) => {
+                let mut missing = Vec::new();
+                let judged = judge_calls(&mut statements, routines, res, look_up, &mut missing);
+                if !missing.is_empty() {
+                    let reason = "the database's functions are being looked up".to_owned();
+                    let mut c = Checked::new(cls.summary(), statements, deny(reason, None));
+                    c.look_up = missing;
+                    return c;
+                }
+                judged
+            }
+            None => (Vec::new(), false),
+        };
         let kinds: Vec<String> = statements.iter().map(|s| kind_name(&s.kind)).collect();
         let facts: Vec<SqlStatement> = statements
             .iter()
@@ -215,9 +249,61 @@ impl Enforcer<'_> {
             },
         );
         Checked {
-            summary: cls.summary(),
+            summary: crate::sql::summarize(&statements),
             statements,
             decision,
+            notes,
+            user_routines,
+            look_up: Vec::new(),
         }
     }
+}
+
+/// Adds `write` to each statement calling a volatile (or unknown) function defined in the
+/// database. Returns the notes saying why, and whether any call was judged by the catalog
+/// rather than left to the classifier. Names not in the cache go to `missing` when
+/// `look_up` (and are unknown otherwise).
+fn judge_calls(
+    statements: &mut [Statement],
+    routines: &Routines,
+    res: &PostgresResource,
+    look_up: bool,
+    missing: &mut Vec<String>,
+) -> (Vec<String>, bool) {
+    let trusted = |q: &str| res.trusts_function(q);
+    let mut notes = Vec::new();
+    let mut user = false;
+    for s in statements {
+        let mut write = None;
+        for f in &s.functions {
+            let j = match routines.judge(f, &trusted) {
+                Some(j) => j,
+                None if look_up => {
+                    missing.push(routines::split(f).1.to_owned());
+                    continue;
+                }
+                None => Judgement::Unknown(format!("{f} could not be looked up")),
+            };
+            user |= j.user_defined();
+            match j {
+                Judgement::System | Judgement::Harmless => {}
+                Judgement::Volatile(q) => {
+                    write.get_or_insert(format!("{q}() is a volatile function: it may change data, so the statement counts as write"));
+                }
+                Judgement::Unknown(why) => {
+                    write.get_or_insert(format!(
+                        "{why}; a call of an unknown function counts as write"
+                    ));
+                }
+            }
+        }
+        if let Some(note) = write {
+            if s.operations.insert(Operation::Write) {
+                notes.push(note);
+            }
+        }
+    }
+    missing.sort_unstable();
+    missing.dedup();
+    (notes, user)
 }

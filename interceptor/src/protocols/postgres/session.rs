@@ -209,6 +209,8 @@ struct Common<'a> {
     pool_key: String,
     /// Table names of the resource (shared by its sessions).
     catalog: Arc<mask::Catalog>,
+    /// Functions of the database (shared by the resource's sessions).
+    routines: Arc<super::routines::Routines>,
     /// Masking plans by result shape (fields, formats).
     plans: Mutex<server::Plans>,
     /// Woken when the server owes nothing more (after the answers were written).
@@ -216,6 +218,35 @@ struct Common<'a> {
 }
 
 impl Common<'_> {
+    fn pool_idle(&self) -> Duration {
+        Duration::from_secs(self.ctx.res.pool_idle_secs.map_or(60, |n| n.get()))
+    }
+
+    /// An idle upstream connection for the interceptor's own catalog queries: a pooled one,
+    /// or a new login.
+    async fn side_connection(&self) -> Result<upstream::Upstream> {
+        match global().pool.take(&self.pool_key, self.pool_idle()).await {
+            Some(conn) => Ok(conn),
+            None => {
+                let (ctx, timeout) = (self.ctx, self.ctx.connect_timeout);
+                upstream::connect(&ctx.resource, &ctx.res, timeout).await
+            }
+        }
+    }
+
+    /// Returns a [`Common::side_connection`] to the pool (reset first).
+    async fn give_back(&self, conn: upstream::Upstream) {
+        let size = self.ctx.res.pool_size.unwrap_or(8) as usize;
+        let pool = &global().pool;
+        pool.put(
+            pool.returning(&self.pool_key),
+            conn,
+            size.max(1),
+            self.pool_idle(),
+        )
+        .await;
+    }
+
     /// Returns once the server owes no answer (every Query/Sync got its ReadyForQuery) and
     /// those answers were written to the client.
     async fn wait_idle(&self) {
@@ -480,6 +511,7 @@ pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
         denied: AtomicU64::new(0),
         masker,
         catalog: global().catalog(&pool_key),
+        routines: global().routines(&pool_key),
         plans: Mutex::default(),
         pool_key: pool_key.clone(),
         idle: tokio::sync::Notify::new(),

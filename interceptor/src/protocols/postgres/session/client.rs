@@ -61,6 +61,7 @@ where
             },
             resource: &c.ctx.resource,
             masking: c.masker.is_some(),
+            routines: Some((&c.routines, &c.ctx.res)),
         };
         for f in &frames {
             if barrier {
@@ -82,7 +83,7 @@ where
             };
             match msg {
                 Frontend::Query(sql) => {
-                    let d = decisions.decide(sql, c.st().scs, &enforcer, &sql_prepared);
+                    let d = decide(c, &mut decisions, sql, &enforcer, &sql_prepared).await;
                     let settled = c
                         .settle_held(&d, sql, &policy, client, &mut out, up)
                         .await?;
@@ -94,6 +95,7 @@ where
                         remember_prepared(&checked.statements, &mut sql_prepared);
                         intents.push(c.intent("simple", sql, &checked.summary, &checked.decision));
                         barrier |= privileged(&checked.statements);
+                        forget_routines_after_ddl(c, &checked.statements);
                         let mut u = Unit::new(true, stmts, checked.decision.row_limit);
                         u.invalidates = Invalidate::of(&checked.statements);
                         if u.invalidates.portals {
@@ -118,7 +120,7 @@ where
                     }
                 }
                 Frontend::Parse { name, query } => {
-                    let d = decisions.decide(query, c.st().scs, &enforcer, &sql_prepared);
+                    let d = decide(c, &mut decisions, query, &enforcer, &sql_prepared).await;
                     let settled = c
                         .settle_held(&d, query, &policy, client, &mut out, up)
                         .await?;
@@ -130,6 +132,7 @@ where
                     if checked.allowed() {
                         remember_prepared(&checked.statements, &mut sql_prepared);
                         priv_parsed |= privileged(&checked.statements);
+                        forget_routines_after_ddl(c, &checked.statements);
                         statements.insert(name.to_owned(), (stmts, checked.decision.row_limit));
                         f.encode(&mut out);
                     } else {
@@ -176,7 +179,7 @@ where
                         // Executing a cursor is fetching from it: decided (rule, row limit,
                         // audit) as `FETCH ALL FROM` it.
                         let fetch = format!("FETCH ALL FROM \"{}\"", portal.replace('"', "\"\""));
-                        let d = decisions.decide(&fetch, c.st().scs, &enforcer, &sql_prepared);
+                        let d = decide(c, &mut decisions, &fetch, &enforcer, &sql_prepared).await;
                         let settled = c
                             .settle_held(&d, &fetch, &policy, client, &mut out, up)
                             .await?;
@@ -254,17 +257,17 @@ where
                     f.encode(&mut out);
                 }
                 Frontend::FunctionCall { oid } => {
-                    let checked = Checked {
-                        statements: Vec::new(),
-                        decision: SqlDecision {
+                    let checked = Checked::new(
+                        "FunctionCall".into(),
+                        Vec::new(),
+                        SqlDecision {
                             verdict: Verdict::Deny,
                             rule: None,
                             reason: format!("fast-path function calls (function {oid}) bypass statement classification and are not allowed"),
                             row_limit: None,
                             statement: None,
                         },
-                        summary: "FunctionCall".into(),
-                    };
+                    );
                     c.audit_stmt(
                         "simple",
                         &StmtCtx::new(
@@ -413,12 +416,7 @@ pub(super) fn stmt_ctxs(sql: &str, checked: &Checked, shaped: bool) -> Vec<StmtC
         summary: summary.into(),
         decision: decision.clone(),
     };
-    let summary = |s: &Statement| {
-        Classification {
-            statements: vec![s.clone()],
-        }
-        .summary()
-    };
+    let summary = |s: &Statement| crate::sql::summarize(std::slice::from_ref(s));
     if shaped && checked.statements.len() == 1 {
         let s = &checked.statements[0];
         return vec![one(decide::shaped_text(sql), summary(s))];
@@ -431,6 +429,61 @@ pub(super) fn stmt_ctxs(sql: &str, checked: &Checked, shaped: bool) -> Vec<StmtC
         .iter()
         .map(|s| one(s.text.clone(), summary(s)))
         .collect()
+}
+
+/// The decision for `sql`, after looking up the database's functions it calls when the
+/// cache does not know them (on a pooled connection; a failed lookup makes them unknown).
+async fn decide(
+    c: &Common<'_>,
+    decisions: &mut Decisions,
+    sql: &str,
+    enforcer: &Enforcer<'_>,
+    prepared: &HashMap<String, Statement>,
+) -> Arc<decide::Decided> {
+    let scs = c.st().scs;
+    let mut look_up = true;
+    loop {
+        match decisions.decide(sql, scs, enforcer, prepared, look_up) {
+            Ok(d) => return d,
+            Err(names) => {
+                look_up_routines(c, &names).await;
+                look_up = false;
+            }
+        }
+    }
+}
+
+async fn look_up_routines(c: &Common<'_>, names: &[String]) {
+    let routines = &c.routines;
+    let _turn = routines.fill_turn().await;
+    // Another session may have looked them up meanwhile.
+    let names = routines.stale(names.iter().map(String::as_str));
+    if names.is_empty() {
+        return;
+    }
+    let r = match c.side_connection().await {
+        Ok(mut conn) => {
+            let r = routines.fill(&names, &mut conn).await;
+            c.give_back(conn).await;
+            r
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = r {
+        tracing::warn!(session = %c.ctx.session, error = %e, "looking up the database's functions failed; calls of them count as write");
+        routines.failed(&names, &e.to_string());
+    }
+}
+
+/// A statement that may have created, replaced or dropped functions: the cache of the
+/// database's functions starts over.
+fn forget_routines_after_ddl(c: &Common<'_>, stmts: &[Statement]) {
+    if stmts
+        .iter()
+        .any(|s| s.operations.contains(&crate::sql::Operation::Ddl))
+    {
+        c.routines.forget();
+    }
 }
 
 fn remember_prepared(stmts: &[Statement], prepared: &mut HashMap<String, Statement>) {

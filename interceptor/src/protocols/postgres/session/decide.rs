@@ -75,14 +75,16 @@ impl Decisions {
     }
 
     /// The decision for `sql`, from the memo or freshly made (and then memoised when it
-    /// cannot change within the session).
+    /// cannot change within the session). `Err(names)`: these functions must be looked up
+    /// first (only with `look_up`; without, they count as unknown).
     pub fn decide(
         &mut self,
         sql: &str,
         scs: bool,
         enforcer: &Enforcer<'_>,
         prepared: &HashMap<String, Statement>,
-    ) -> Arc<Decided> {
+        look_up: bool,
+    ) -> Result<Arc<Decided>, Vec<String>> {
         let shape = match (self.enabled, scs) {
             (true, true) => literal_shape(sql),
             _ => None,
@@ -93,18 +95,23 @@ impl Decisions {
                 _ => None,
             };
             if let Some(d) = hit.or_else(|| self.get(scs, sql)) {
-                return d;
+                return Ok(d);
             }
         }
         let (cls, shaped) = classify(sql, scs, self.max_query);
-        let checked = enforcer.check(&cls, prepared);
+        let checked = enforcer.check(&cls, prepared, look_up);
+        if !checked.look_up.is_empty() {
+            return Err(checked.look_up);
+        }
         let stmts = stmt_ctxs(sql, &checked, shaped);
         let d = Arc::new(Decided {
             checked,
             stmts,
             shaped,
         });
+        // Functions defined in the database can change (and their lookup expires).
         let stable = d.checked.decision.verdict != Verdict::Hold
+            && !d.checked.user_routines
             && !d.checked.statements.iter().any(|s| s.kind == "ExecuteStmt");
         if self.enabled && stable {
             let key = match (shaped, shape) {
@@ -117,7 +124,7 @@ impl Decisions {
             }
             map.insert(key, d.clone());
         }
-        d
+        Ok(d)
     }
 
     fn get(&self, scs: bool, key: &str) -> Option<Arc<Decided>> {
@@ -182,8 +189,10 @@ sql_rules:
             },
             resource: "appdb",
             masking: false,
+            routines: None,
         };
-        d.decide(sql, true, &enforcer, prepared)
+        d.decide(sql, true, &enforcer, prepared, false)
+            .expect("nothing to look up without routines")
     }
 
     #[test]
@@ -257,6 +266,77 @@ sql_rules:
         let a = check(&mut t, "SELECT 1 FROM t", &none);
         let b = check(&mut t, "SELECT 1 FROM t", &none);
         assert!(!Arc::ptr_eq(&a, &b), "token sessions are not memoised");
+    }
+
+    #[test]
+    fn calls_of_volatile_functions_are_looked_up_then_writes_and_never_memoised() {
+        use super::super::super::routines::{Routines, Row};
+        let pol = policy();
+        let res: crate::policy::PostgresResource = serde_yaml::from_str(
+            "{address: 127.0.0.2, database: app, user: app, read_only_functions: [new_token]}",
+        )
+        .unwrap();
+        let routines = Routines::default();
+        let enforcer = Enforcer {
+            policy: &pol,
+            subject: Subject {
+                cgroup: None,
+                uid: 1000,
+                gid: 1000,
+                exe: None,
+                comm: "psql",
+                token: None,
+            },
+            resource: "appdb",
+            masking: false,
+            routines: Some((&routines, &res)),
+        };
+        let none = HashMap::new();
+        let mut d = Decisions::new(true, super::super::client::DEFAULT_MAX_QUERY);
+        let sql = "SELECT purge(), lower(name), new_token() FROM t";
+        let names = d.decide(sql, true, &enforcer, &none, true).err();
+        assert_eq!(
+            names.as_deref(),
+            Some(&["lower".to_owned(), "new_token".into(), "purge".into()][..])
+        );
+        let row = |schema: &str, volatile| Row {
+            schema: schema.into(),
+            volatile,
+        };
+        routines.remember("purge", vec![row("public", true)]);
+        routines.remember("lower", vec![row("pg_catalog", false)]);
+        routines.remember("new_token", vec![row("public", true)]);
+        let a = d.decide(sql, true, &enforcer, &none, true).unwrap();
+        let s = &a.checked.statements[0];
+        assert!(
+            s.operations.contains(&crate::sql::Operation::Write),
+            "{s:?}"
+        );
+        assert_eq!(a.checked.decision.verdict, Verdict::Hold, "writes are held");
+        assert!(a
+            .checked
+            .message()
+            .contains("public.purge() is a volatile function"));
+        let b = d.decide(sql, true, &enforcer, &none, true).unwrap();
+        assert!(!Arc::ptr_eq(&a, &b), "not memoised: the catalog can change");
+
+        // Built-ins and trusted functions stay reads; system-only calls are memoised.
+        for sql in [
+            "SELECT lower(name), new_token() FROM t",
+            "SELECT lower(name) FROM t",
+        ] {
+            let c = d.decide(sql, true, &enforcer, &none, true).unwrap();
+            assert!(c.checked.allowed(), "{sql}: {:?}", c.checked.decision);
+        }
+        let e = d.decide("SELECT lower(name) FROM t", true, &enforcer, &none, true);
+        let f = d.decide("SELECT lower(name) FROM t", true, &enforcer, &none, true);
+        assert!(Arc::ptr_eq(&e.unwrap(), &f.unwrap()));
+
+        // Without a lookup, a name the cache lacks is unknown: a write.
+        let g = d
+            .decide("SELECT other() FROM t", true, &enforcer, &none, false)
+            .unwrap();
+        assert_eq!(g.checked.decision.verdict, Verdict::Hold);
     }
 
     #[test]

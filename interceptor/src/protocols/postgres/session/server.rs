@@ -414,16 +414,9 @@ impl Plans {
 }
 
 async fn fill_catalog(c: &Common<'_>, catalog: &mask::Catalog, oids: &[u32]) -> Result<()> {
-    let idle = Duration::from_secs(c.ctx.res.pool_idle_secs.map_or(60, |n| n.get()));
-    let mut conn = match global().pool.take(&c.pool_key, idle).await {
-        Some(conn) => conn,
-        None => upstream::connect(&c.ctx.resource, &c.ctx.res, c.ctx.connect_timeout).await?,
-    };
+    let mut conn = c.side_connection().await?;
     let r = catalog.fill(oids, &mut conn).await;
-    let size = c.ctx.res.pool_size.unwrap_or(8) as usize;
-    let pool = &global().pool;
-    pool.put(pool.returning(&c.pool_key), conn, size.max(1), idle)
-        .await;
+    c.give_back(conn).await;
     r
 }
 
