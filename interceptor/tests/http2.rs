@@ -129,6 +129,32 @@ out.append(cut)
 print(json.dumps(out))
 "#;
 
+/// HTTP/2 connections that never carry a request: one idle after its preface, one stuck
+/// in a HEADERS frame without END_HEADERS. Both must be closed (header_timeout_secs: 2).
+const PY_H2_IDLE: &str = r#"
+import json, socket, ssl, sys
+port, res = int(sys.argv[1]), {}
+for case in ["idle", "half_headers"]:
+    ctx = ssl.create_default_context()
+    ctx.set_alpn_protocols(["h2"])
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.2", port)), server_hostname="api.test")
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+    if case == "half_headers":
+        s.sendall(b"\x00\x00\x01\x01\x00\x00\x00\x00\x01\x82")
+    s.settimeout(60)
+    closed = False
+    try:
+        while s.recv(65536):
+            pass
+        closed = True
+    except (ConnectionResetError, ssl.SSLError):
+        closed = True
+    except (socket.timeout, TimeoutError):
+        pass
+    res[case] = {"closed": closed, "alpn": s.selected_alpn_protocol()}
+print(json.dumps(res))
+"#;
+
 #[test]
 fn http2_agents_through_tls_interception() {
     if !root_or_skip("http2_agents_through_tls_interception") || !python_ok() {
@@ -147,6 +173,7 @@ fn http2_agents_through_tls_interception() {
         + &service("untrusted", p2, &tls).replace("[untrusted.test]", "[api.test]");
     let pol = env.policy("h2.yaml", &policy(&[p1, p2], &services));
     std::fs::write(d.join("client.py"), [PY_RESOLVE, PY_SSE, PY_H2].concat()).unwrap();
+    std::fs::write(d.join("idle.py"), PY_H2_IDLE).unwrap();
     let dd = d.display();
     let script = format!(
         "set -u; D={dd}
@@ -160,6 +187,7 @@ $C --data-binary @$D/up.bin -o $D/echo.json -w '%{{http_version}} %{{http_code}}
 $C --parallel --parallel-max 8 -o $D/par_#1.json 'https://api.test:{p1}/v1/users/[1-8]'
 $C --parallel --parallel-max 8 -o $D/par2_#1.json 'https://api.test:{p2}/v1/users/[1-8]'
 python3 $D/client.py https://api.test:{p1}/v1/users/9 https://api.test:{p2}/v1/users/10 > $D/py.json
+python3 $D/idle.py {p1} > $D/idle.json
 "
     );
     let out = run_sh(&env, &pol, &script);
@@ -217,6 +245,13 @@ python3 $D/client.py https://api.test:{p1}/v1/users/9 https://api.test:{p2}/v1/u
         assert_eq!(r[0], "HTTP/2", "{r}");
         assert_eq!(r[1], 200, "{r}");
         assert_masked_user(&r[2], "httpx http2");
+    }
+
+    // Connections that never carried a request were closed after header_timeout_secs.
+    let idle = json(&d.join("idle.json"));
+    for case in ["idle", "half_headers"] {
+        assert_eq!(idle[case]["alpn"], "h2", "{idle}");
+        assert_eq!(idle[case]["closed"], true, "{case}: {idle}");
     }
 
     // The HTTP/2 upstream got HTTP/2 with the right :authority and the injected token.

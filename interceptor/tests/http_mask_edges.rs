@@ -60,6 +60,17 @@ t form \"$U/typed?ct=application/x-www-form-urlencoded\"
 t bom \"$U/typed?ct=none&bom=1\"
 t dup \"$U/typed?ct=application/json&dup=1\"
 t duptext \"$U/typed?ct=text/plain&dup=1\"
+t utf16 \"$U/typed?ct=text/plain;%20charset=utf-16&utf16=1\"
+t utf16bom \"$U/typed?ct=none&utf16=1\"
+t tecoded \"$U/tecoded\"
+head -c 100000 /dev/urandom > $D/up.bin
+t getbody -X GET -H 'Transfer-Encoding: chunked' --data-binary @$D/up.bin \"$U/v1/echo\"
+python3 -c \"
+import socket
+s = socket.create_connection(('127.0.0.2', {p}))
+s.sendall(b'GET http://api.test/v1/users/hostbyte HTTP/1.1\\r\\nHost: other.test:\\xff\\r\\nConnection: close\\r\\n\\r\\n')
+print(s.recv(100).split(b' ')[1].decode())
+\" > $D/hostbyte.code
 python3 $D/reload.py {p} {pol} {new} {bin} {state} > $D/reload.out
 ",
         pol = pol.display(),
@@ -123,13 +134,46 @@ python3 $D/reload.py {p} {pol} {new} {bin} {state} > $D/reload.out
         );
     }
 
-    // 4. A reload applies to the next request of an already open connection.
+    // 4. Text the detectors cannot read (UTF-16, by charset or by byte order mark) and a
+    //    transfer coding the client library does not undo: withheld, never passed on.
+    for f in ["utf16", "utf16bom", "tecoded"] {
+        let body = read(&d.join(format!("{f}.json")));
+        check(
+            code(f) == "502" && !body.contains("123-45-6789"),
+            format!("{f}: {} {body}", code(f)),
+        );
+    }
+    // 5. A GET with a chunked body reaches the upstream with its body.
+    let echo: Value = serde_json::from_str(&read(&d.join("getbody.json"))).unwrap_or_default();
+    check(
+        code("getbody") == "200" && echo["len"] == 100000,
+        format!("GET with a body: {} {echo}", code("getbody")),
+    );
+    // 6. A Host that is not text is refused, not replaced by the URI's host.
+    check(
+        read(&d.join("hostbyte.code")).trim() == "400",
+        format!("Host with a raw byte: {}", read(&d.join("hostbyte.code"))),
+    );
+    let reached: Vec<Value> = up
+        .requests()
+        .into_iter()
+        .filter(|r| r["path"].as_str().unwrap_or("").contains("hostbyte"))
+        .collect();
+    check(reached.is_empty(), format!("forwarded: {reached:?}"));
+    // 7. The query string is on record.
+    let recs = http_records(&env);
+    check(
+        recs.iter()
+            .any(|r| r["path"] == "/typed" && r["query"] == "ct=text/plain"),
+        "no http_request record with query ct=text/plain".into(),
+    );
+
+    // 8. A reload applies to the next request of an already open connection.
     let r = json(&d.join("reload.out"));
     assert_eq!(r["reload"], 0, "{r}");
     assert_eq!(r["first"], 200, "{r}");
     assert_eq!(r["same_connection"], true, "{r}");
     check(r["second"] == 403, format!("after the reload: {r}"));
-    let recs = http_records(&env);
     let users: Vec<&Value> = recs.iter().filter(|r| r["path"] == "/v1/users/1").collect();
     assert_eq!(users.len(), 2, "{recs:#?}");
     assert_eq!(users[0]["session"], users[1]["session"], "one connection");

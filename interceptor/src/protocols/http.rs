@@ -17,9 +17,12 @@
 //! (client side), `inject`, `mask`, `respond`, `audit`.
 
 pub mod audit;
+mod budget;
+mod charset;
 mod counting;
 pub mod detect;
 pub mod hold;
+mod idle;
 pub mod inflate;
 pub mod inject;
 pub mod mask;
@@ -236,6 +239,7 @@ impl Ctx {
             method: None,
             host: None,
             path: None,
+            query: None,
             status: 0,
             decision: Verdict::Deny,
             rule: None,

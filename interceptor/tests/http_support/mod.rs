@@ -240,7 +240,7 @@ http_services:
     service: [api, untrusted]
     action: allow
     methods: [GET, HEAD]
-    paths: [\"/v1/users/*\", \"/chunked\", \"/gzip\", \"/typed\", \"/blob\", \"/events\", \"/release\"]
+    paths: [\"/v1/users/*\", \"/chunked\", \"/gzip\", \"/typed\", \"/blob\", \"/events\", \"/release\", \"/tecoded\", \"/v1/echo\"]
     inject:
       - header: Authorization
         prefix: \"Bearer \"

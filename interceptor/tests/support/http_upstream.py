@@ -21,7 +21,11 @@ the token itself.
                        `&dup=1`: {"id", "note" with an address, "note": "clean"} (a
                        duplicate key); `&range=1`: a `Range` header is answered 206
                        with just the "note" string (valid JSON alone); `&partial=1`:
-                       that 206 whatever was asked
+                       that 206 whatever was asked; `&utf16=1`: encoded
+                       in UTF-16 (with its byte order mark)
+  GET  /tecoded        a text/plain body with personal data, sent with
+                       Transfer-Encoding: gzip, chunked
+  GET  /v1/echo        like POST /v1/echo (a GET with a body)
   GET  /events?gate=G  server-sent events: one event, then the rest only once
                        /release?gate=G was called (or `gate-timeout` after 20 s), so
                        a client sees whether event 1 reached it before the end;
@@ -154,6 +158,8 @@ class H(BaseHTTPRequestHandler):
                 body = body.replace(b"@", b"\\u0040")
             if "bom" in q:
                 body = b"\xef\xbb\xbf" + body
+            if "utf16" in q:
+                body = body.decode().encode("utf-16")
             if "partial" in q or ("range" in q and self.headers.get("Range")):
                 note = json.dumps(self.user("t")["note"]).encode()
                 start = body.index(note)
@@ -169,6 +175,18 @@ class H(BaseHTTPRequestHandler):
                 self.wfile.write(body)
                 return
             return self.send(200, body, ct)
+        if u.path == "/tecoded":
+            packed = gzip.compress(b"call alice@example.com, ssn 123-45-6789\n")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Transfer-Encoding", "gzip, chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(packed), packed))
+            return
+        if u.path == "/v1/echo":
+            body = self.body_in()
+            out = {"len": len(body), "sha256": hashlib.sha256(body).hexdigest(), "method": "GET"}
+            return self.send(200, json.dumps(out).encode())
         if u.path == "/events":
             q = parse_qs(u.query)
             return self.events(q["gate"][0], "gz" in q)

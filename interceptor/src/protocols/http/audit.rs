@@ -27,6 +27,9 @@ pub struct HttpRecord {
     pub host: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The query string as sent upstream (after `?`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
     /// Status sent to the agent (0 when none was sent).
     pub status: u16,
     pub decision: Verdict,
@@ -84,5 +87,7 @@ pub struct HttpCommand<'a> {
     pub method: &'a str,
     pub host: Option<&'a str>,
     pub path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<&'a str>,
     pub rule: Option<&'a str>,
 }

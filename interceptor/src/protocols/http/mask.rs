@@ -20,6 +20,8 @@ pub enum MaskError {
     Corrupt(String),
     #[error("the response is a part of the body (206 Partial Content) although Range was removed; a part cannot be masked as a whole, so it is withheld")]
     Partial,
+    #[error("the response's text is in {0}, which the detectors cannot read (only ASCII-compatible charsets such as UTF-8 or ISO-8859-x can be masked), so it is withheld")]
+    Charset(String),
 }
 
 /// What kind of body, from its Content-Type.

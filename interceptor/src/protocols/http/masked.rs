@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::response::Parts;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 
 use super::audit::HttpRecord;
@@ -22,12 +22,14 @@ use super::counting::{counted, Finish};
 use super::inflate::{self, Coding, Inflater};
 use super::mask::{self, BodyKind, MaskError};
 use super::records::{Masked, RecordMasker};
-use super::respond::{fail, full, Body, BoxError};
+use super::respond::{fail, full, keeping, Body, BoxError};
+use super::{budget, charset};
 use super::{global, Ctx};
 use crate::masking::{FieldRule, Masker};
 use crate::policy::HttpEffects;
 
 /// The response for the agent: `masking` is the allowing rule's effects when they mask.
+/// `parts` as the upstream sent them: the hop-by-hop headers are removed here.
 pub(super) async fn respond(
     ctx: &Arc<Ctx>,
     masking: Option<&HttpEffects>,
@@ -37,6 +39,10 @@ pub(super) async fn respond(
     mut parts: Parts,
     mut body: Incoming,
 ) -> Response<Body> {
+    // A transfer coding other than chunked (`gzip, chunked`) is not undone by the client
+    // library: the body would be masked as if it were the content.
+    let transfer_coded = transfer_codings(&parts.headers);
+    super::inject::strip_hop_by_hop(&mut parts.headers);
     let no_body = matches!(parts.status.as_u16(), 204 | 304) || parts.status.is_informational();
     let header = |h: header::HeaderName| parts.headers.get(h).and_then(|v| v.to_str().ok());
     let kind = mask::body_kind(header(header::CONTENT_TYPE));
@@ -51,10 +57,16 @@ pub(super) async fn respond(
     if let Err(e) = mask::partial(parts.status) {
         return withheld(ctx, rec, fin, e.to_string());
     }
+    if let Some(te) = transfer_coded {
+        return withheld(ctx, rec, fin, MaskError::Compressed(te).to_string());
+    }
     let coding = match inflate::coding(content_encoding(&parts.headers).as_deref()) {
         Ok(c) => c,
         Err(e) => return withheld(ctx, rec, fin, e.to_string()),
     };
+    if let Err(e) = charset::declared(header(header::CONTENT_TYPE)) {
+        return withheld(ctx, rec, fin, e.to_string());
+    }
     let limit = ctx.svc.max_mask_bytes();
     let mut inflater = Inflater::new(coding);
     if let Some(records) = kind.records() {
@@ -79,8 +91,9 @@ pub(super) async fn respond(
         };
         return Response::from_parts(parts, BodyExt::boxed(body));
     }
-    // The raw bytes read so far and what they decode to.
+    // The raw bytes read so far and what they decode to, held from the daemon's budget.
     let (mut raw, mut text) = (Vec::new(), Vec::new());
+    let mut held = budget::MASKING.reserve();
     let mut kind = kind;
     if kind == BodyKind::Unknown {
         // The first bytes (decoded) say whether it is text: binary is passed on untouched.
@@ -100,6 +113,12 @@ pub(super) async fn respond(
                 Err(e) => return withheld(ctx, rec, fin, e.to_string()),
             }
             raw.extend_from_slice(&d);
+            if let Err(e) = held.grow((raw.len() + text.len()) as u64) {
+                return busy(ctx, rec, fin, e);
+            }
+        }
+        if let Err(e) = charset::byte_order_mark(&text) {
+            return withheld(ctx, rec, fin, e.to_string());
         }
         if text.is_empty() {
             kind = BodyKind::Text;
@@ -113,17 +132,27 @@ pub(super) async fn respond(
             return Response::from_parts(parts, body);
         }
     }
-    let room = limit.saturating_sub(raw.len() as u64) as usize;
-    let rest = match Limited::new(body, room).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return withheld(ctx, rec, fin, MaskError::TooLarge(limit).to_string())
+    let mut rest = Vec::new();
+    loop {
+        let d = match body.frame().await {
+            Some(Ok(f)) => match f.into_data() {
+                Ok(d) => d,
+                Err(_) => continue, // trailers are not passed on from a masked body
+            },
+            Some(Err(e)) => {
+                return withheld(ctx, rec, fin, format!("reading the upstream response: {e}"))
+            }
+            None => break,
+        };
+        if (raw.len() + rest.len() + d.len()) as u64 > limit {
+            return withheld(ctx, rec, fin, MaskError::TooLarge(limit).to_string());
         }
-        Err(e) => return withheld(ctx, rec, fin, format!("reading the upstream response: {e}")),
-    };
+        if let Err(e) = held.grow(d.len() as u64) {
+            return busy(ctx, rec, fin, e);
+        }
+        rest.extend_from_slice(&d);
+    }
+    let rest = Bytes::from(rest);
     let n = (raw.len() + rest.len()) as u64;
     down.fetch_add(n, Relaxed);
     ctx.bytes_down.fetch_add(n, Relaxed);
@@ -142,10 +171,16 @@ pub(super) async fn respond(
             if let Err(e) = last {
                 return withheld(ctx, rec, fin, e.to_string());
             }
+            if let Err(e) = held.grow(text.len() as u64) {
+                return busy(ctx, rec, fin, e);
+            }
             raw.extend_from_slice(&rest);
             text.into()
         }
     };
+    if let Err(e) = charset::byte_order_mark(&bytes) {
+        return withheld(ctx, rec, fin, e.to_string());
+    }
     let masked = global()
         .masker(&ctx.service, &ctx.svc, effects.mask)
         .and_then(|m| {
@@ -169,10 +204,26 @@ pub(super) async fn respond(
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
             fin.rec = Some(rec);
             drop(fin);
-            Response::from_parts(parts, full(bytes))
+            // What is kept until the agent has read it.
+            held.shrink_to(bytes.len() as u64);
+            Response::from_parts(parts, keeping(full(bytes), held))
         }
         Err(e) => withheld(ctx, rec, fin, e),
     }
+}
+
+/// 503 for a response that does not fit in the daemon's masking memory now.
+fn busy(ctx: &Ctx, rec: HttpRecord, fin: Finish, e: budget::Full) -> Response<Body> {
+    let why = e.to_string();
+    tracing::warn!(session = %ctx.session, service = %ctx.service, error = %why, "response withheld");
+    fail(
+        rec,
+        fin,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "response withheld: the interceptor's masking memory is full",
+        why,
+        true,
+    )
 }
 
 /// Every `Content-Encoding` line, joined with ", " (a second line is as much a coding as
@@ -185,6 +236,22 @@ fn content_encoding(headers: &http::HeaderMap) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .collect();
     (!all.is_empty()).then(|| all.join(", "))
+}
+
+/// The transfer codings other than `chunked`, if any (`Transfer-Encoding: gzip, chunked`).
+fn transfer_codings(headers: &http::HeaderMap) -> Option<String> {
+    let other: Vec<String> = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .split(',')
+                .map(|c| c.trim().to_ascii_lowercase())
+                .filter(|c| !c.is_empty() && c != "chunked")
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    (!other.is_empty()).then(|| other.join(", "))
 }
 
 /// The decoded bytes of `d`: itself when the body is not compressed.

@@ -19,8 +19,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::counting::{counted, Counting, Finish};
+use super::idle::Streams;
 use super::request_target::{host as host_of, origin_form, uri_host};
-use super::respond::{denied, fail, Body, REQUEST_TIMEOUT_RAW};
+use super::respond::{denied, fail, keeping, Body, REQUEST_TIMEOUT_RAW};
 use super::upstream::{Driver, Target, Tls, Upstream};
 use super::{global, inject, Ctx, Outcome};
 use crate::policy::{evaluate_http, HttpEffects, HttpRequest, Verdict};
@@ -203,30 +204,43 @@ where
     let h2 = conn.h2;
     let conn = Arc::new(conn);
     let conn2 = conn.clone();
-    let svc = service_fn(move |req| handle(conn.clone(), req));
     let mut stop = ctx.stop.clone();
     let stopping = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
     let res = if h2 {
+        // Each request holds its stream open until its response body is done.
+        let streams = Streams::new();
+        let s = streams.clone();
+        let svc = service_fn(move |req| {
+            let (conn, open) = (conn.clone(), s.open());
+            async move {
+                let resp = handle(conn, req).await?;
+                Ok::<_, Infallible>(resp.map(|b| keeping(b, open)))
+            }
+        });
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .max_header_list_size(ctx.svc.max_header_bytes() as u32)
             .max_concurrent_streams(H2_MAX_STREAMS);
         let c = b.serve_connection(io, svc);
         tokio::pin!(c);
+        let idle = streams.idle_for(ctx.svc.header_timeout());
         tokio::select! {
             r = c.as_mut() => r,
             n = drive(&mut driver) => match n {},
-            _ = stopping => {
+            // Ends like an idle HTTP/1.1 keep-alive connection (GOAWAY, then closed).
+            _ = async { tokio::select! { _ = stopping => {}, _ = idle => {} } } => {
                 c.as_mut().graceful_shutdown();
                 tokio::select! {
                     r = c.as_mut() => r,
                     n = drive(&mut driver) => match n {},
+                    _ = tokio::time::sleep(ctx.svc.header_timeout()), if !*ctx.stop.borrow() => Ok(()),
                 }
             }
         }
     } else {
+        let svc = service_fn(move |req| handle(conn.clone(), req));
         let mut b = hyper::server::conn::http1::Builder::new();
         b.timer(TokioTimer::new())
             .header_read_timeout(ctx.svc.header_timeout())
@@ -284,6 +298,7 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
         Ok((p, _)) => p.clone(),
         Err(_) => req.uri().path().to_owned(),
     });
+    rec.query = req.uri().query().map(str::to_owned);
     let up = Arc::new(AtomicU64::new(0));
     let down = Arc::new(AtomicU64::new(0));
     let mut fin = Finish {
@@ -410,6 +425,17 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
     parts.uri = target;
     let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
     inject::strip_hop_by_hop(&mut parts.headers);
+    if !hyper::body::Body::is_end_stream(&body)
+        && hyper::body::Body::size_hint(&body).exact().is_none()
+        && !parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        // hyper's client sends a GET or HEAD body of unknown length as no body at all
+        // (length 0, the bytes lost): the chunking is asked for explicitly.
+        parts.headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
     if te_trailers {
         // gRPC and other trailer users need it end to end.
         parts
@@ -453,6 +479,7 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
             method: rec.method.as_deref().unwrap_or(""),
             host: rec.host.as_deref(),
             path: rec.path.as_deref().unwrap_or(""),
+            query: rec.query.as_deref(),
             rule: rec.rule.as_deref(),
         })
         .await
@@ -519,6 +546,6 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
     }
     let (mut parts, body) = resp.into_parts();
     parts.version = agent_version;
-    inject::strip_hop_by_hop(&mut parts.headers);
+    // (`respond` removes the hop-by-hop headers, after looking at Transfer-Encoding.)
     Ok(super::masked::respond(&ctx, masks.then_some(&effects), rec, fin, down, parts, body).await)
 }

@@ -189,6 +189,16 @@ fn mask_record(
     nth: u64,
     done: &mut Masked,
 ) -> Result<bool, MaskError> {
+    // A byte order mark opening the stream is not part of the first record (clients drop
+    // it): masked without it, and passed on.
+    const BOM: &[u8] = b"\xEF\xBB\xBF";
+    let record = match record.strip_prefix(BOM).filter(|_| nth == 1) {
+        Some(rest) => {
+            done.out.extend_from_slice(BOM);
+            rest
+        }
+        None => record,
+    };
     let masked = match kind {
         Records::JsonLines => mask_line(m, fields, record, nth)?,
         Records::Events => mask_event(m, fields, record),

@@ -191,3 +191,22 @@ fn records_with_duplicate_keys_are_re_serialised() {
     assert_eq!(n, 0);
     assert_eq!(outs.concat(), "{\"ok\":1}\n{\"a\":{\"n\":\"x\"}}\n");
 }
+
+#[test]
+fn a_byte_order_mark_opening_the_stream_does_not_hide_the_first_record() {
+    for kind in [Records::Events, Records::JsonLines] {
+        let body = match kind {
+            Records::Events => "\u{feff}data: {\"ssn\":\"123-45-6789\"}\n\n",
+            Records::JsonLines => "\u{feff}{\"ssn\":\"123-45-6789\"}\n",
+        };
+        for step in [1, 1000] {
+            let (outs, n) = feed(kind, body.as_bytes(), step);
+            let all = outs.concat();
+            assert_eq!(n, 1, "{kind:?} {step}: {all}");
+            assert!(
+                all.starts_with('\u{feff}') && !all.contains("6789"),
+                "{all}"
+            );
+        }
+    }
+}

@@ -8,35 +8,45 @@ use http::{header, Request, Uri};
 use super::path;
 
 /// The host the request names: `Host`, else the authority of an absolute URI; port
-/// removed, lower case, an IPv6 address without its brackets. `Err` (answered 400): a
-/// bracketed host that is not `[IPv6 address]` optionally followed by `:port` — what
-/// follows `]` would otherwise be forwarded without having been decided on.
+/// removed, lower case, an IPv6 address without its brackets. `Err` (answered 400): a host
+/// that is not a DNS name (letters, digits, `-`, `.`, `_`), an IPv4 address or
+/// `[IPv6 address]`, optionally followed by `:port` (digits) — anything else (`other.test:\xff`,
+/// `[::1]evil.test`, `a b`) is read differently by different servers, and what they read
+/// would be forwarded without having been decided on. A `Host` header that is there is
+/// always the one checked, never replaced by the URI's authority.
 pub(super) fn host<B>(req: &Request<B>) -> Result<Option<String>, String> {
-    let Some(raw) = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
-    else {
-        return Ok(None);
+    let raw = match req.headers().get(header::HOST) {
+        Some(h) => String::from_utf8_lossy(h.as_bytes()).into_owned(),
+        None => match req.uri().authority() {
+            Some(a) => a.as_str().to_owned(),
+            None => return Ok(None),
+        },
     };
+    let bad = || {
+        format!("Host {raw:?} is not a host name, IPv4 address or [IPv6 address] with an optional :port")
+    };
+    let port_ok = |p: &str| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
     let h = if let Some(rest) = raw.strip_prefix('[') {
-        let bad = || format!("Host {raw:?} is not [IPv6 address] with an optional :port");
         let (addr, after) = rest.split_once(']').ok_or_else(bad)?;
-        let port_ok = after.is_empty()
-            || after
-                .strip_prefix(':')
-                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(port_ok);
         if !port_ok || addr.parse::<std::net::Ipv6Addr>().is_err() {
             return Err(bad());
         }
         addr.to_owned()
     } else {
-        match raw.rsplit_once(':') {
-            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_owned(),
-            _ => raw,
+        let name = match raw.split_once(':') {
+            Some((h, p)) if port_ok(p) => h,
+            Some(_) => return Err(bad()),
+            None => raw.as_str(),
+        };
+        let name_ok = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+        if !name_ok {
+            return Err(bad());
         }
+        name.to_owned()
     };
     Ok(Some(h.to_ascii_lowercase()))
 }
@@ -153,6 +163,31 @@ mod tests {
             Ok(Some("::ffff:127.0.0.6".into()))
         );
         assert_eq!(with("api.test:80"), Ok(Some("api.test".into())));
+        assert_eq!(with("127.0.0.9"), Ok(Some("127.0.0.9".into())));
+        assert_eq!(with("my_host.test"), Ok(Some("my_host.test".into())));
+        // Anything a server may cut or read differently is refused.
+        for bad in [
+            "other.test:\u{ff}",
+            "other.test:",
+            "other.test:80:81",
+            "other.test:123456",
+            "a b",
+            "api.test,other.test",
+            "user@api.test",
+            "api.test/x",
+            "",
+        ] {
+            assert!(with(bad).is_err(), "{bad:?}");
+        }
+        let raw = http::HeaderValue::from_bytes(b"other.test:\xff").unwrap();
+        let r = Request::get("http://api.test/x")
+            .header("host", raw)
+            .body(())
+            .unwrap();
+        assert!(
+            host(&r).is_err(),
+            "a Host that is not text is not replaced by the URI"
+        );
         // The URI's host compares with Host's: brackets removed on both sides.
         let r = Request::get("http://[::FFFF:127.0.0.6]/x")
             .header("host", "[::ffff:127.0.0.6]")

@@ -18,6 +18,37 @@ pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
+/// `body`, keeping `keep` alive until the body has been sent or dropped (a memory
+/// reservation, an open-stream count).
+pub fn keeping<K: Send + Sync + Unpin + 'static>(body: Body, keep: K) -> Body {
+    Keeping { body, _keep: keep }.boxed()
+}
+
+struct Keeping<K> {
+    body: Body,
+    _keep: K,
+}
+
+impl<K: Unpin> hyper::body::Body for Keeping<K> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// A JSON error answer: `{"error": …, "rule": …, "reason": …}`, marked as ours with
 /// `x-interceptor-decision`.
 pub fn json_error(
