@@ -26,6 +26,7 @@
 //! | `WITH d AS (DELETE … RETURNING *) SELECT …` | read, write | target written |
 //! | `INSERT`, `UPDATE`, `DELETE`, `MERGE` | write (+ read when it reads tables) | target written; `FROM`/`USING`/subquery/source tables read; with `RETURNING` the target is read too (and `read` added) |
 //! | `UPDATE pg_settings …` (any write to `pg_settings`/`pg_catalog.pg_settings`: its rule calls `set_config`) | privileged + the above | as above |
+//! | any statement reading (or writing) the planner's statistics: `pg_stats`, `pg_stats_ext`, `pg_stats_ext_exprs`, `pg_statistic`, `pg_statistic_ext`, `pg_statistic_ext_data`, unqualified or in `pg_catalog`, anywhere (joins, subqueries, CTEs, `COPY`, a view's query; not a CTE of that name, not under a plain `EXPLAIN`) | privileged + the above (sample values of every table, outside table rules and masking) | as above |
 //! | `TRUNCATE` | write | written |
 //! | `COPY t FROM STDIN` (`CopyStmt`) | write | `t` written |
 //! | `COPY t TO STDOUT` | read | `t` read |
@@ -51,9 +52,11 @@
 //! | `VACUUM`, `ANALYZE` (`VacuumStmt`), `CLUSTER`, `LOCK` | utility | written (acted upon) |
 //! | `CHECKPOINT`, `LOAD`, `DO`, `ALTER SYSTEM` | privileged | — |
 //! | `GRANT`, `REVOKE` (`GrantStmt`, `GrantRoleStmt`), `ALTER DEFAULT PRIVILEGES`, `CREATE/ALTER/DROP ROLE/USER/GROUP`, `ALTER ROLE … SET`, `REASSIGN OWNED` | privileged | tables granted on written |
-//! | `CREATE/ALTER EXTENSION`, `CREATE LANGUAGE`, `… FOREIGN DATA WRAPPER`, `… USER MAPPING`, `… TABLESPACE`, `… PUBLICATION`, `… SUBSCRIPTION`, `CREATE/ALTER EVENT TRIGGER`, `ALTER DATABASE … SET`, `ALTER … OWNER TO`, `DROP OWNED`, `SECURITY LABEL` | ddl, privileged | objects written |
+//! | `CREATE/ALTER EXTENSION`, `ALTER EXTENSION … SET SCHEMA`, `CREATE LANGUAGE`, `… FOREIGN DATA WRAPPER`, `… USER MAPPING`, `… TABLESPACE`, `… PUBLICATION`, `… SUBSCRIPTION`, `CREATE/ALTER EVENT TRIGGER`, `ALTER DATABASE … SET`, `ALTER … OWNER TO` (`ALTER SCHEMA … OWNER TO` too), `DROP OWNED`, `SECURITY LABEL` | ddl, privileged | objects written |
+//! | code that runs later, unseen by the rules of the statements it runs in: `CREATE [OR REPLACE] FUNCTION/PROCEDURE … AS '…'` (a body given as a string, any language), `… SECURITY DEFINER` or `… SET` of a privileged setting (`CREATE` or `ALTER FUNCTION/PROCEDURE/ROUTINE`), `CREATE [CONSTRAINT] TRIGGER`, `ALTER TABLE … ENABLE/DISABLE [ALWAYS/REPLICA] TRIGGER/RULE`, `CREATE OPERATOR`, `CREATE AGGREGATE`, `CREATE CAST … WITH FUNCTION`, `CREATE TYPE … (INPUT = …)` | ddl, privileged (+ the operations of a parsed body) | objects written; a trigger's function in functions |
+//! | changes of what a rule's name means: `ALTER SCHEMA … RENAME`, `ALTER TABLE/VIEW/MATERIALIZED VIEW/FOREIGN TABLE/SEQUENCE … RENAME TO` or `… SET SCHEMA`, the same of a `FUNCTION`/`PROCEDURE`/`ROUTINE`/`AGGREGATE`, `ALTER TABLE … ATTACH PARTITION t`, `ALTER TABLE t INHERIT p` (`t`'s rows read and written as `p`'s) | ddl, privileged | relations written: old and new name |
 //! | `CREATE TABLE … AS`, `CREATE MATERIALIZED VIEW … AS` (`CreateTableAsStmt`) | ddl, write (+ read of the source) | new table written, source read |
-//! | every other `CREATE`/`ALTER`/`DROP`, `COMMENT`, `REINDEX`, `CREATE INDEX`, `CREATE VIEW`, `CREATE RULE`, `CREATE TRIGGER`, `CREATE/DROP DATABASE`, `IMPORT FOREIGN SCHEMA`, `CREATE SCHEMA` (+ its elements) | ddl (+ read for a view's query) | objects written, tables of embedded queries read |
+//! | every other `CREATE`/`ALTER`/`DROP`, `COMMENT`, `REINDEX`, `CREATE INDEX`, `CREATE VIEW`, `CREATE RULE` (its actions are parsed: walked as if they ran), `CREATE FUNCTION/PROCEDURE … BEGIN ATOMIC … END` or `… RETURN expr` (a SQL-standard body, parsed: walked as if it ran), renames of columns, indexes, constraints, triggers and types, `CREATE/DROP DATABASE`, `IMPORT FOREIGN SCHEMA`, `CREATE SCHEMA` (+ its elements) | ddl (+ the operations of a view's query, a rule's actions, a SQL-standard body) | objects written, tables of embedded queries read or written |
 //! | anything else | error [`SqlError::Unknown`] | |
 //!
 //! Table and function names are `schema.name` or `name` as written; a database part
@@ -69,7 +72,8 @@
 //!   with the server's `standard_conforming_strings` ([`ParseOptions`]; the server reports it
 //!   in `ParameterStatus`; changing it is `privileged` too). With it off, `'\''` ends
 //!   differently.
-//! - What a user-defined function, a trigger, a rule or a view does is not visible; function
+//! - What an existing user-defined function, trigger, rule or view does is not visible
+//!   (creating one whose code is not parsed here is `privileged`, see above); function
 //!   names are listed for the policy. The PostgreSQL proxy looks the called functions up in
 //!   the database (`protocols::postgres::routines`): a volatile one defined there adds
 //!   `write`.

@@ -11,6 +11,8 @@
 //! | `pg_*replication_slot*`, `pg_logical_slot_*`, `pg_replication_origin_*`, `pg_logical_emit_message`, `pg_sync_replication_slots` | `Privileged` | replication: streams every change |
 //! | `query_to_xml*`, `query_to_xmlschema`, `cursor_to_xml*`, `table_to_xml*`, `schema_to_xml*`, `database_to_xml*`, `ts_stat`, `ts_rewrite` (both forms) | `Privileged` | run SQL or read tables named in strings, invisible to table extraction |
 //! | extensions: `crosstab*` (`crosstab`, `crosstab2`–`4`), `connectby` (tablefunc), `xpath_table` (xml2), `get_raw_page`, `bt_page_items` (pageinspect), `pg_get_wal_record_info`, `pg_get_wal_records_info`, `pg_get_wal_block_info`, `pg_get_wal_stats` (pg_walinspect), `pg_background_launch`, `run_command_on_*` (Citus), `binary_upgrade_*` | `Privileged` | the same: run query strings, read tables named in strings or their raw pages / WAL |
+//! | `pg_mcv_list_items` | `Privileged` | decodes the most common values kept in `pg_statistic_ext_data`: sample values of any table (see [`is_statistics_relation`]) |
+//! | `pg_restore_relation_stats`, `pg_restore_attribute_stats`, `pg_clear_relation_stats`, `pg_clear_attribute_stats` (PostgreSQL 18) | `Privileged` | write the planner statistics (`pg_statistic`) of any table directly |
 //! | `set_config`                                                              | `Session` (`Privileged` when the setting is privileged — see [`is_privileged_setting`] — or not a literal: the walker checks the argument) | equivalent to `SET` |
 //! | `nextval`, `setval`, `pg_notify`, `lo_create`, `lo_creat`, `lo_unlink`, `lo_put`, `lo_from_bytea`, `lowrite`, `lo_truncate`, `lo_truncate64` | `Write` | change state |
 //! | `pg_advisory_lock*`, `pg_advisory_xact_lock*`, `pg_try_advisory_*`, `pg_advisory_unlock*` | `Utility` | locks |
@@ -67,6 +69,12 @@ const EXACT: &[(&str, Operation)] = &[
     ("pg_get_wal_block_info", Operation::Privileged),
     ("pg_get_wal_stats", Operation::Privileged),
     ("pg_background_launch", Operation::Privileged),
+    // Planner statistics hold sample values of every table: see is_statistics_relation.
+    ("pg_mcv_list_items", Operation::Privileged),
+    ("pg_restore_relation_stats", Operation::Privileged),
+    ("pg_restore_attribute_stats", Operation::Privileged),
+    ("pg_clear_relation_stats", Operation::Privileged),
+    ("pg_clear_attribute_stats", Operation::Privileged),
     ("set_config", Operation::Session),
     ("nextval", Operation::Write),
     ("setval", Operation::Write),
@@ -177,4 +185,25 @@ pub(crate) fn is_privileged_setting(name: &str) -> bool {
 pub(crate) fn is_settings_view(relation: &str) -> bool {
     let lower = relation.to_ascii_lowercase();
     lower == "pg_settings" || lower == "pg_catalog.pg_settings"
+}
+
+/// The catalogs and views of the planner's statistics: `pg_statistic`, `pg_statistic_ext`,
+/// `pg_statistic_ext_data` and the views on them, `pg_stats`, `pg_stats_ext`,
+/// `pg_stats_ext_exprs`. They hold sample values of every analyzed column
+/// (`most_common_vals`, `histogram_bounds`, …) of any table, named only by a string
+/// (`WHERE tablename = 'credentials'`): outside every table rule and every column masking
+/// rule. Reading (or writing) one is privileged. Matched unqualified (a `pg_*` name resolves
+/// to `pg_catalog` first) or in `pg_catalog`, in any case; `public.pg_stats` is a plain table.
+pub(crate) fn is_statistics_relation(relation: &str) -> bool {
+    let lower = relation.to_ascii_lowercase();
+    let base = lower.strip_prefix("pg_catalog.").unwrap_or(&lower);
+    matches!(
+        base,
+        "pg_stats"
+            | "pg_stats_ext"
+            | "pg_stats_ext_exprs"
+            | "pg_statistic"
+            | "pg_statistic_ext"
+            | "pg_statistic_ext_data"
+    )
 }

@@ -123,13 +123,61 @@ pub(crate) fn classify_stmt(node: &N, facts: &mut Facts, exec: bool) -> Result<(
             facts.functions.insert(names(&t.funcname));
             simple(facts, &[Ddl, Privileged], Target)
         }
+        N::AlterEventTrigStmt(_) => simple(facts, &[Ddl, Privileged], Target),
+        // A trigger runs its function on other statements: what the function does is
+        // invisible to the statements' table rules.
+        N::CreateTrigStmt(t) => {
+            facts.functions.insert(names(&t.funcname));
+            simple(facts, &[Ddl, Privileged], Target)
+        }
+        // A body given as a string (any language) runs later, unparsed here: its tables and
+        // calls escape every rule. A SQL-standard body (`BEGIN ATOMIC …`, `RETURN …`) is
+        // parsed: walked as if it ran.
+        N::CreateFunctionStmt(f) => {
+            if f.options
+                .iter()
+                .any(|o| defines_code(o) || runs_as_other(o))
+            {
+                facts.ops.insert(Privileged);
+            }
+            simple(facts, &[Ddl], Target)
+        }
+        N::AlterFunctionStmt(f) => {
+            if f.actions.iter().any(runs_as_other) {
+                facts.ops.insert(Privileged);
+            }
+            simple(facts, &[Ddl], Target)
+        }
+        // Operators, aggregates, casts and base types call a named function implicitly
+        // (`SELECT !! '/etc/passwd'`): neither listed nor escalated there.
+        N::DefineStmt(d) if calls_functions_implicitly(d) => {
+            simple(facts, &[Ddl, Privileged], Target)
+        }
+        N::CreateCastStmt(c) if c.func.is_some() => simple(facts, &[Ddl, Privileged], Target),
+        // Renaming or moving a schema, relation or function changes what every rule naming
+        // it (or naming its new name) means.
+        N::RenameStmt(r) => {
+            if renames_ruled_object(r.rename_type) {
+                facts.ops.insert(Privileged);
+                if let Some(rel) = &r.relation {
+                    facts.written.insert(join(&rel.schemaname, &r.newname));
+                }
+            }
+            simple(facts, &[Ddl], Target)
+        }
+        N::AlterObjectSchemaStmt(a) => {
+            let extension = a.object_type == ObjectType::ObjectExtension as i32;
+            if extension || renames_ruled_object(a.object_type) {
+                facts.ops.insert(Privileged);
+                if let Some(rel) = &a.relation {
+                    facts.written.insert(join(&a.newschema, &rel.relname));
+                }
+            }
+            simple(facts, &[Ddl], Target)
+        }
 
         // DDL.
         N::CreateTableAsStmt(_) => simple(facts, &[Ddl, Write], Target),
-        N::CreateTrigStmt(t) => {
-            facts.functions.insert(names(&t.funcname));
-            simple(facts, &[Ddl], Target)
-        }
         N::CreateSchemaStmt(s) => {
             facts.ops.insert(Ddl);
             for elt in &s.schema_elts {
@@ -164,12 +212,9 @@ pub(crate) fn classify_stmt(node: &N, facts: &mut Facts, exec: bool) -> Result<(
         | N::RuleStmt(_)
         | N::CreateSeqStmt(_)
         | N::AlterSeqStmt(_)
-        | N::CreateFunctionStmt(_)
-        | N::AlterFunctionStmt(_)
-        | N::RenameStmt(_)
-        | N::AlterObjectSchemaStmt(_)
         | N::AlterObjectDependsStmt(_)
         | N::DefineStmt(_)
+        | N::CreateCastStmt(_)
         | N::CompositeTypeStmt(_)
         | N::CreateEnumStmt(_)
         | N::CreateRangeStmt(_)
@@ -182,7 +227,6 @@ pub(crate) fn classify_stmt(node: &N, facts: &mut Facts, exec: bool) -> Result<(
         | N::CreateOpClassStmt(_)
         | N::CreateOpFamilyStmt(_)
         | N::AlterOpFamilyStmt(_)
-        | N::CreateCastStmt(_)
         | N::CreateConversionStmt(_)
         | N::CreateTransformStmt(_)
         | N::CreateAmStmt(_)
@@ -309,7 +353,10 @@ fn relation_object(objtype: i32, object: &pg_query::Node, columns: bool, facts: 
 }
 
 /// `ALTER TABLE … OWNER TO`, `… DISABLE ROW LEVEL SECURITY`, `… NO FORCE ROW LEVEL SECURITY`:
-/// privilege changes spelled as table alterations.
+/// privilege changes spelled as table alterations. `… ENABLE/DISABLE [REPLICA|ALWAYS]
+/// TRIGGER|RULE`: switches code run on other statements on or off (like
+/// `session_replication_role`). `… ATTACH PARTITION p`, `… INHERIT parent`: the rows of one
+/// table become rows of another, read and written under its name and rules.
 fn weakens_security(cmd: &pg_query::Node) -> bool {
     use protobuf::AlterTableType as T;
     let Some(N::AlterTableCmd(c)) = cmd.node.as_ref() else {
@@ -319,9 +366,82 @@ fn weakens_security(cmd: &pg_query::Node) -> bool {
         T::AtChangeOwner,
         T::AtDisableRowSecurity,
         T::AtNoForceRowSecurity,
+        T::AtEnableTrig,
+        T::AtEnableAlwaysTrig,
+        T::AtEnableReplicaTrig,
+        T::AtDisableTrig,
+        T::AtEnableTrigAll,
+        T::AtDisableTrigAll,
+        T::AtEnableTrigUser,
+        T::AtDisableTrigUser,
+        T::AtEnableRule,
+        T::AtEnableAlwaysRule,
+        T::AtEnableReplicaRule,
+        T::AtDisableRule,
+        T::AtAttachPartition,
+        T::AtAddInherit,
     ]
     .iter()
     .any(|t| *t as i32 == c.subtype)
+}
+
+/// The option `AS '…'` of `CREATE FUNCTION`/`PROCEDURE`: a body (or object file) given as a
+/// string, which is never parsed here.
+fn defines_code(option: &pg_query::Node) -> bool {
+    matches!(option.node.as_ref(), Some(N::DefElem(d)) if d.defname == "as")
+}
+
+/// `SECURITY DEFINER` (the function runs as its owner) or `SET` of a privileged setting
+/// (`SET search_path = …`: what its unqualified names mean) on a function.
+fn runs_as_other(option: &pg_query::Node) -> bool {
+    let Some(N::DefElem(d)) = option.node.as_ref() else {
+        return false;
+    };
+    match (
+        d.defname.as_str(),
+        d.arg.as_deref().and_then(|a| a.node.as_ref()),
+    ) {
+        ("security", Some(N::Boolean(b))) => b.boolval,
+        ("security", _) => true,
+        ("set", Some(N::VariableSetStmt(v))) => is_privileged_setting(&v.name),
+        _ => false,
+    }
+}
+
+/// `CREATE OPERATOR`, `CREATE AGGREGATE` and `CREATE TYPE … (INPUT = …)`: their functions
+/// run when the operator, aggregate or type is used, without a call in the query.
+fn calls_functions_implicitly(d: &protobuf::DefineStmt) -> bool {
+    let kinds = [ObjectType::ObjectOperator, ObjectType::ObjectAggregate];
+    let base_type = d.kind == ObjectType::ObjectType as i32 && !d.definition.is_empty();
+    base_type || kinds.iter().any(|k| *k as i32 == d.kind)
+}
+
+/// Objects whose name table, function or other SQL rules match: renaming one (or moving it
+/// to another schema) is privileged.
+fn renames_ruled_object(object_type: i32) -> bool {
+    [
+        ObjectType::ObjectSchema,
+        ObjectType::ObjectTable,
+        ObjectType::ObjectView,
+        ObjectType::ObjectMatview,
+        ObjectType::ObjectForeignTable,
+        ObjectType::ObjectSequence,
+        ObjectType::ObjectFunction,
+        ObjectType::ObjectProcedure,
+        ObjectType::ObjectRoutine,
+        ObjectType::ObjectAggregate,
+    ]
+    .iter()
+    .any(|t| *t as i32 == object_type)
+}
+
+/// `schema.name`, or `name` when `schema` is empty.
+fn join(schema: &str, name: &str) -> String {
+    if schema.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{schema}.{name}")
+    }
 }
 
 fn names(list: &[pg_query::Node]) -> String {

@@ -40,6 +40,7 @@ fn check(sql: &str, want_ops: &[Operation], read: &[&str], written: &[&str]) {
 mod boundaries;
 mod classifier_cache;
 mod copy_explain;
+mod ddl_escapes;
 mod errors;
 mod other_kinds;
 mod prepared;
@@ -47,3 +48,4 @@ mod privileged;
 mod qualified_names;
 mod reads_writes;
 mod side_effects;
+mod statistics;

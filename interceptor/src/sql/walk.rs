@@ -15,6 +15,9 @@
 //!   still apply.
 //! - Writing to `pg_settings` (its `UPDATE` rule calls `set_config` for any setting) adds
 //!   `Privileged`.
+//! - Reading or writing the planner's statistics (`pg_stats`, `pg_statistic`, …: see
+//!   [`is_statistics_relation`]) adds `Privileged`: they hold sample values of every table.
+//!   Not under a plain `EXPLAIN` (nothing is read), nor for a CTE of that name.
 //! - A function a system view is built on (`pg_stat_get_activity`) reads that view.
 //! - A `WithClause` scopes CTE names: a non-recursive CTE sees the earlier ones, a recursive
 //!   `WITH` sees them all, the statement body sees all of them. So
@@ -24,7 +27,8 @@
 use std::collections::BTreeSet;
 
 use super::functions::{
-    is_privileged_setting, is_settings_view, is_side_effecting_function, view_of_function,
+    is_privileged_setting, is_settings_view, is_side_effecting_function, is_statistics_relation,
+    view_of_function,
 };
 use super::tree::Tree;
 use super::Operation;
@@ -165,7 +169,7 @@ impl<'f> Walker<'f> {
             return;
         };
         if mode == Mode::Target && self.exec {
-            if is_settings_view(&name) {
+            if is_settings_view(&name) || is_statistics_relation(&name) {
                 self.facts.ops.insert(Operation::Privileged);
             }
             self.facts.written.insert(name);
@@ -178,6 +182,9 @@ impl<'f> Walker<'f> {
         });
         if from_query && !qualified && self.ctes.contains(&name) {
             return;
+        }
+        if self.exec && is_statistics_relation(&name) {
+            self.facts.ops.insert(Operation::Privileged);
         }
         self.facts.ops.insert(Operation::Read);
         self.facts.read.insert(name);

@@ -106,17 +106,29 @@ pub fn kind_name(kind: &str) -> String {
     }
 }
 
+/// Tables named in a denial before the rest is only counted.
+const DESCRIBED_TABLES: usize = 10;
+
+/// "DELETE on orders, users": the written tables, then the others read, at most
+/// [`DESCRIBED_TABLES`] of them ("… and 19990 more"). Linear: a statement may name tens of
+/// thousands of tables, and every denial of it is described.
 fn describe(s: &Statement) -> String {
-    let mut tables: Vec<&str> = s.tables_written.iter().map(String::as_str).collect();
-    for t in &s.tables_read {
-        if !tables.contains(&t.as_str()) {
-            tables.push(t);
-        }
-    }
-    if tables.is_empty() {
-        kind_name(&s.kind)
-    } else {
-        format!("{} on {}", kind_name(&s.kind), tables.join(", "))
+    let read_only = s
+        .tables_read
+        .iter()
+        .filter(|t| !s.tables_written.contains(*t));
+    let mut tables = s.tables_written.iter().chain(read_only);
+    let shown: Vec<&str> = tables
+        .by_ref()
+        .take(DESCRIBED_TABLES)
+        .map(String::as_str)
+        .collect();
+    let more = tables.count();
+    let kind = kind_name(&s.kind);
+    match (shown.is_empty(), more) {
+        (true, _) => kind,
+        (false, 0) => format!("{kind} on {}", shown.join(", ")),
+        (false, n) => format!("{kind} on {} and {n} more", shown.join(", ")),
     }
 }
 
@@ -306,4 +318,28 @@ fn judge_calls(
     missing.sort_unstable();
     missing.dedup();
     (notes, user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[test]
+    fn describe_lists_written_then_read_tables_capped() {
+        let sql = "DELETE FROM a USING b, a2 WHERE a.x = b.x RETURNING a.x";
+        let s = &crate::sql::classify(sql).unwrap().statements[0];
+        assert_eq!(describe(s), "DELETE on a, a2, b");
+        let s = &crate::sql::classify("BEGIN").unwrap().statements[0];
+        assert_eq!(describe(s), "transaction control");
+
+        let using: Vec<String> = (0..20_000).map(|i| format!("t{i:05}")).collect();
+        let sql = format!("DELETE FROM a USING {}", using.join(", "));
+        let s = &crate::sql::classify(&sql).unwrap().statements[0];
+        let d = describe(s);
+        assert_eq!(
+            d,
+            "DELETE on a, t00000, t00001, t00002, t00003, t00004, t00005, t00006, t00007, \
+             t00008 and 19991 more"
+        );
+    }
 }
