@@ -125,10 +125,7 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let policy = shared.policy();
     if let Some((name, res)) = policy.postgres_resource(dst) {
         let (name, res) = (name.to_owned(), res.clone());
-        serve_postgres(
-            client, &shared, rec, identity, n, dst, name, res, policy, started,
-        )
-        .await;
+        serve_postgres(client, &shared, rec, identity, n, dst, name, res, started).await;
         return;
     }
 
@@ -329,7 +326,6 @@ async fn serve_postgres(
     dst: SocketAddr,
     resource: String,
     res: crate::policy::PostgresResource,
-    policy: Arc<crate::policy::Policy>,
     started: Instant,
 ) {
     use crate::protocols::postgres;
@@ -338,7 +334,10 @@ async fn serve_postgres(
         session: rec.session.clone(),
         instance: shared.instance.clone(),
         identity: identity.clone(),
-        policy,
+        current_policy: {
+            let shared = shared.clone();
+            Arc::new(move || shared.policy())
+        },
         resource,
         res,
         audit: shared.audit.clone(),

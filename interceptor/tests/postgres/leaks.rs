@@ -28,7 +28,11 @@ fn pg_values_do_not_leak_outside_masked_results() {
     let Some(py) = pg_support::python() else {
         return;
     };
-    let s = setup("app", APP_PASSWORD, &format!("{NOTIFY}{READ_ONLY}"));
+    let s = setup(
+        "app",
+        APP_PASSWORD,
+        &format!("{NOTIFY}{WRITE_IMPORTS}{READ_ONLY}"),
+    );
     let out = s.python_client(&py, "pg_leaks.py", &[]);
     let text = out.to_string();
     no_plain_pii(&text);
@@ -86,12 +90,43 @@ fn pg_values_do_not_leak_outside_masked_results() {
     assert!(scs.contains("C42501"), "{scs}");
     assert_eq!(s.pg.count("orders"), 50, "{scs}");
 
+    // A portal keeps the statement it was bound from: a later Parse and Describe of the
+    // same name do not describe its rows (NULL: nothing describes them for sure).
+    let rows = of("rebind", "row");
+    assert!(
+        rows.len() == 1 && rows[0].as_array().unwrap().iter().all(Value::is_null),
+        "{:#}",
+        out["rebind"]
+    );
+    // A Sync inside COPY FROM STDIN is ignored by the server, and by the proxy: the query
+    // after the copy is masked with its own description.
+    let copy = &out["copy_sync"];
+    assert_eq!(copy[0][0], "G", "{copy:#}");
+    let rows = of("copy_sync", "row");
+    assert_eq!(rows.len(), 1, "{copy:#}");
+    assert!(masked_email(rows[0][0].as_str().unwrap()), "{copy:#}");
+    assert_eq!(rows[0][1], "[REDACTED]", "{copy:#}");
+    // A statement of SQL PREPARE executed through the protocol: decided and audited as
+    // `EXECUTE "s1"`, its rows masked.
+    let rows = of("sql_prepared", "row");
+    assert!(
+        rows.len() == 1 && rows[0][1] == "[REDACTED]",
+        "{:#}",
+        out["sql_prepared"]
+    );
+
     // The cursor's Execute is on record as a fetch from it, decided by the read rule.
     let stmts = s.records("statement");
     assert!(
         stmts
             .iter()
             .any(|r| r["statement"] == "FETCH ALL FROM \"c\"" && r["decision"] == "allow"),
+        "{stmts:#?}"
+    );
+    assert!(
+        stmts
+            .iter()
+            .any(|r| r["statement"] == "EXECUTE \"s1\"" && r["decision"] == "allow"),
         "{stmts:#?}"
     );
     no_plain_pii(&std::fs::read_to_string(s.env.audit_path()).unwrap());

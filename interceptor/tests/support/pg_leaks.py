@@ -16,6 +16,11 @@ Prints one JSON object: per scenario, everything the server sent back, decoded:
                     the session must end (it used to wait forever)
   scs_pipeline      `SET standard_conforming_strings = off` (allowed: privileged) and,
                     in the same write, a query that hides a DELETE when read with it off
+  rebind            the unnamed statement bound to a portal as a query of users, then
+                    parsed again as `SELECT 1, 2` and described, then the portal executed
+  copy_sync         `COPY imports FROM STDIN` with a Sync inside the copy (the server
+                    ignores it), then a described query of users: masked as its own
+  sql_prepared      `PREPARE s1` in SQL, then Describe/Bind/Execute of s1 in the protocol
 """
 import json
 import socket
@@ -141,6 +146,29 @@ if not any(m[0] == "notification" for m in out["notification"]):
 c = Conn()
 hidden = "SELECT 'a\\' , ' ; DELETE FROM orders; SELECT 1; -- '"
 out["scs_pipeline"] = c.send(query("SET standard_conforming_strings = off") + query(hidden), 2)
+
+c = Conn()
+out["rebind"] = c.send(
+    parse("", "SELECT email, ssn FROM users WHERE id = 2")
+    + bind("", "")
+    + parse("", "SELECT 1::int AS a, 2::int AS b")
+    + describe(b"S", "")
+    + execute("")
+    + SYNC
+)
+
+c = Conn()
+c.s.sendall(query("COPY imports FROM STDIN"))
+started = [decode(*c.recv())]
+c.s.sendall(SYNC + msg(b"c", b""))
+out["copy_sync"] = started + c.until_ready()
+out["copy_sync"] += c.send(
+    parse("", "SELECT email, ssn FROM users WHERE id = 2") + bind("", "") + describe(b"P", "") + execute("") + SYNC
+)
+
+c = Conn()
+c.send(query("PREPARE s1 AS SELECT email, ssn FROM users WHERE id = 2"))
+out["sql_prepared"] = c.send(bind("", "s1") + describe(b"P", "") + execute("") + SYNC)
 
 c = Conn()
 c.s.sendall(parse("", "SELECT * FROM no_such_table") + query("SELECT 1") + SYNC)

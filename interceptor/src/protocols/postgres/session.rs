@@ -31,17 +31,21 @@ use crate::sql::{Classification, ParseOptions, SqlError, Statement};
 mod client;
 mod decide;
 mod server;
+mod state;
 
 use client::client_pump;
 use server::server_pump;
+use state::{Invalidate, Pending, State, StmtCtx, Unit};
 
 /// What the proxy's session hands over.
 pub struct Ctx {
     pub session: String,
     pub instance: String,
     pub identity: Identity,
-    pub policy: Arc<Policy>,
-    /// Resource name and definition (from `policy`).
+    /// The daemon's policy of now: each batch of the agent's messages is decided by the
+    /// policy current when it arrives (a reload applies to open sessions).
+    pub current_policy: crate::protocols::http::PolicySource,
+    /// Resource name and definition (from the policy the session started under).
     pub resource: String,
     pub res: PostgresResource,
     pub audit: AuditLog,
@@ -62,140 +66,6 @@ pub struct Outcome {
 }
 
 const DENY_TOKEN: &str = "interceptor_denied_";
-
-/// Statement facts carried from request to response, for audit.
-#[derive(Debug, Clone)]
-struct StmtCtx {
-    text: String,
-    summary: Arc<str>,
-    decision: Arc<SqlDecision>,
-}
-
-impl StmtCtx {
-    fn new(text: String, summary: &str, decision: &SqlDecision) -> StmtCtx {
-        StmtCtx {
-            text,
-            summary: summary.into(),
-            decision: Arc::new(decision.clone()),
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Unit {
-    simple: bool,
-    denied: bool,
-    stmts: VecDeque<StmtCtx>,
-    row_limit: Option<u64>,
-    portal: String,
-    /// The statement the portal was bound from (`None`: a portal this session did not
-    /// bind, e.g. a cursor declared in SQL — its rows are described only by a Describe).
-    statement: Option<String>,
-    formats: Vec<i16>,
-    /// Descriptions that stop being true once this simple query ran (its statements
-    /// declare or close cursors, prepare or deallocate statements).
-    invalidates: Invalidate,
-    fields: Option<Vec<Field>>,
-    mask: Option<Arc<ResultMask>>,
-    rows: u64,
-    withheld: u64,
-    masked: u64,
-    started: Instant,
-}
-
-impl Unit {
-    fn new(simple: bool, stmts: Vec<StmtCtx>, row_limit: Option<u64>) -> Unit {
-        Unit {
-            simple,
-            denied: false,
-            stmts: stmts.into(),
-            row_limit,
-            portal: String::new(),
-            statement: None,
-            formats: Vec::new(),
-            invalidates: Invalidate::default(),
-            fields: None,
-            mask: None,
-            rows: 0,
-            withheld: 0,
-            masked: 0,
-            started: Instant::now(),
-        }
-    }
-}
-
-/// Row descriptions a simple query makes stale: the result of an Execute must never be
-/// masked by the description of another statement or portal of the same name.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Invalidate {
-    /// Statements prepared or deallocated by name (SQL `PREPARE`/`DEALLOCATE` share the
-    /// protocol's namespace).
-    statements: Vec<String>,
-    /// `DEALLOCATE ALL`, `DISCARD ALL`.
-    all_statements: bool,
-    /// `DECLARE`/`CLOSE` of cursors (their names are not reported: all portals).
-    portals: bool,
-}
-
-impl Invalidate {
-    fn of(stmts: &[Statement]) -> Invalidate {
-        let mut inv = Invalidate::default();
-        for s in stmts {
-            match (s.kind.as_str(), &s.prepared_name) {
-                ("PrepareStmt" | "DeallocateStmt", Some(n)) => inv.statements.push(n.clone()),
-                ("DeallocateStmt", None) => inv.all_statements = true,
-                ("DeclareCursorStmt" | "ClosePortalStmt", _) => inv.portals = true,
-                ("DiscardStmt", _) => (inv.all_statements, inv.portals) = (true, true),
-                _ => {}
-            }
-        }
-        inv
-    }
-
-    fn apply(&self, st: &mut State) {
-        if self.all_statements {
-            st.stmt_fields.clear();
-        }
-        for n in &self.statements {
-            st.stmt_fields.remove(n);
-        }
-        if self.portals {
-            st.portal_fields.clear();
-        }
-    }
-}
-
-#[derive(Debug)]
-enum Pending {
-    /// A Parse of this statement name: its old description is void once the server
-    /// answers (or skips) it.
-    Parse(String),
-    Bind {
-        portal: String,
-    },
-    /// A Close of a statement (`b'S'`) or portal, by name.
-    Close {
-        kind: u8,
-        name: String,
-    },
-    DescribeStatement(String),
-    DescribePortal(String),
-    Sync,
-    Exec(Box<Unit>),
-}
-
-/// State both pumps touch (short critical sections, never across an await).
-#[derive(Default)]
-struct State {
-    pending: VecDeque<Pending>,
-    denials: HashMap<String, Frame>,
-    /// Requests that end with ReadyForQuery (Query, Sync, FunctionCall) not yet answered.
-    outstanding: i64,
-    tx: u8,
-    scs: bool,
-    stmt_fields: HashMap<String, Vec<Field>>,
-    portal_fields: HashMap<String, Vec<Field>>,
-}
 
 struct Common<'a> {
     ctx: &'a Ctx,
@@ -245,6 +115,25 @@ impl Common<'_> {
             self.pool_idle(),
         )
         .await;
+    }
+
+    /// After a COPY that writes was sent: whether the server switched to reading copy
+    /// data (CopyInResponse), or else answered the COPY (an error, another COPY).
+    async fn copy_started(&self) -> bool {
+        loop {
+            {
+                let st = self.st();
+                let waiting = st
+                    .pending
+                    .iter()
+                    .any(|p| matches!(p, Pending::Exec(u) if u.copy_from));
+                if st.copy_in || !waiting {
+                    return st.copy_in;
+                }
+            }
+            // Rare (COPY only) and short (one server round trip): polled.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// Returns once the server owes no answer (every Query/Sync got its ReadyForQuery) and

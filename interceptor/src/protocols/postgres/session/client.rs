@@ -16,10 +16,13 @@ where
     W: AsyncWrite + Unpin,
     CW: AsyncWrite + Unpin,
 {
-    let policy = c.ctx.policy.clone();
+    let mut policy = (c.ctx.current_policy)();
     let mut sql_prepared: HashMap<String, Statement> = HashMap::new();
-    let mut statements: HashMap<String, (Vec<StmtCtx>, Option<u64>)> = HashMap::new();
-    let mut portals: HashMap<String, (String, Vec<i16>)> = HashMap::new();
+    // What the server holds under each statement name (names as the server keys them:
+    // `pg_name`), and what each portal was bound from (`None`: a statement the proxy did
+    // not parse, e.g. one of SQL `PREPARE`).
+    let mut statements: HashMap<String, Arc<Parsed>> = HashMap::new();
+    let mut portals: HashMap<String, (String, Option<Arc<Parsed>>)> = HashMap::new();
     let mut token_n = 0u64;
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut intents: Vec<String> = Vec::new();
@@ -32,6 +35,11 @@ where
     let mut barrier = false;
     // A privileged statement was parsed since the last Sync: the barrier follows the Sync.
     let mut priv_parsed = false;
+    // A COPY that writes was sent: before the next message, learn whether the server is
+    // now reading copy data (it then ignores Sync and Flush, which must not be counted).
+    let mut copy_sent = false;
+    // The server is reading copy data.
+    let mut copying = false;
     loop {
         let f = match reader.next().await? {
             Some(f) => f,
@@ -46,6 +54,23 @@ where
         let mut frames = vec![f];
         while let Some(f) = reader.try_frame()? {
             frames.push(f);
+        }
+        // A reload applies from the next batch of messages: decisions start over, and
+        // statements parsed under the old policy are decided again when executed.
+        let now = (c.ctx.current_policy)();
+        if !Arc::ptr_eq(&now, &policy) {
+            policy = now;
+            decisions = Decisions::new(c.ctx.token.is_none(), max_query);
+        }
+        {
+            let mut st = c.st();
+            for name in std::mem::take(&mut st.parse_failed) {
+                statements.remove(&name);
+            }
+            if st.tx == b'I' && st.outstanding == 0 && st.pending.is_empty() {
+                // Portals end with their transaction.
+                portals.clear();
+            }
         }
         // The bound token's expiry is checked for every batch of messages.
         let token = c.ctx.token.as_ref().map(|t| t.view(policy.issuers()));
@@ -70,8 +95,31 @@ where
                 flush(c, &mut intents, &mut out, up).await?;
                 c.wait_idle().await;
             }
+            if std::mem::take(&mut copy_sent) {
+                flush(c, &mut intents, &mut out, up).await?;
+                copying = c.copy_started().await;
+            }
             c.ctx.bytes_up.fetch_add(5 + f.body.len() as u64, Relaxed);
             let msg = Frontend::parse(f)?;
+            if copying {
+                match msg {
+                    Frontend::CopyData => {}
+                    Frontend::CopyDone | Frontend::CopyFail => {
+                        copying = false;
+                        c.st().copy_in = false;
+                    }
+                    // Ignored by the server during the copy: not forwarded, not counted.
+                    Frontend::Sync | Frontend::Flush => continue,
+                    _ => {
+                        return Err(PgError::malformed(
+                            "client",
+                            "a message other than CopyData, CopyDone or CopyFail during COPY FROM STDIN (the server would abort the copy); the session is ended",
+                        ))
+                    }
+                }
+                f.encode(&mut out);
+                continue;
+            }
             let mut deny_with = |checked: &Checked, out: &mut BytesMut, extended: Option<&str>| {
                 token_n += 1;
                 let token = format!("{DENY_TOKEN}{token_n}");
@@ -98,6 +146,8 @@ where
                         forget_routines_after_ddl(c, &checked.statements);
                         let mut u = Unit::new(true, stmts, checked.decision.row_limit);
                         u.invalidates = Invalidate::of(&checked.statements);
+                        u.copy_from = copies_in(&checked.statements);
+                        copy_sent |= u.copy_from;
                         if u.invalidates.portals {
                             // Cursors declared in SQL are portals of the same namespace.
                             portals.clear();
@@ -128,15 +178,33 @@ where
                         Some(s) => (s, d.restate(query, s)),
                         None => (&d.checked, d.stmts(query)),
                     };
-                    c.st().pending.push_back(Pending::Parse(name.to_owned()));
+                    let key = pg_name(name);
+                    // A named statement that exists is not replaced: the server refuses
+                    // the Parse (42P05) and keeps the old one.
+                    let new = name.is_empty() || !statements.contains_key(&key);
+                    c.st().pending.push_back(Pending::Parse {
+                        name: name.to_owned(),
+                        new,
+                    });
                     if checked.allowed() {
                         remember_prepared(&checked.statements, &mut sql_prepared);
                         priv_parsed |= privileged(&checked.statements);
                         forget_routines_after_ddl(c, &checked.statements);
-                        statements.insert(name.to_owned(), (stmts, checked.decision.row_limit));
+                        if new {
+                            let p = Parsed {
+                                text: query.to_owned(),
+                                stmts,
+                                limit: checked.decision.row_limit,
+                                policy: policy.clone(),
+                                copy_from: copies_in(&checked.statements),
+                            };
+                            statements.insert(key, Arc::new(p));
+                        }
                         f.encode(&mut out);
                     } else {
-                        statements.remove(name);
+                        if new {
+                            statements.remove(&key);
+                        }
                         let denied = stmts.first().cloned().unwrap_or_else(|| {
                             StmtCtx::new(query.to_owned(), &checked.summary, &checked.decision)
                         });
@@ -149,9 +217,14 @@ where
                     statement,
                     result_formats,
                 } => {
-                    portals.insert(portal.to_owned(), (statement.to_owned(), result_formats));
+                    // What the portal runs is fixed now: a later Parse of the same name
+                    // does not change it.
+                    let from = statements.get(&pg_name(statement)).cloned();
+                    portals.insert(pg_name(portal), (statement.to_owned(), from));
                     c.st().pending.push_back(Pending::Bind {
                         portal: portal.to_owned(),
+                        statement: statement.to_owned(),
+                        formats: result_formats,
                     });
                     f.encode(&mut out);
                 }
@@ -165,82 +238,93 @@ where
                     f.encode(&mut out);
                 }
                 Frontend::Execute { portal, .. } => {
-                    // A portal this session did not bind (a cursor declared in SQL) is not
-                    // the unnamed statement's: its rows are described only by a Describe.
-                    let (statement, formats) = match portals.get(portal) {
-                        Some((s, f)) => (Some(s.clone()), f.clone()),
-                        None => (None, Vec::new()),
+                    let run = match portals.get(&pg_name(portal)) {
+                        // A portal this session did not bind is a cursor declared in SQL:
+                        // executing it is fetching from it.
+                        None => Run::Decide(format!(
+                            "FETCH ALL FROM \"{}\"",
+                            portal.replace('"', "\"\"")
+                        )),
+                        // Decided again when the decision may have changed since the Parse.
+                        Some((_, Some(p)))
+                            if c.ctx.token.is_some() || !Arc::ptr_eq(&p.policy, &policy) =>
+                        {
+                            Run::Decide(p.text.clone())
+                        }
+                        Some((_, Some(p))) => Run::Known(p.stmts.clone(), p.limit, p.copy_from),
+                        // A statement of SQL `PREPARE`: decided as `EXECUTE` of it (its
+                        // rule, holds, row limit, audit).
+                        Some((name, None)) if sql_prepared.contains_key(name) => {
+                            Run::Decide(format!("EXECUTE \"{}\"", name.replace('"', "\"\"")))
+                        }
+                        Some((name, None)) => Run::Refuse(format!(
+                            "execution of statement {name:?}, which this session did not parse through the interceptor"
+                        )),
                     };
-                    let (mut stmts, mut limit) = statement
-                        .as_ref()
-                        .and_then(|s| statements.get(s).cloned())
-                        .unwrap_or_default();
-                    if statement.is_none() {
-                        // Executing a cursor is fetching from it: decided (rule, row limit,
-                        // audit) as `FETCH ALL FROM` it.
-                        let fetch = format!("FETCH ALL FROM \"{}\"", portal.replace('"', "\"\""));
-                        let d = decide(c, &mut decisions, &fetch, &enforcer, &sql_prepared).await;
-                        let settled = c
-                            .settle_held(&d, &fetch, &policy, client, &mut out, up)
-                            .await?;
-                        let (checked, s) = match &settled {
-                            Some(s) => (s, d.restate(&fetch, s)),
-                            None => (&d.checked, d.stmts(&fetch)),
-                        };
-                        if !checked.allowed() {
-                            let denied = s.first().cloned().unwrap_or_else(|| {
-                                StmtCtx::new(fetch.clone(), &checked.summary, &checked.decision)
-                            });
-                            c.audit_stmt("extended", &denied, None, None);
-                            // The denial is an unparsable unnamed statement in its place.
-                            statements.remove("");
-                            c.st().pending.push_back(Pending::Parse(String::new()));
-                            deny_with(checked, &mut out, Some(""));
+                    let (stmts, limit, copy_from) = match run {
+                        Run::Known(s, l, copy) => (s, l, copy),
+                        Run::Decide(text) => {
+                            let d =
+                                decide(c, &mut decisions, &text, &enforcer, &sql_prepared).await;
+                            let settled = c
+                                .settle_held(&d, &text, &policy, client, &mut out, up)
+                                .await?;
+                            let (checked, s) = match &settled {
+                                Some(s) => (s, d.restate(&text, s)),
+                                None => (&d.checked, d.stmts(&text)),
+                            };
+                            if checked.allowed() {
+                                let copy = copies_in(&checked.statements);
+                                (s, checked.decision.row_limit, copy)
+                            } else {
+                                let denied = s.first().cloned().unwrap_or_else(|| {
+                                    StmtCtx::new(text.clone(), &checked.summary, &checked.decision)
+                                });
+                                refuse_execute(c, &denied, &mut statements);
+                                deny_with(checked, &mut out, Some(""));
+                                continue;
+                            }
+                        }
+                        Run::Refuse(reason) => {
+                            let checked = Checked::new(
+                                "Execute".into(),
+                                Vec::new(),
+                                SqlDecision {
+                                    verdict: Verdict::Deny,
+                                    rule: None,
+                                    reason,
+                                    row_limit: None,
+                                    statement: None,
+                                },
+                            );
+                            let text = format!("<execute of portal {portal:?}>");
+                            let denied = StmtCtx::new(text, &checked.summary, &checked.decision);
+                            refuse_execute(c, &denied, &mut statements);
+                            deny_with(&checked, &mut out, Some(""));
                             continue;
                         }
-                        (stmts, limit) = (s, checked.decision.row_limit);
-                    }
-                    match stmts.first() {
-                        Some(first) => {
-                            let text: Vec<&str> = stmts.iter().map(|s| s.text.as_str()).collect();
-                            intents.push(c.intent(
-                                "extended",
-                                &text.join("; "),
-                                &first.summary,
-                                &first.decision,
-                            ));
-                        }
-                        // A statement this session did not Parse, or a portal it did not
-                        // bind (the upstream will say whether it exists): still on record
-                        // before it is executed.
-                        None => intents.push(c.intent(
+                    };
+                    if let Some(first) = stmts.first() {
+                        let text: Vec<&str> = stmts.iter().map(|s| s.text.as_str()).collect();
+                        intents.push(c.intent(
                             "extended",
-                            &match &statement {
-                                Some(s) => format!("<execute of statement {s:?}>"),
-                                None => format!("<execute of portal {portal:?}>"),
-                            },
-                            "unknown statement",
-                            &SqlDecision {
-                                verdict: Verdict::Allow,
-                                rule: None,
-                                reason: String::new(),
-                                row_limit: None,
-                                statement: None,
-                            },
-                        )),
+                            &text.join("; "),
+                            &first.summary,
+                            &first.decision,
+                        ));
                     }
                     let mut u = Unit::new(false, stmts, limit);
                     u.portal = portal.to_owned();
-                    u.statement = statement;
-                    u.formats = formats;
+                    u.copy_from = copy_from;
+                    copy_sent |= copy_from;
                     c.st().pending.push_back(Pending::Exec(Box::new(u)));
                     f.encode(&mut out);
                 }
                 Frontend::Close { kind, name } => {
                     if kind == b'S' {
-                        statements.remove(name);
+                        statements.remove(&pg_name(name));
                     } else {
-                        portals.remove(name);
+                        portals.remove(&pg_name(name));
                     }
                     c.st().pending.push_back(Pending::Close {
                         kind,
@@ -484,6 +568,55 @@ fn forget_routines_after_ddl(c: &Common<'_>, stmts: &[Statement]) {
     {
         c.routines.forget();
     }
+}
+
+/// What an Execute runs, as far as the proxy knows before deciding.
+enum Run {
+    /// Decided at Parse: its statements, row limit, and whether it is a COPY that writes.
+    Known(Vec<StmtCtx>, Option<u64>, bool),
+    /// To decide now, as this text.
+    Decide(String),
+    /// Refused: why.
+    Refuse(String),
+}
+
+/// A statement the session parsed: its text, its audit facts and row limit as decided,
+/// and the policy that decided them.
+pub(super) struct Parsed {
+    text: String,
+    stmts: Vec<StmtCtx>,
+    limit: Option<u64>,
+    policy: Arc<Policy>,
+    copy_from: bool,
+}
+
+/// A statement or portal name as the server keys it: at most 63 bytes (NAMEDATALEN - 1);
+/// longer names are the same name to it.
+fn pg_name(name: &str) -> String {
+    const MAX: usize = 63;
+    match name.as_bytes().get(..MAX) {
+        Some(b) if name.len() > MAX => String::from_utf8_lossy(b).into_owned(),
+        _ => name.to_owned(),
+    }
+}
+
+/// An Execute is refused: audited, and replaced by a failing unnamed Parse (the server
+/// then skips the rest of the pipeline, and drops the unnamed statement as a Parse does).
+fn refuse_execute(c: &Common<'_>, denied: &StmtCtx, statements: &mut HashMap<String, Arc<Parsed>>) {
+    c.audit_stmt("extended", denied, None, None);
+    statements.remove("");
+    c.st().pending.push_back(Pending::Parse {
+        name: String::new(),
+        new: true,
+    });
+}
+
+/// Whether these statements include a COPY that writes (`COPY … FROM STDIN`): the server
+/// may answer it by reading copy data.
+fn copies_in(stmts: &[Statement]) -> bool {
+    stmts
+        .iter()
+        .any(|s| s.kind == "CopyStmt" && s.operations.contains(&crate::sql::Operation::Write))
 }
 
 fn remember_prepared(stmts: &[Statement], prepared: &mut HashMap<String, Statement>) {

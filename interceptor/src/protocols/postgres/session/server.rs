@@ -89,11 +89,15 @@ async fn on_backend(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> 
                                 }
                             }
                             // Skipped: what it named may or may not exist now.
-                            Some(Pending::Parse(name)) => {
-                                st.stmt_fields.remove(&name);
+                            Some(Pending::Parse { name, new }) => {
+                                st.forget_statement(&name);
+                                if new {
+                                    st.parse_failed.push(name);
+                                }
                             }
-                            Some(Pending::Bind { portal }) => {
+                            Some(Pending::Bind { portal, .. }) => {
                                 st.portal_fields.remove(&portal);
+                                st.bound.remove(&portal);
                             }
                             _ => {}
                         }
@@ -112,6 +116,9 @@ async fn on_backend(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> 
         backend::READY => {
             let mut st = c.st();
             st.tx = f.body.first().copied().unwrap_or(b'I');
+            if st.tx == b'I' {
+                st.transaction_ended();
+            }
             st.outstanding -= 1;
             while let Some(p) = st.pending.pop_front() {
                 match p {
@@ -176,18 +183,19 @@ async fn on_backend(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> 
             let mut st = c.st();
             match st.pending.front() {
                 // The statement of this name is a new one: no description of it yet.
-                Some(Pending::Parse(name)) => {
+                Some(Pending::Parse { name, .. }) => {
                     let name = name.clone();
                     st.pending.pop_front();
-                    st.stmt_fields.remove(&name);
+                    st.forget_statement(&name);
                 }
                 Some(Pending::Close { kind, name }) => {
                     let (kind, name) = (*kind, name.clone());
                     st.pending.pop_front();
                     if kind == b'S' {
-                        st.stmt_fields.remove(&name);
+                        st.forget_statement(&name);
                     } else {
                         st.portal_fields.remove(&name);
+                        st.bound.remove(&name);
                     }
                 }
                 _ => {}
@@ -196,10 +204,15 @@ async fn on_backend(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> 
         }
         b'2' => {
             let mut st = c.st();
-            if let Some(Pending::Bind { portal }) = st.pending.front() {
-                let portal = portal.clone();
-                st.pending.pop_front();
-                st.portal_fields.remove(&portal);
+            if let Some(Pending::Bind { .. }) = st.pending.front() {
+                if let Some(Pending::Bind {
+                    portal,
+                    statement,
+                    formats,
+                }) = st.pending.pop_front()
+                {
+                    st.bind_complete(portal, statement, formats);
+                }
             }
             f.encode(out);
         }
@@ -271,6 +284,14 @@ async fn on_backend(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> 
                 }
                 None => f.encode(out),
             }
+        }
+        backend::COPY_IN => {
+            let mut st = c.st();
+            if matches!(st.pending.front(), Some(Pending::Exec(u)) if u.copy_from) {
+                st.copy_in = true;
+            }
+            drop(st);
+            f.encode(out)
         }
         _ => f.encode(out),
     }
@@ -424,13 +445,12 @@ async fn data_row(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> {
     // Row limit and counting.
     let needs_plan = {
         let mut st = c.st();
-        let State {
-            pending,
-            portal_fields,
-            stmt_fields,
-            ..
-        } = &mut *st;
-        match pending.front_mut() {
+        let rows_of = |st: &State, portal: &str| st.portal_rows(portal);
+        let described = match st.pending.front() {
+            Some(Pending::Exec(u)) if u.mask.is_none() => Some(rows_of(&st, &u.portal)),
+            _ => None,
+        };
+        match st.pending.front_mut() {
             Some(Pending::Exec(u)) => {
                 u.rows += 1;
                 if u.row_limit.is_some_and(|l| u.rows > l) {
@@ -441,15 +461,9 @@ async fn data_row(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> {
                     f.encode(out);
                     return Ok(());
                 }
-                if u.mask.is_some() {
-                    None
-                } else if let Some(fl) = portal_fields.get(&u.portal) {
-                    Some((fl.clone(), Vec::new()))
-                } else if let Some(fl) = u.statement.as_ref().and_then(|s| stmt_fields.get(s)) {
-                    Some((fl.clone(), u.formats.clone()))
-                } else {
-                    Some((Vec::new(), Vec::new()))
-                }
+                // The portal's description as bound (never a later statement's of the
+                // same name), computed once per result.
+                described
             }
             _ => {
                 if c.masker.is_none() {
