@@ -25,7 +25,12 @@ pub struct TableInfo {
     /// "schema.table".
     pub qualified: String,
     pub columns: HashMap<i16, String>,
+    /// When it was looked up: names change (`ALTER TABLE … RENAME`), columns are added.
+    pub fetched: std::time::Instant,
 }
+
+/// How long a table's names are trusted before they are looked up again.
+pub const CATALOG_FRESH: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Table OID → name, per resource, filled on demand.
 #[derive(Default)]
@@ -39,12 +44,21 @@ pub struct Catalog {
 const CATALOG_MAX: usize = 10_000;
 
 impl Catalog {
-    /// The OIDs (of `oids`, non-zero) not cached yet.
-    pub fn missing(&self, oids: impl IntoIterator<Item = u32>) -> Vec<u32> {
+    /// The tables (of these `(table OID, column number)` pairs, OID non-zero) to look up:
+    /// not cached, looked up more than [`CATALOG_FRESH`] ago, or without that column (added
+    /// since; system columns, numbered below 1, are never listed).
+    pub fn missing(&self, cols: impl IntoIterator<Item = (u32, i16)>) -> Vec<u32> {
         let t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<u32> = oids
+        let stale = |oid: &u32, col: i16| match t.get(oid) {
+            None => true,
+            Some(i) => {
+                i.fetched.elapsed() > CATALOG_FRESH || (col > 0 && !i.columns.contains_key(&col))
+            }
+        };
+        let mut v: Vec<u32> = cols
             .into_iter()
-            .filter(|o| *o != 0 && !t.contains_key(o))
+            .filter(|(o, c)| *o != 0 && stale(o, *c))
+            .map(|(o, _)| o)
             .collect();
         v.sort_unstable();
         v.dedup();
@@ -66,11 +80,7 @@ impl Catalog {
 
     /// Looks up the OIDs not cached yet on `conn` (an idle connection).
     pub async fn fill(&self, oids: &[u32], conn: &mut Upstream) -> Result<()> {
-        let missing: Vec<String> = self
-            .missing(oids.iter().copied())
-            .iter()
-            .map(u32::to_string)
-            .collect();
+        let missing: Vec<String> = oids.iter().map(u32::to_string).collect();
         if missing.is_empty() {
             return Ok(());
         }
@@ -102,6 +112,7 @@ impl Catalog {
                 .or_insert_with(|| TableInfo {
                     qualified: format!("{ns}.{rel}"),
                     columns: HashMap::new(),
+                    fetched: std::time::Instant::now(),
                 })
                 .columns
                 .insert(num, att.clone());
@@ -284,7 +295,18 @@ mod tests {
                     (3, "email".to_string()),
                 ]
                 .into(),
+                fetched: std::time::Instant::now(),
             }),
+        );
+        // A column added since the lookup makes its table missing again; system columns
+        // (ctid: -1) and expressions (no table) never do.
+        assert_eq!(
+            catalog.missing([(16384, 2), (16384, -1), (0, 1)]),
+            Vec::<u32>::new()
+        );
+        assert_eq!(
+            catalog.missing([(16384, 4), (16385, 1)]),
+            vec![16384, 16385]
         );
         // The agent aliased the columns: the catalog still names them.
         let fields = vec![

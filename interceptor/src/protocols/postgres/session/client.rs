@@ -162,7 +162,7 @@ where
                             .get(checked.decision.statement.unwrap_or(0))
                             .cloned()
                             .unwrap_or_else(|| {
-                                StmtCtx::new(sql.to_owned(), &checked.summary, &checked.decision)
+                                StmtCtx::new(audit_text(sql), &checked.summary, &checked.decision)
                             });
                         c.audit_stmt("simple", &denied, None, None);
                         queue_denied(c);
@@ -183,7 +183,7 @@ where
                     // the Parse (42P05) and keeps the old one.
                     let new = name.is_empty() || !statements.contains_key(&key);
                     c.st().pending.push_back(Pending::Parse {
-                        name: name.to_owned(),
+                        name: key.clone(),
                         new,
                     });
                     if checked.allowed() {
@@ -206,7 +206,7 @@ where
                             statements.remove(&key);
                         }
                         let denied = stmts.first().cloned().unwrap_or_else(|| {
-                            StmtCtx::new(query.to_owned(), &checked.summary, &checked.decision)
+                            StmtCtx::new(audit_text(query), &checked.summary, &checked.decision)
                         });
                         c.audit_stmt("extended", &denied, None, None);
                         deny_with(checked, &mut out, Some(name));
@@ -222,23 +222,24 @@ where
                     let from = statements.get(&pg_name(statement)).cloned();
                     portals.insert(pg_name(portal), (statement.to_owned(), from));
                     c.st().pending.push_back(Pending::Bind {
-                        portal: portal.to_owned(),
-                        statement: statement.to_owned(),
+                        portal: pg_name(portal),
+                        statement: pg_name(statement),
                         formats: result_formats,
                     });
                     f.encode(&mut out);
                 }
                 Frontend::Describe { kind, name } => {
                     let p = if kind == b'S' {
-                        Pending::DescribeStatement(name.to_owned())
+                        Pending::DescribeStatement(pg_name(name))
                     } else {
-                        Pending::DescribePortal(name.to_owned())
+                        Pending::DescribePortal(pg_name(name))
                     };
                     c.st().pending.push_back(p);
                     f.encode(&mut out);
                 }
                 Frontend::Execute { portal, .. } => {
-                    let run = match portals.get(&pg_name(portal)) {
+                    let portal = &pg_name(portal);
+                    let run = match portals.get(portal) {
                         // A portal this session did not bind is a cursor declared in SQL:
                         // executing it is fetching from it.
                         None => Run::Decide(format!(
@@ -314,7 +315,7 @@ where
                         ));
                     }
                     let mut u = Unit::new(false, stmts, limit);
-                    u.portal = portal.to_owned();
+                    u.portal = portal.clone();
                     u.copy_from = copy_from;
                     copy_sent |= copy_from;
                     c.st().pending.push_back(Pending::Exec(Box::new(u)));
@@ -328,7 +329,7 @@ where
                     }
                     c.st().pending.push_back(Pending::Close {
                         kind,
-                        name: name.to_owned(),
+                        name: pg_name(name),
                     });
                     f.encode(&mut out);
                 }
@@ -506,7 +507,7 @@ pub(super) fn stmt_ctxs(sql: &str, checked: &Checked, shaped: bool) -> Vec<StmtC
         return vec![one(decide::shaped_text(sql), summary(s))];
     }
     if checked.statements.is_empty() {
-        return vec![one(sql.to_owned(), checked.summary.clone())];
+        return vec![one(audit_text(sql), checked.summary.clone())];
     }
     checked
         .statements
@@ -568,6 +569,28 @@ fn forget_routines_after_ddl(c: &Common<'_>, stmts: &[Statement]) {
     {
         c.routines.forget();
     }
+}
+
+/// The audit text of a query string that was not classified (too long, unparsable): up to
+/// 16 KiB of it, then its length and SHA-256 — an agent sending 20 MB texts must not make
+/// the audit log grow by as much.
+fn audit_text(sql: &str) -> String {
+    const MAX: usize = 16 * 1024;
+    if sql.len() <= MAX {
+        return sql.to_owned();
+    }
+    use sha2::Digest;
+    let mut end = MAX;
+    while !sql.is_char_boundary(end) {
+        end -= 1;
+    }
+    let digest = sha2::Sha256::digest(sql.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}… ({} bytes in all, sha256 {hex})",
+        &sql[..end],
+        sql.len()
+    )
 }
 
 /// What an Execute runs, as far as the proxy knows before deciding.

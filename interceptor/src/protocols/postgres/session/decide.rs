@@ -25,6 +25,9 @@ use crate::sql::Statement;
 /// new gain nothing, and hold at most this many).
 const CAPACITY: usize = 128;
 
+/// Longest text memoised.
+const MEMO_MAX_TEXT: usize = 16 * 1024;
+
 /// One decided text.
 pub(super) struct Decided {
     pub checked: Checked,
@@ -113,7 +116,8 @@ impl Decisions {
         let stable = d.checked.decision.verdict != Verdict::Hold
             && !d.checked.user_routines
             && !d.checked.statements.iter().any(|s| s.kind == "ExecuteStmt");
-        if self.enabled && stable {
+        // Long texts are not kept: 128 of them could hold gigabytes.
+        if self.enabled && stable && sql.len() <= MEMO_MAX_TEXT {
             let key = match (shaped, shape) {
                 (true, Some(Cow::Owned(s))) => s,
                 _ => sql.to_owned(),

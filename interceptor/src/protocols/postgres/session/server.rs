@@ -370,7 +370,7 @@ async fn plan_for(
         return p;
     }
     let catalog = &c.catalog;
-    let table_oids = || fields.iter().map(|f| f.table_oid);
+    let table_oids = || fields.iter().map(|f| (f.table_oid, f.column));
     if !catalog.missing(table_oids()).is_empty() {
         let _turn = catalog.fill_turn().await;
         let oids = catalog.missing(table_oids());
