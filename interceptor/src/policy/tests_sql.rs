@@ -426,3 +426,18 @@ fn qualified_names_from_the_classifier_do_not_escape_rules() {
         Verdict::Allow
     );
 }
+
+#[test]
+fn a_denial_names_at_most_ten_tables() {
+    let names: Vec<String> = (0..25).map(|i| format!("t{i:02}")).collect();
+    let st = SqlStatement {
+        kind: "DELETE",
+        operations: [SqlOperation::Write].into(),
+        tables: names.iter().map(String::as_str).collect(),
+        functions: vec![],
+    };
+    assert_eq!(
+        super::sql_eval::describe(&st),
+        "DELETE on t00, t01, t02, t03, t04, t05, t06, t07, t08, t09 and 15 more"
+    );
+}
