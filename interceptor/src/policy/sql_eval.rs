@@ -48,6 +48,19 @@ pub struct SqlDecision {
     pub statement: Option<usize>,
 }
 
+impl SqlDecision {
+    /// A denial by no rule (the request could not be decided, or no rule allows it).
+    pub fn denied(reason: String) -> SqlDecision {
+        SqlDecision {
+            verdict: Verdict::Deny,
+            rule: None,
+            reason,
+            row_limit: None,
+            statement: None,
+        }
+    }
+}
+
 /// Decides a request. Pure: no I/O, no clock. An empty request (no statements) is allowed
 /// without a rule (PostgreSQL answers it with EmptyQueryResponse). A denied statement
 /// denies the request; otherwise a held statement holds it (hold rules match like deny
@@ -185,13 +198,7 @@ fn evaluate_statement(policy: &Policy, req: &SqlRequest, st: &SqlStatement) -> S
             req.resource
         ),
     };
-    SqlDecision {
-        verdict: Verdict::Deny,
-        rule: None,
-        reason,
-        row_limit: None,
-        statement: None,
-    }
+    SqlDecision::denied(reason)
 }
 
 /// e.g. "DELETE on public.orders"; at most 10 tables are named ("… and 19991 more"): a

@@ -70,23 +70,14 @@ pub fn global() -> &'static Global {
 }
 
 impl Global {
+    /// The table names of an upstream database, by `pool_key`.
     pub fn catalog(&self, pool_key: &str) -> Arc<mask::Catalog> {
-        self.catalogs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(pool_key.to_owned())
-            .or_default()
-            .clone()
+        per_key(&self.catalogs, pool_key)
     }
 
     /// The functions of an upstream database, by `pool_key`.
     pub fn routines(&self, pool_key: &str) -> Arc<routines::Routines> {
-        self.routines
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(pool_key.to_owned())
-            .or_default()
-            .clone()
+        per_key(&self.routines, pool_key)
     }
 
     /// The masker of a resource, compiled once per distinct `masking:` section.
@@ -102,4 +93,13 @@ impl Global {
         m.insert(resource.to_owned(), (doc.clone(), masker.clone()));
         Ok(masker)
     }
+}
+
+/// The entry of `key`, made on first use.
+fn per_key<T: Default>(map: &Mutex<HashMap<String, Arc<T>>>, key: &str) -> Arc<T> {
+    map.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key.to_owned())
+        .or_default()
+        .clone()
 }

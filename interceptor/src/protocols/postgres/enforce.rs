@@ -146,11 +146,8 @@ fn op(o: Operation) -> SqlOperation {
 
 fn deny(reason: String, statement: Option<usize>) -> SqlDecision {
     SqlDecision {
-        verdict: Verdict::Deny,
-        rule: None,
-        reason,
-        row_limit: None,
         statement,
+        ..SqlDecision::denied(reason)
     }
 }
 

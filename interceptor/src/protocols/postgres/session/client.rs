@@ -22,7 +22,7 @@ where
     // `pg_name`), and what each portal was bound from (`None`: a statement the proxy did
     // not parse, e.g. one of SQL `PREPARE`).
     let mut statements: HashMap<String, Arc<Parsed>> = HashMap::new();
-    let mut portals: HashMap<String, (String, Option<Arc<Parsed>>)> = HashMap::new();
+    let mut portals: HashMap<String, Bound> = HashMap::new();
     let mut token_n = 0u64;
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut intents: Vec<String> = Vec::new();
@@ -67,10 +67,9 @@ where
             for name in std::mem::take(&mut st.parse_failed) {
                 statements.remove(&name);
             }
-            if st.tx == b'I' && st.outstanding == 0 && st.pending.is_empty() {
-                // Portals end with their transaction.
-                portals.clear();
-            }
+            // Portals end with their transaction.
+            let idle = st.idle_answered;
+            portals.retain(|_, b| b.epoch >= idle);
         }
         // The bound token's expiry is checked for every batch of messages.
         let token = c.ctx.token.as_ref().map(|t| t.view(policy.issuers()));
@@ -154,7 +153,7 @@ where
                         }
                         let mut st = c.st();
                         st.pending.push_back(Pending::Exec(Box::new(u)));
-                        st.outstanding += 1;
+                        st.owe();
                         drop(st);
                         f.encode(&mut out);
                     } else {
@@ -219,8 +218,12 @@ where
                 } => {
                     // What the portal runs is fixed now: a later Parse of the same name
                     // does not change it.
-                    let from = statements.get(&pg_name(statement)).cloned();
-                    portals.insert(pg_name(portal), (statement.to_owned(), from));
+                    let bound = Bound {
+                        statement: statement.to_owned(),
+                        from: statements.get(&pg_name(statement)).cloned(),
+                        epoch: c.st().requests,
+                    };
+                    portals.insert(pg_name(portal), bound);
                     c.st().pending.push_back(Pending::Bind {
                         portal: pg_name(portal),
                         statement: pg_name(statement),
@@ -247,18 +250,26 @@ where
                             portal.replace('"', "\"\"")
                         )),
                         // Decided again when the decision may have changed since the Parse.
-                        Some((_, Some(p)))
+                        Some(Bound { from: Some(p), .. })
                             if c.ctx.token.is_some() || !Arc::ptr_eq(&p.policy, &policy) =>
                         {
                             Run::Decide(p.text.clone())
                         }
-                        Some((_, Some(p))) => Run::Known(p.stmts.clone(), p.limit, p.copy_from),
+                        Some(Bound { from: Some(p), .. }) => {
+                            Run::Known(p.stmts.clone(), p.limit, p.copy_from)
+                        }
                         // A statement of SQL `PREPARE`: decided as `EXECUTE` of it (its
                         // rule, holds, row limit, audit).
-                        Some((name, None)) if sql_prepared.contains_key(name) => {
+                        Some(Bound {
+                            statement: name,
+                            from: None,
+                            ..
+                        }) if sql_prepared.contains_key(name) => {
                             Run::Decide(format!("EXECUTE \"{}\"", name.replace('"', "\"\"")))
                         }
-                        Some((name, None)) => Run::Refuse(format!(
+                        Some(Bound {
+                            statement: name, ..
+                        }) => Run::Refuse(format!(
                             "execution of statement {name:?}, which this session did not parse through the interceptor"
                         )),
                     };
@@ -290,13 +301,7 @@ where
                             let checked = Checked::new(
                                 "Execute".into(),
                                 Vec::new(),
-                                SqlDecision {
-                                    verdict: Verdict::Deny,
-                                    rule: None,
-                                    reason,
-                                    row_limit: None,
-                                    statement: None,
-                                },
+                                SqlDecision::denied(reason),
                             );
                             let text = format!("<execute of portal {portal:?}>");
                             let denied = StmtCtx::new(text, &checked.summary, &checked.decision);
@@ -337,7 +342,7 @@ where
                     barrier |= std::mem::take(&mut priv_parsed);
                     let mut st = c.st();
                     st.pending.push_back(Pending::Sync);
-                    st.outstanding += 1;
+                    st.owe();
                     drop(st);
                     f.encode(&mut out);
                 }
@@ -345,13 +350,7 @@ where
                     let checked = Checked::new(
                         "FunctionCall".into(),
                         Vec::new(),
-                        SqlDecision {
-                            verdict: Verdict::Deny,
-                            rule: None,
-                            reason: format!("fast-path function calls (function {oid}) bypass statement classification and are not allowed"),
-                            row_limit: None,
-                            statement: None,
-                        },
+                        SqlDecision::denied(format!("fast-path function calls (function {oid}) bypass statement classification and are not allowed")),
                     );
                     c.audit_stmt(
                         "simple",
@@ -428,7 +427,7 @@ fn queue_denied(c: &Common<'_>) {
     u.denied = true;
     let mut st = c.st();
     st.pending.push_back(Pending::Exec(Box::new(u)));
-    st.outstanding += 1;
+    st.owe();
 }
 
 /// Longest query text classified unless the resource says otherwise (`max_query_bytes`).
@@ -601,6 +600,14 @@ enum Run {
     Decide(String),
     /// Refused: why.
     Refuse(String),
+}
+
+/// What a portal was bound from: the statement's name, what the session parsed under it
+/// (`None`: not parsed through the proxy, e.g. SQL `PREPARE`), and `State::requests` then.
+struct Bound {
+    statement: String,
+    from: Option<Arc<Parsed>>,
+    epoch: u64,
 }
 
 /// A statement the session parsed: its text, its audit facts and row limit as decided,

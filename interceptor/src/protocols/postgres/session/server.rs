@@ -85,6 +85,7 @@ async fn on_backend(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> 
                                     // A Query inside the skipped part is skipped too, and
                                     // no ReadyForQuery will answer it.
                                     st.outstanding -= 1;
+                                    st.answered += 1;
                                     u.invalidates.apply(&mut st);
                                 }
                             }
@@ -116,7 +117,9 @@ async fn on_backend(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> 
         backend::READY => {
             let mut st = c.st();
             st.tx = f.body.first().copied().unwrap_or(b'I');
+            st.answered += 1;
             if st.tx == b'I' {
+                st.idle_answered = st.answered;
                 st.transaction_ended();
             }
             st.outstanding -= 1;

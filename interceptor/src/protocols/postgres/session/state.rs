@@ -153,6 +153,12 @@ pub(super) struct State {
     /// The server answered a `COPY … FROM STDIN` with CopyInResponse: it reads copy data
     /// (and ignores Sync and Flush) until the client's CopyDone or CopyFail.
     pub(super) copy_in: bool,
+    /// Requests sent that end with ReadyForQuery, those answered (or skipped), and how many
+    /// were answered when the server last said it is idle (no transaction): a portal bound
+    /// before request n + 1 is gone once `idle_answered` > n.
+    pub(super) requests: u64,
+    pub(super) answered: u64,
+    pub(super) idle_answered: u64,
 }
 
 /// The description a portal's rows were bound with.
@@ -170,6 +176,12 @@ pub(super) enum Bound {
 }
 
 impl State {
+    /// A request that ends with ReadyForQuery was sent.
+    pub(super) fn owe(&mut self) {
+        self.outstanding += 1;
+        self.requests += 1;
+    }
+
     /// The statement of this name means something else from now on (parsed, closed,
     /// prepared or deallocated, or skipped after an error).
     pub(super) fn forget_statement(&mut self, name: &str) {
