@@ -244,6 +244,22 @@ pub(crate) fn relation_name(rv: &Tree) -> Option<String> {
 /// see [`qualified`]). Calls written in SQL syntax (`EXTRACT(… FROM …)`,
 /// `SUBSTRING(… FROM …)`) are shown without the `pg_catalog.` the parser adds.
 fn func_name(call: &Tree) -> String {
+    // A quoted part holding a dot (`"pg_catalog.now"()`, a function of that name in the
+    // search path) would read as schema-qualified once joined: it is kept quoted, so it
+    // matches no rule and no catalog entry (unknown: fail closed).
+    let parts = call.field("funcname").map(Tree::items).unwrap_or(&[]);
+    let dotted = parts
+        .iter()
+        .filter_map(|n| n.field("sval").and_then(Tree::as_str))
+        .any(|p| p.contains('.'));
+    if dotted {
+        let quoted: Vec<String> = parts
+            .iter()
+            .filter_map(|n| n.field("sval").and_then(Tree::as_str))
+            .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
+            .collect();
+        return quoted[quoted.len().saturating_sub(2)..].join(".");
+    }
     let name = qualified(call.field("funcname"));
     let sql_syntax =
         matches!(call.field("funcformat"), Some(Tree::Int(n)) if *n == COERCE_SQL_SYNTAX);

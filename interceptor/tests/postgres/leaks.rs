@@ -115,6 +115,24 @@ fn pg_values_do_not_leak_outside_masked_results() {
         out["sql_prepared"]
     );
 
+    // A second COPY in one Query is tracked like the first (its Sync dropped), a name cut
+    // inside a character is not another name's, and a statement DEALLOCATEd in SQL and
+    // parsed again runs as the new text: each victim row masked (or withheld), never plain.
+    for scenario in ["double_copy", "long_names", "deallocated"] {
+        let rows = of(scenario, "row");
+        assert_eq!(rows.len(), 1, "{scenario}: {:#}", out[scenario]);
+        let row = rows[0].as_array().unwrap();
+        let ok = row.iter().all(Value::is_null)
+            || (masked_email(row[0].as_str().unwrap_or("")) && row[1] == "[REDACTED]");
+        assert!(ok, "{scenario}: {:#}", out[scenario]);
+    }
+    assert!(
+        s.records("statement").iter().any(|r| r["statement"]
+            == "SELECT email, ssn FROM users WHERE id = 2"
+            && r["rows"] == 1),
+        "the re-parsed statement is on record as itself"
+    );
+
     // The cursor's Execute is on record as a fetch from it, decided by the read rule.
     let stmts = s.records("statement");
     assert!(

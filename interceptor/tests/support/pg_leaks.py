@@ -21,6 +21,12 @@ Prints one JSON object: per scenario, everything the server sent back, decoded:
   copy_sync         `COPY imports FROM STDIN` with a Sync inside the copy (the server
                     ignores it), then a described query of users: masked as its own
   sql_prepared      `PREPARE s1` in SQL, then Describe/Bind/Execute of s1 in the protocol
+  double_copy       two `COPY imports FROM STDIN` in one Query, a Sync inside the second,
+                    then Execute of a statement of users described before: masked
+  long_names        two statement names equal in their first 62 bytes, the 63rd byte
+                    the first of different multi-byte characters (the server keys 63
+                    bytes): the harmless one described, the users one executed
+  deallocated       a statement of orders, DEALLOCATEd in SQL, parsed again over users
 """
 import json
 import socket
@@ -169,6 +175,27 @@ out["copy_sync"] += c.send(
 c = Conn()
 c.send(query("PREPARE s1 AS SELECT email, ssn FROM users WHERE id = 2"))
 out["sql_prepared"] = c.send(bind("", "s1") + describe(b"P", "") + execute("") + SYNC)
+
+USERS = "SELECT email, ssn FROM users WHERE id = 2"
+c = Conn()
+c.send(parse("victim", USERS) + describe(b"S", "victim") + SYNC)
+c.s.sendall(query("COPY imports FROM STDIN; COPY imports FROM STDIN"))
+started = [decode(*c.recv())]
+c.s.sendall(msg(b"c", b""))
+started += [decode(*c.recv()), decode(*c.recv())]
+c.s.sendall(SYNC + msg(b"c", b""))
+out["double_copy"] = started + c.until_ready()
+out["double_copy"] += c.send(bind("", "victim") + execute("") + SYNC)
+
+c = Conn()
+a, b = "x" * 62 + "\u00e9", "x" * 62 + "\u20ac"
+c.send(parse(a, "SELECT 1::int AS a, 2::int AS b") + describe(b"S", a) + SYNC)
+out["long_names"] = c.send(parse(b, USERS) + bind("", b) + describe(b"S", a) + execute("") + SYNC)
+
+c = Conn()
+c.send(parse("s", "SELECT 1::int AS a, 2::int AS b") + SYNC)
+c.send(query("DEALLOCATE s"))
+out["deallocated"] = c.send(parse("s", USERS) + bind("", "s") + describe(b"P", "") + execute("") + SYNC)
 
 c = Conn()
 c.s.sendall(parse("", "SELECT * FROM no_such_table") + query("SELECT 1") + SYNC)

@@ -282,7 +282,7 @@ fn judge_calls(
     let trusted = |q: &str| res.trusts_function(q);
     let mut notes = Vec::new();
     let mut user = false;
-    for s in statements {
+    for s in statements.iter_mut() {
         let mut write = None;
         for f in &s.functions {
             let j = match routines.judge(f, &trusted) {
@@ -296,8 +296,8 @@ fn judge_calls(
             user |= j.user_defined();
             match j {
                 Judgement::System | Judgement::Harmless => {}
-                Judgement::Volatile(q) => {
-                    write.get_or_insert(format!("{q}() is a volatile function: it may change data, so the statement counts as write"));
+                Judgement::Writes(q, why) => {
+                    write.get_or_insert(format!("{q}() {why}; the statement counts as write"));
                 }
                 Judgement::Unknown(why) => {
                     write.get_or_insert(format!(
@@ -314,6 +314,17 @@ fn judge_calls(
     }
     missing.sort_unstable();
     missing.dedup();
+    if missing.len() > routines::MAX_LOOKUPS {
+        // Too many to look up: judged without (unknown, so write).
+        let n = missing.len();
+        missing.clear();
+        for s in statements.iter_mut() {
+            if s.operations.insert(Operation::Write) {
+                notes.push(format!("the statement calls {n} functions the interceptor does not know, more than it looks up ({}); they count as write", routines::MAX_LOOKUPS));
+            }
+        }
+        user = true;
+    }
     (notes, user)
 }
 

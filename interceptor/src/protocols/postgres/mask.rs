@@ -162,6 +162,24 @@ pub enum Encoding {
     Text,
     /// Another binary format: a value that would be masked is sent as NULL.
     Binary,
+    /// `inet`/`cidr` in binary: the detectors look at its text form (`10.1.2.3`), and a
+    /// value they would mask is sent as NULL.
+    BinaryInet,
+}
+
+/// The text form of a binary `inet`/`cidr` value (family, bits, is_cidr, length, address),
+/// without the prefix length; `None` when it is not one.
+fn inet_text(v: &[u8]) -> Option<String> {
+    match v {
+        [2, _, _, 4, a @ ..] if a.len() == 4 => {
+            Some(std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]).to_string())
+        }
+        [3, _, _, 16, a @ ..] => {
+            let b: [u8; 16] = a.try_into().ok()?;
+            Some(std::net::Ipv6Addr::from(b).to_string())
+        }
+        _ => None,
+    }
 }
 
 /// A plan for one result set. `formats` are the effective formats (0 text, 1 binary).
@@ -181,7 +199,9 @@ pub fn plan(masker: &Masker, fields: &[Field], formats: &[i16], catalog: &Catalo
                 [one] => *one == 1,
                 many => many.get(i).copied().unwrap_or(0) == 1,
             };
-            if binary && !binary_is_text(f.type_oid) {
+            if binary && matches!(f.type_oid, 650 | 869) {
+                Encoding::BinaryInet
+            } else if binary && !binary_is_text(f.type_oid) {
                 Encoding::Binary
             } else {
                 Encoding::Text
@@ -225,14 +245,22 @@ pub fn rewrite_row(
     let mut masked: Vec<Option<Option<Vec<u8>>>> = Vec::with_capacity(values.len());
     let mut count = 0;
     for (i, v) in values.iter().enumerate() {
-        let new = v.and_then(|v| masker.mask_value(&m.plan, i, v)).map(|mv| {
-            count += 1;
-            if m.encoding.get(i) == Some(&Encoding::Binary) {
-                None
-            } else {
-                Some(mv.bytes)
-            }
-        });
+        let encoding = m.encoding.get(i).copied().unwrap_or(Encoding::Text);
+        let new = v
+            .and_then(|v| match encoding {
+                // (A server sends only well-formed addresses.)
+                Encoding::BinaryInet => {
+                    inet_text(v).and_then(|t| masker.mask_value(&m.plan, i, t.as_bytes()))
+                }
+                _ => masker.mask_value(&m.plan, i, v),
+            })
+            .map(|mv| {
+                count += 1;
+                match encoding {
+                    Encoding::Text => Some(mv.bytes),
+                    Encoding::Binary | Encoding::BinaryInet => None,
+                }
+            });
         masked.push(new);
     }
     let merged = values.iter().zip(&masked).map(|(orig, new)| match new {
@@ -275,6 +303,31 @@ mod tests {
         ] {
             assert!(text_like_type(oid), "{oid}");
         }
+    }
+
+    #[test]
+    fn binary_inet_values_are_scanned_as_their_text() {
+        let doc: MaskingDoc =
+            serde_yaml::from_str("detectors:\n  - kind: ipv4\n    strategy: redact\n").unwrap();
+        let masker = Masker::new(&doc, vec![7; 32]).unwrap();
+        let fields = vec![field("ip", 0, 0, 869), field("id", 0, 0, 23)];
+        let m = plan(&masker, &fields, &[1, 1], &Catalog::default());
+        let v4: &[u8] = &[2, 32, 0, 4, 10, 1, 2, 3];
+        let id: &[u8] = &[0, 0, 0, 7];
+        let mut row = BytesMut::new();
+        backend::encode_data_row([Some(v4), Some(id)].into_iter(), &mut row);
+        let mut out = BytesMut::new();
+        assert_eq!(rewrite_row(&masker, &m, &row[5..], &mut out).unwrap(), 1);
+        let vals = backend::data_row(&out[5..]).unwrap();
+        assert_eq!(
+            vals,
+            vec![None, Some(id)],
+            "the address is withheld, the id kept"
+        );
+        assert_eq!(
+            inet_text(&[3, 128, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]).as_deref(),
+            Some("::1")
+        );
     }
 
     #[test]

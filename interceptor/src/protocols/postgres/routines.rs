@@ -1,13 +1,15 @@
 //! Functions defined in the database: what a call to a function the classifier cannot see
-//! into really does. A *volatile* function defined outside the system schemas may change
-//! data (`SELECT purge_orders()`), so a statement calling one counts as `write`; one the
-//! database does not define (yet: created in an open transaction, or just now) counts as
-//! `write` too (fail closed). Stable and immutable functions cannot change data (PostgreSQL
-//! refuses `INSERT`/`UPDATE`/`DELETE` inside them), and built-ins (`pg_catalog`,
+//! into really does. A function written in the database (not installed by an extension)
+//! can do anything: a `STABLE` one cannot run `UPDATE` itself but may call a volatile one
+//! that does, and an aggregate's own volatility says nothing of its state function. So a
+//! statement calling one counts as `write`, unless the resource lists it in
+//! `read_only_functions`. A function of an extension counts as `write` when it is
+//! volatile. One the database does not define (yet: created in an open transaction, or
+//! just now) counts as `write` too (fail closed). Built-ins (`pg_catalog`,
 //! `information_schema`) are judged by the classifier's own table.
 //!
-//! Volatility comes from `pg_proc`, looked up by name on a pooled upstream connection and
-//! cached per upstream ([`Routines`]): found names for [`FRESH`], absent ones for
+//! What `pg_proc` says comes from a lookup by name on a pooled upstream connection, cached
+//! per upstream ([`Routines`]): found names for [`FRESH`], absent ones for
 //! [`ABSENT_FRESH`], failed lookups for [`FAILED_FRESH`]. The judgement itself
 //! ([`judge_rows`]) is pure.
 
@@ -30,11 +32,13 @@ const MAX_NAMES: usize = 4096;
 /// Names looked up per query.
 const BATCH: usize = 256;
 
-/// One `pg_proc` row of a name: its schema and whether it is volatile.
+/// One `pg_proc` row of a name: its schema, whether it is volatile, and whether an
+/// extension installed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
     pub schema: String,
     pub volatile: bool,
+    pub extension: bool,
 }
 
 /// What a call does, as far as the catalog tells.
@@ -42,11 +46,10 @@ pub struct Row {
 pub enum Judgement {
     /// Only built-ins answer to the name: the classifier's table decides.
     System,
-    /// Defined in the database, stable or immutable (or volatile and trusted by
-    /// `read_only_functions`): cannot change data.
+    /// An extension's stable or immutable function, or one `read_only_functions` trusts.
     Harmless,
-    /// Defined in the database and volatile (`schema.name` of one such function).
-    Volatile(String),
+    /// May change data: `schema.name` of one such function, and why.
+    Writes(String, &'static str),
     /// Not known: why.
     Unknown(String),
 }
@@ -72,6 +75,16 @@ pub fn split(function: &str) -> (Option<&str>, &str) {
     }
 }
 
+/// Distinct names one statement may have looked up; a statement calling more counts as
+/// calling unknown functions (a lookup per name would let one agent hold the lookups of
+/// every session of the database).
+pub const MAX_LOOKUPS: usize = 64;
+
+/// Why a function written in the database counts as a write.
+pub const WRITTEN_HERE: &str = "is defined in the database (not by an extension), so it may change data — even a STABLE one can call one that does (list it in read_only_functions if it does not)";
+/// Why a volatile function of an extension counts as a write.
+pub const VOLATILE: &str = "is a volatile function: it may change data";
+
 /// Judges a call of `function` from the `pg_proc` rows of its bare name. An unqualified
 /// call may resolve to any schema on the search path, so a volatile function of that name
 /// in any schema counts. `trusted(qualified)`: the resource's `read_only_functions`.
@@ -88,8 +101,14 @@ pub fn judge_rows(function: &str, rows: &[Row], trusted: &dyn Fn(&str) -> bool) 
     for r in candidates.iter().filter(|r| !is_system(&r.schema)) {
         user = true;
         let qualified = format!("{}.{name}", r.schema);
-        if r.volatile && !trusted(&qualified) {
-            return Judgement::Volatile(qualified);
+        if trusted(&qualified) {
+            continue;
+        }
+        if !r.extension {
+            return Judgement::Writes(qualified, WRITTEN_HERE);
+        }
+        if r.volatile {
+            return Judgement::Writes(qualified, VOLATILE);
         }
     }
     if user {
@@ -168,8 +187,8 @@ impl Routines {
             let mut found: HashMap<&str, Vec<Row>> =
                 batch.iter().map(|n| (n.as_str(), Vec::new())).collect();
             for r in &rows {
-                let (Some(Some(schema)), Some(Some(name)), Some(Some(vol))) =
-                    (r.first(), r.get(1), r.get(2))
+                let (Some(Some(schema)), Some(Some(name)), Some(Some(vol)), Some(Some(ext))) =
+                    (r.first(), r.get(1), r.get(2), r.get(3))
                 else {
                     continue;
                 };
@@ -177,6 +196,7 @@ impl Routines {
                     v.push(Row {
                         schema: schema.clone(),
                         volatile: vol == "v",
+                        extension: ext == "t",
                     });
                 }
             }
@@ -222,7 +242,12 @@ impl Routines {
         let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
         for (n, e) in entries {
             if names.len() >= MAX_NAMES && !names.contains_key(&n) {
-                names.clear();
+                // Stale entries go first; only a cache full of fresh ones starts over.
+                let now = Instant::now();
+                names.retain(|_, e| e.fresh(now));
+                if names.len() >= MAX_NAMES {
+                    names.clear();
+                }
             }
             names.insert(n, e);
         }
@@ -240,8 +265,9 @@ fn lookup_sql(names: &[String]) -> String {
         })
         .collect();
     format!(
-        "SELECT n.nspname, p.proname, p.provolatile FROM pg_catalog.pg_proc p \
-         JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+        "SELECT n.nspname, p.proname, p.provolatile, EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+         WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e') \
+         FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
          WHERE p.proname::text IN ({})",
         list.join(", ")
     )
@@ -251,10 +277,19 @@ fn lookup_sql(names: &[String]) -> String {
 mod tests {
     use super::*;
 
+    /// A row of an extension's function (`row`) or one written in the database (`own`).
     fn row(schema: &str, volatile: bool) -> Row {
         Row {
             schema: schema.into(),
             volatile,
+            extension: true,
+        }
+    }
+
+    fn own(schema: &str, volatile: bool) -> Row {
+        Row {
+            extension: false,
+            ..row(schema, volatile)
         }
     }
 
@@ -275,11 +310,11 @@ mod tests {
         let rows = [row("public", true)];
         assert_eq!(
             judge_rows("purge", &rows, NONE),
-            Judgement::Volatile("public.purge".into())
+            Judgement::Writes("public.purge".into(), VOLATILE)
         );
         assert_eq!(
             judge_rows("public.purge", &rows, NONE),
-            Judgement::Volatile("public.purge".into())
+            Judgement::Writes("public.purge".into(), VOLATILE)
         );
         let stable = [row("public", false)];
         assert_eq!(judge_rows("total", &stable, NONE), Judgement::Harmless);
@@ -291,7 +326,7 @@ mod tests {
         let rows = [row("pg_catalog", false), row("ops", true)];
         assert_eq!(
             judge_rows("lower", &rows, NONE),
-            Judgement::Volatile("ops.lower".into())
+            Judgement::Writes("ops.lower".into(), VOLATILE)
         );
         assert_eq!(
             judge_rows("pg_catalog.lower", &rows, NONE),
@@ -309,6 +344,19 @@ mod tests {
     }
 
     #[test]
+    fn functions_written_in_the_database_are_writes_whatever_their_volatility() {
+        for volatile in [false, true] {
+            let rows = [own("public", volatile)];
+            assert_eq!(
+                judge_rows("report", &rows, NONE),
+                Judgement::Writes("public.report".into(), WRITTEN_HERE)
+            );
+            let trusted = |q: &str| q == "public.report";
+            assert_eq!(judge_rows("report", &rows, &trusted), Judgement::Harmless);
+        }
+    }
+
+    #[test]
     fn trusted_volatile_functions_are_harmless() {
         let rows = [row("public", true)];
         let trusted = |q: &str| q == "public.uuid_generate_v4";
@@ -318,7 +366,7 @@ mod tests {
         );
         assert_eq!(
             judge_rows("purge", &rows, &trusted),
-            Judgement::Volatile("public.purge".into())
+            Judgement::Writes("public.purge".into(), VOLATILE)
         );
     }
 
@@ -332,7 +380,7 @@ mod tests {
         assert!(r.stale(["purge", "lower"]).is_empty());
         assert_eq!(
             r.judge("purge", NONE),
-            Some(Judgement::Volatile("public.purge".into()))
+            Some(Judgement::Writes("public.purge".into(), VOLATILE))
         );
         assert_eq!(r.judge("lower", NONE), Some(Judgement::System));
         r.failed(&["x".to_owned()], "connection refused");

@@ -94,9 +94,12 @@ where
                 flush(c, &mut intents, &mut out, up).await?;
                 c.wait_idle().await;
             }
-            if std::mem::take(&mut copy_sent) {
+            if copy_sent && !copying {
+                // Until the COPY's request is answered, each copy it starts (a Query may
+                // hold several) switches the server to reading copy data.
                 flush(c, &mut intents, &mut out, up).await?;
                 copying = c.copy_started().await;
+                copy_sent = copying;
             }
             c.ctx.bytes_up.fetch_add(5 + f.body.len() as u64, Relaxed);
             let msg = Frontend::parse(f)?;
@@ -151,6 +154,13 @@ where
                             // Cursors declared in SQL are portals of the same namespace.
                             portals.clear();
                         }
+                        // SQL PREPARE/DEALLOCATE/DISCARD share the statements' namespace.
+                        if u.invalidates.all_statements {
+                            statements.clear();
+                        }
+                        for n in &u.invalidates.statements {
+                            statements.remove(&pg_name(n));
+                        }
                         let mut st = c.st();
                         st.pending.push_back(Pending::Exec(Box::new(u)));
                         st.owe();
@@ -196,6 +206,7 @@ where
                                 limit: checked.decision.row_limit,
                                 policy: policy.clone(),
                                 copy_from: copies_in(&checked.statements),
+                                user_routines: checked.user_routines,
                             };
                             statements.insert(key, Arc::new(p));
                         }
@@ -251,7 +262,9 @@ where
                         )),
                         // Decided again when the decision may have changed since the Parse.
                         Some(Bound { from: Some(p), .. })
-                            if c.ctx.token.is_some() || !Arc::ptr_eq(&p.policy, &policy) =>
+                            if c.ctx.token.is_some()
+                                || p.user_routines
+                                || !Arc::ptr_eq(&p.policy, &policy) =>
                         {
                             Run::Decide(p.text.clone())
                         }
@@ -618,16 +631,27 @@ pub(super) struct Parsed {
     limit: Option<u64>,
     policy: Arc<Policy>,
     copy_from: bool,
+    /// It calls functions defined in the database, which can change meanwhile.
+    user_routines: bool,
 }
 
 /// A statement or portal name as the server keys it: at most 63 bytes (NAMEDATALEN - 1);
 /// longer names are the same name to it.
 fn pg_name(name: &str) -> String {
     const MAX: usize = 63;
-    match name.as_bytes().get(..MAX) {
-        Some(b) if name.len() > MAX => String::from_utf8_lossy(b).into_owned(),
-        _ => name.to_owned(),
+    if name.len() <= MAX {
+        return name.to_owned();
     }
+    if name.is_char_boundary(MAX) {
+        return name[..MAX].to_owned();
+    }
+    // Cut inside a character: the server keys the raw bytes. They are kept as hex behind a
+    // NUL, which no real name holds, so two such names never collide.
+    let hex: String = name.as_bytes()[..MAX]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("\0{hex}")
 }
 
 /// An Execute is refused: audited, and replaced by a failing unnamed Parse (the server

@@ -306,6 +306,7 @@ sql_rules:
         let row = |schema: &str, volatile| Row {
             schema: schema.into(),
             volatile,
+            extension: true,
         };
         routines.remember("purge", vec![row("public", true)]);
         routines.remember("lower", vec![row("pg_catalog", false)]);
