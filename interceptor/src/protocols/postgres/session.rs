@@ -28,8 +28,10 @@ use crate::masking::Masker;
 use crate::policy::{Policy, PostgresResource, SqlDecision, Subject, Verdict};
 use crate::sql::{Classification, ParseOptions, SqlError, Statement};
 
+mod classify;
 mod client;
 mod decide;
+mod named;
 mod server;
 mod state;
 

@@ -1,7 +1,9 @@
 //! The client → upstream direction of a session: frontend messages checked statement by
 //! statement (classification, policy, holds, write-before-forward) before they go upstream.
 
-use super::decide::{self, Decisions};
+use super::classify::{audit_text, DEFAULT_MAX_QUERY};
+use super::decide::Decisions;
+use super::named::*;
 use super::*;
 
 /// Client → upstream. `Ok(true)`: the client sent Terminate; `Ok(false)`: it closed.
@@ -133,7 +135,7 @@ where
             };
             match msg {
                 Frontend::Query(sql) => {
-                    let d = decide(c, &mut decisions, sql, &enforcer, &sql_prepared).await;
+                    let d = decide_text(c, &mut decisions, sql, &enforcer, &sql_prepared).await;
                     let settled = c
                         .settle_held(&d, sql, &policy, client, &mut out, up)
                         .await?;
@@ -179,7 +181,7 @@ where
                     }
                 }
                 Frontend::Parse { name, query } => {
-                    let d = decide(c, &mut decisions, query, &enforcer, &sql_prepared).await;
+                    let d = decide_text(c, &mut decisions, query, &enforcer, &sql_prepared).await;
                     let settled = c
                         .settle_held(&d, query, &policy, client, &mut out, up)
                         .await?;
@@ -289,8 +291,8 @@ where
                     let (stmts, limit, copy_from) = match run {
                         Run::Known(s, l, copy) => (s, l, copy),
                         Run::Decide(text) => {
-                            let d =
-                                decide(c, &mut decisions, &text, &enforcer, &sql_prepared).await;
+                            let d = decide_text(c, &mut decisions, &text, &enforcer, &sql_prepared)
+                                .await;
                             let settled = c
                                 .settle_held(&d, &text, &policy, client, &mut out, up)
                                 .await?;
@@ -441,249 +443,4 @@ fn queue_denied(c: &Common<'_>) {
     let mut st = c.st();
     st.pending.push_back(Pending::Exec(Box::new(u)));
     st.owe();
-}
-
-/// Longest query text classified unless the resource says otherwise (`max_query_bytes`).
-pub(super) const DEFAULT_MAX_QUERY: usize = 128 * 1024;
-
-/// Texts longer than this are parsed one at a time, off the async worker.
-const LARGE_QUERY: usize = 16 * 1024;
-
-/// Classifies a query text. Texts that differ only in numeric literals share one cache
-/// entry (`shape`): `true` when the result is of the shape (one statement, whose text is
-/// then `sql` itself, not the shape's). Texts over `max` bytes are not parsed (denied):
-/// the parser's memory grows with the text, up to ~1 KB per byte of dense SQL.
-pub(super) fn classify(
-    sql: &str,
-    scs: bool,
-    max: usize,
-) -> (Arc<std::result::Result<Classification, SqlError>>, bool) {
-    if sql.len() > max {
-        let detail = format!(
-            "the query text is {} bytes, over the {max} bytes the interceptor classifies (split it, or raise max_query_bytes of the resource)",
-            sql.len()
-        );
-        let e = SqlError::Unknown {
-            kind: "query".into(),
-            detail,
-        };
-        return (Arc::new(Err(e)), false);
-    }
-    if sql.len() > LARGE_QUERY {
-        // One large parse at a time, and not on the worker that serves other sessions.
-        static LARGE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let run = || {
-            let _one = LARGE.lock().unwrap_or_else(|e| e.into_inner());
-            classify_text(sql, scs)
-        };
-        return match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
-            _ => run(),
-        };
-    }
-    classify_text(sql, scs)
-}
-
-fn classify_text(
-    sql: &str,
-    scs: bool,
-) -> (Arc<std::result::Result<Classification, SqlError>>, bool) {
-    let options = ParseOptions {
-        standard_conforming_strings: scs,
-    };
-    let classifier = &global().classifier;
-    if scs {
-        if let Some(std::borrow::Cow::Owned(shape)) =
-            crate::protocols::postgres::shape::literal_shape(sql)
-        {
-            let cls = classifier.classify_with(&shape, options);
-            if matches!(cls.as_ref(), Ok(c) if c.statements.len() == 1) {
-                return (cls, true);
-            }
-        }
-    }
-    (classifier.classify_with(sql, options), false)
-}
-
-/// The audit facts of each statement of a decided text.
-pub(super) fn stmt_ctxs(sql: &str, checked: &Checked, shaped: bool) -> Vec<StmtCtx> {
-    let decision = Arc::new(checked.decision.clone());
-    let one = |text: String, summary: String| StmtCtx {
-        text,
-        summary: summary.into(),
-        decision: decision.clone(),
-    };
-    let summary = |s: &Statement| crate::sql::summarize(std::slice::from_ref(s));
-    if shaped && checked.statements.len() == 1 {
-        let s = &checked.statements[0];
-        return vec![one(decide::shaped_text(sql), summary(s))];
-    }
-    if checked.statements.is_empty() {
-        return vec![one(audit_text(sql), checked.summary.clone())];
-    }
-    checked
-        .statements
-        .iter()
-        .map(|s| one(s.text.clone(), summary(s)))
-        .collect()
-}
-
-/// The decision for `sql`, after looking up the database's functions it calls when the
-/// cache does not know them (on a pooled connection; a failed lookup makes them unknown).
-async fn decide(
-    c: &Common<'_>,
-    decisions: &mut Decisions,
-    sql: &str,
-    enforcer: &Enforcer<'_>,
-    prepared: &HashMap<String, Statement>,
-) -> Arc<decide::Decided> {
-    let scs = c.st().scs;
-    let mut look_up = true;
-    loop {
-        match decisions.decide(sql, scs, enforcer, prepared, look_up) {
-            Ok(d) => return d,
-            Err(names) => {
-                look_up_routines(c, &names).await;
-                look_up = false;
-            }
-        }
-    }
-}
-
-async fn look_up_routines(c: &Common<'_>, names: &[String]) {
-    let routines = &c.routines;
-    let _turn = routines.fill_turn().await;
-    // Another session may have looked them up meanwhile.
-    let names = routines.stale(names.iter().map(String::as_str));
-    if names.is_empty() {
-        return;
-    }
-    let r = match c.side_connection().await {
-        Ok(mut conn) => {
-            let r = routines.fill(&names, &mut conn).await;
-            c.give_back(conn).await;
-            r
-        }
-        Err(e) => Err(e),
-    };
-    if let Err(e) = r {
-        tracing::warn!(session = %c.ctx.session, error = %e, "looking up the database's functions failed; calls of them count as write");
-        routines.failed(&names, &e.to_string());
-    }
-}
-
-/// A statement that may have created, replaced or dropped functions: the cache of the
-/// database's functions starts over.
-fn forget_routines_after_ddl(c: &Common<'_>, stmts: &[Statement]) {
-    if stmts
-        .iter()
-        .any(|s| s.operations.contains(&crate::sql::Operation::Ddl))
-    {
-        c.routines.forget();
-    }
-}
-
-/// The audit text of a query string that was not classified (too long, unparsable): up to
-/// 16 KiB of it, then its length and SHA-256 — an agent sending 20 MB texts must not make
-/// the audit log grow by as much.
-fn audit_text(sql: &str) -> String {
-    const MAX: usize = 16 * 1024;
-    if sql.len() <= MAX {
-        return sql.to_owned();
-    }
-    use sha2::Digest;
-    let mut end = MAX;
-    while !sql.is_char_boundary(end) {
-        end -= 1;
-    }
-    let digest = sha2::Sha256::digest(sql.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}… ({} bytes in all, sha256 {hex})",
-        &sql[..end],
-        sql.len()
-    )
-}
-
-/// What an Execute runs, as far as the proxy knows before deciding.
-enum Run {
-    /// Decided at Parse: its statements, row limit, and whether it is a COPY that writes.
-    Known(Vec<StmtCtx>, Option<u64>, bool),
-    /// To decide now, as this text.
-    Decide(String),
-    /// Refused: why.
-    Refuse(String),
-}
-
-/// What a portal was bound from: the statement's name, what the session parsed under it
-/// (`None`: not parsed through the proxy, e.g. SQL `PREPARE`), and `State::requests` then.
-struct Bound {
-    statement: String,
-    from: Option<Arc<Parsed>>,
-    epoch: u64,
-}
-
-/// A statement the session parsed: its text, its audit facts and row limit as decided,
-/// and the policy that decided them.
-pub(super) struct Parsed {
-    text: String,
-    stmts: Vec<StmtCtx>,
-    limit: Option<u64>,
-    policy: Arc<Policy>,
-    copy_from: bool,
-    /// It calls functions defined in the database, which can change meanwhile.
-    user_routines: bool,
-}
-
-/// A statement or portal name as the server keys it: at most 63 bytes (NAMEDATALEN - 1);
-/// longer names are the same name to it.
-fn pg_name(name: &str) -> String {
-    const MAX: usize = 63;
-    if name.len() <= MAX {
-        return name.to_owned();
-    }
-    if name.is_char_boundary(MAX) {
-        return name[..MAX].to_owned();
-    }
-    // Cut inside a character: the server keys the raw bytes. They are kept as hex behind a
-    // NUL, which no real name holds, so two such names never collide.
-    let hex: String = name.as_bytes()[..MAX]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("\0{hex}")
-}
-
-/// An Execute is refused: audited, and replaced by a failing unnamed Parse (the server
-/// then skips the rest of the pipeline, and drops the unnamed statement as a Parse does).
-fn refuse_execute(c: &Common<'_>, denied: &StmtCtx, statements: &mut HashMap<String, Arc<Parsed>>) {
-    c.audit_stmt("extended", denied, None, None);
-    statements.remove("");
-    c.st().pending.push_back(Pending::Parse {
-        name: String::new(),
-        new: true,
-    });
-}
-
-/// Whether these statements include a COPY that writes (`COPY … FROM STDIN`): the server
-/// may answer it by reading copy data.
-fn copies_in(stmts: &[Statement]) -> bool {
-    stmts
-        .iter()
-        .any(|s| s.kind == "CopyStmt" && s.operations.contains(&crate::sql::Operation::Write))
-}
-
-fn remember_prepared(stmts: &[Statement], prepared: &mut HashMap<String, Statement>) {
-    for s in stmts {
-        match (s.kind.as_str(), &s.prepared_name) {
-            ("PrepareStmt", Some(n)) => {
-                prepared.insert(n.clone(), s.clone());
-            }
-            ("DeallocateStmt", Some(n)) => {
-                prepared.remove(n);
-            }
-            ("DeallocateStmt", None) => prepared.clear(),
-            _ => {}
-        }
-    }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use super::super::enforce::{Checked, Enforcer};
 use super::super::shape::literal_shape;
-use super::client::{classify, stmt_ctxs};
+use super::classify::{classify, stmt_ctxs};
 use super::StmtCtx;
 use crate::policy::Verdict;
 use crate::sql::Statement;
@@ -201,7 +201,7 @@ sql_rules:
 
     #[test]
     fn texts_of_one_shape_share_a_decision_with_their_own_audit_text() {
-        let mut d = Decisions::new(true, super::super::client::DEFAULT_MAX_QUERY);
+        let mut d = Decisions::new(true, super::super::classify::DEFAULT_MAX_QUERY);
         let none = HashMap::new();
         let a = check(
             &mut d,
@@ -229,7 +229,7 @@ sql_rules:
 
     #[test]
     fn multi_statement_texts_are_memoised_by_text_with_each_statement() {
-        let mut d = Decisions::new(true, super::super::client::DEFAULT_MAX_QUERY);
+        let mut d = Decisions::new(true, super::super::classify::DEFAULT_MAX_QUERY);
         let none = HashMap::new();
         let sql = "SELECT 1 FROM t WHERE a = 1; SELECT 2 FROM u";
         let a = check(&mut d, sql, &none);
@@ -249,7 +249,7 @@ sql_rules:
     #[test]
     fn holds_executes_and_token_sessions_are_decided_every_time() {
         let none = HashMap::new();
-        let mut d = Decisions::new(true, super::super::client::DEFAULT_MAX_QUERY);
+        let mut d = Decisions::new(true, super::super::classify::DEFAULT_MAX_QUERY);
         let a = check(&mut d, "DELETE FROM accounts WHERE aid = 1", &none);
         assert_eq!(a.checked.decision.verdict, Verdict::Hold);
         let b = check(&mut d, "DELETE FROM accounts WHERE aid = 1", &none);
@@ -266,7 +266,7 @@ sql_rules:
         let e2 = check(&mut d, "EXECUTE q", &prepared);
         assert!(e2.checked.allowed(), "{:?}", e2.checked.decision);
 
-        let mut t = Decisions::new(false, super::super::client::DEFAULT_MAX_QUERY);
+        let mut t = Decisions::new(false, super::super::classify::DEFAULT_MAX_QUERY);
         let a = check(&mut t, "SELECT 1 FROM t", &none);
         let b = check(&mut t, "SELECT 1 FROM t", &none);
         assert!(!Arc::ptr_eq(&a, &b), "token sessions are not memoised");
@@ -296,7 +296,7 @@ sql_rules:
             routines: Some((&routines, &res)),
         };
         let none = HashMap::new();
-        let mut d = Decisions::new(true, super::super::client::DEFAULT_MAX_QUERY);
+        let mut d = Decisions::new(true, super::super::classify::DEFAULT_MAX_QUERY);
         let sql = "SELECT purge(), lower(name), new_token() FROM t";
         let names = d.decide(sql, true, &enforcer, &none, true).err();
         assert_eq!(
@@ -346,7 +346,7 @@ sql_rules:
 
     #[test]
     fn the_memo_is_bounded() {
-        let mut d = Decisions::new(true, super::super::client::DEFAULT_MAX_QUERY);
+        let mut d = Decisions::new(true, super::super::classify::DEFAULT_MAX_QUERY);
         let none = HashMap::new();
         for i in 0..(CAPACITY * 3) {
             check(&mut d, &format!("SELECT c{i} FROM t"), &none);
