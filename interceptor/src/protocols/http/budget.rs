@@ -52,8 +52,11 @@ pub struct Reservation<'a> {
 }
 
 impl Reservation<'_> {
-    /// Holds `n` more bytes, or fails without holding any.
-    pub fn grow(&mut self, n: u64) -> Result<(), Full> {
+    /// Holds `total` bytes in all (more than now), or fails without holding more.
+    pub fn hold(&mut self, total: u64) -> Result<(), Full> {
+        let Some(n) = total.checked_sub(self.n).filter(|&n| n > 0) else {
+            return Ok(());
+        };
         let b = self.budget;
         b.used
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
@@ -87,11 +90,11 @@ mod tests {
     fn reservations_share_the_cap_and_give_back_when_dropped() {
         let b = Budget::new(100);
         let mut a = b.reserve();
-        a.grow(60).unwrap();
+        a.hold(60).unwrap();
         let mut c = b.reserve();
-        assert_eq!(c.grow(50), Err(Full { cap: 100 }));
+        assert_eq!(c.hold(50), Err(Full { cap: 100 }));
         assert_eq!(b.used(), 60, "a failed grow holds nothing");
-        c.grow(40).unwrap();
+        c.hold(40).unwrap();
         a.shrink_to(10);
         assert_eq!(b.used(), 50);
         a.shrink_to(20);
@@ -99,6 +102,6 @@ mod tests {
         drop(a);
         drop(c);
         assert_eq!(b.used(), 0);
-        assert!(b.reserve().grow(u64::MAX).is_err());
+        assert!(b.reserve().hold(u64::MAX).is_err());
     }
 }

@@ -34,16 +34,18 @@ impl Streams {
     /// Resolves once no stream has been open for `limit`.
     pub async fn idle_for(&self, limit: Duration) {
         loop {
-            let wait = if self.open.load(Ordering::SeqCst) == 0 {
-                let since = *self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
-                match limit.checked_sub(since.elapsed()) {
-                    Some(left) if !left.is_zero() => left,
-                    _ if self.open.load(Ordering::SeqCst) == 0 => return,
-                    _ => limit,
+            let mut wait = limit;
+            if self.open.load(Ordering::SeqCst) == 0 {
+                let idle = self
+                    .idle_since
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .elapsed();
+                if idle >= limit {
+                    return;
                 }
-            } else {
-                limit
-            };
+                wait = limit - idle;
+            }
             tokio::time::sleep(wait).await;
         }
     }

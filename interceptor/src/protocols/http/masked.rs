@@ -91,7 +91,8 @@ pub(super) async fn respond(
         };
         return Response::from_parts(parts, BodyExt::boxed(body));
     }
-    // The raw bytes read so far and what they decode to, held from the daemon's budget.
+    // The raw bytes read so far and what they decode to, held from the daemon's budget
+    // (`held` counts all that is buffered at once).
     let (mut raw, mut text) = (Vec::new(), Vec::new());
     let mut held = budget::MASKING.reserve();
     let mut kind = kind;
@@ -113,7 +114,7 @@ pub(super) async fn respond(
                 Err(e) => return withheld(ctx, rec, fin, e.to_string()),
             }
             raw.extend_from_slice(&d);
-            if let Err(e) = held.grow((raw.len() + text.len()) as u64) {
+            if let Err(e) = held.hold((raw.len() + text.len()) as u64) {
                 return busy(ctx, rec, fin, e);
             }
         }
@@ -147,7 +148,7 @@ pub(super) async fn respond(
         if (raw.len() + rest.len() + d.len()) as u64 > limit {
             return withheld(ctx, rec, fin, MaskError::TooLarge(limit).to_string());
         }
-        if let Err(e) = held.grow(d.len() as u64) {
+        if let Err(e) = held.hold((raw.len() + text.len() + rest.len() + d.len()) as u64) {
             return busy(ctx, rec, fin, e);
         }
         rest.extend_from_slice(&d);
@@ -171,7 +172,7 @@ pub(super) async fn respond(
             if let Err(e) = last {
                 return withheld(ctx, rec, fin, e.to_string());
             }
-            if let Err(e) = held.grow(text.len() as u64) {
+            if let Err(e) = held.hold((raw.len() + rest.len() + text.len()) as u64) {
                 return busy(ctx, rec, fin, e);
             }
             raw.extend_from_slice(&rest);

@@ -425,12 +425,14 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
     parts.uri = target;
     let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
     inject::strip_hop_by_hop(&mut parts.headers);
-    if !hyper::body::Body::is_end_stream(&body)
+    if matches!(parts.method, Method::GET | Method::HEAD)
+        && !hyper::body::Body::is_end_stream(&body)
         && hyper::body::Body::size_hint(&body).exact().is_none()
         && !parts.headers.contains_key(header::CONTENT_LENGTH)
     {
-        // hyper's client sends a GET or HEAD body of unknown length as no body at all
-        // (length 0, the bytes lost): the chunking is asked for explicitly.
+        // hyper's HTTP/1.1 client sends a GET or HEAD body of unknown length as no body at
+        // all (length 0, the bytes lost): the chunking is asked for explicitly (other
+        // methods get it from hyper; an HTTP/2 upstream drops the header).
         parts.headers.insert(
             header::TRANSFER_ENCODING,
             HeaderValue::from_static("chunked"),

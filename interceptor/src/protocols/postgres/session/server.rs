@@ -448,11 +448,15 @@ async fn data_row(c: &Common<'_>, f: Frame, out: &mut BytesMut) -> Result<()> {
     // Row limit and counting.
     let needs_plan = {
         let mut st = c.st();
-        let rows_of = |st: &State, portal: &str| st.portal_rows(portal);
-        let described = match st.pending.front() {
-            Some(Pending::Exec(u)) if u.mask.is_none() => Some(rows_of(&st, &u.portal)),
+        // The portal's description, looked up only while its result has no plan yet (the
+        // first row) and only when there is masking.
+        let unplanned = match st.pending.front() {
+            Some(Pending::Exec(u)) if c.masker.is_some() && u.mask.is_none() => {
+                Some(u.portal.clone())
+            }
             _ => None,
         };
+        let described = unplanned.map(|p| st.portal_rows(&p));
         match st.pending.front_mut() {
             Some(Pending::Exec(u)) => {
                 u.rows += 1;

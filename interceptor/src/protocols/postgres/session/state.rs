@@ -142,7 +142,7 @@ pub(super) struct State {
     pub(super) portal_fields: HashMap<String, Vec<Field>>,
     /// What each portal's rows look like, fixed when the server confirmed its Bind: a
     /// statement re-parsed under the same name later must not describe them.
-    pub(super) bound: HashMap<String, Bound>,
+    pub(super) bound: HashMap<String, BoundRows>,
     /// Ticks at every change of a statement's meaning; `touched[name]` / `touched_all`:
     /// the tick of the last change of that statement / of all.
     pub(super) clock: u64,
@@ -163,7 +163,7 @@ pub(super) struct State {
 
 /// The description a portal's rows were bound with.
 #[derive(Debug)]
-pub(super) enum Bound {
+pub(super) enum BoundRows {
     /// Its statement's description and the result formats.
     Described(Vec<Field>, Vec<i16>),
     /// Its statement was not described yet: a description that arrives later is its own
@@ -201,8 +201,8 @@ impl State {
     pub(super) fn bind_complete(&mut self, portal: String, statement: String, formats: Vec<i16>) {
         self.portal_fields.remove(&portal);
         let b = match self.stmt_fields.get(&statement) {
-            Some(f) => Bound::Described(f.clone(), formats),
-            None => Bound::Later {
+            Some(f) => BoundRows::Described(f.clone(), formats),
+            None => BoundRows::Later {
                 statement,
                 at: self.clock,
                 formats,
@@ -218,8 +218,8 @@ impl State {
             return (f.clone(), Vec::new());
         }
         match self.bound.get(portal) {
-            Some(Bound::Described(f, formats)) => (f.clone(), formats.clone()),
-            Some(Bound::Later {
+            Some(BoundRows::Described(f, formats)) => (f.clone(), formats.clone()),
+            Some(BoundRows::Later {
                 statement,
                 at,
                 formats,
