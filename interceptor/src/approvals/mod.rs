@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod client;
+pub mod gone;
 pub mod registry;
 pub mod webhook;
 

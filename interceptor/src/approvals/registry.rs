@@ -50,6 +50,10 @@ pub enum Outcome {
     },
     /// The daemon is stopping.
     Abandoned,
+    /// The agent gave up before a decision (cancelled, hung up): `why`.
+    Withdrawn {
+        why: String,
+    },
 }
 
 impl Outcome {
@@ -79,6 +83,10 @@ impl Outcome {
                 format!(
                     "approval request {id} abandoned: the interceptor is stopping; nothing was sent upstream"
                 ),
+            ),
+            Outcome::Withdrawn { why } => (
+                Verdict::Deny,
+                format!("approval request {id} withdrawn: {why}; nothing was sent upstream"),
             ),
         }
     }
@@ -283,26 +291,59 @@ impl Registry {
 
     /// Waits for the decision on `t`, or its timeout.
     pub async fn wait(&self, t: Ticket) -> Outcome {
+        self.wait_or(t, std::future::pending()).await
+    }
+
+    /// Waits for the decision on `t`, its timeout, or `gone`: the agent gave up (cancelled
+    /// the command, hung up), with the reason. A wait dropped before it ends (the agent's
+    /// HTTP/2 stream was reset, its session ended) withdraws the request too, so approvers
+    /// never approve a command nobody waits for.
+    pub async fn wait_or(
+        &self,
+        t: Ticket,
+        gone: impl std::future::Future<Output = String>,
+    ) -> Outcome {
         let Ticket { id, rx, timeout } = t;
-        let outcome = match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(o)) => o,
-            Ok(Err(_)) => Outcome::Abandoned,
-            Err(_) => Outcome::Expired { after: timeout },
+        let mut guard = Withdraw {
+            registry: self,
+            id: Some(id),
         };
-        if let Outcome::Expired { .. } | Outcome::Abandoned = outcome {
-            let entry = self.inner().pending.remove(&id);
-            if let Some(mut e) = entry {
-                let state = if outcome == Outcome::Abandoned {
-                    "abandoned"
-                } else {
-                    "expired"
-                };
-                e.view.state = state.into();
-                self.event(state, &e.view);
-                self.remember(e.view);
-            }
-        }
+        let outcome = tokio::select! {
+            // A decision already made wins over a hang-up noticed at the same time.
+            biased;
+            r = tokio::time::timeout(timeout, rx) => match r {
+                Ok(Ok(o)) => o,
+                Ok(Err(_)) => Outcome::Abandoned,
+                Err(_) => Outcome::Expired { after: timeout },
+            },
+            why = gone => Outcome::Withdrawn { why },
+        };
+        let id = guard.id.take().expect("set above");
+        let state = match &outcome {
+            Outcome::Abandoned => "abandoned",
+            Outcome::Expired { .. } => "expired",
+            Outcome::Withdrawn { .. } => "withdrawn",
+            Outcome::Approved { .. } | Outcome::Denied { .. } => return outcome,
+        };
+        let why = match &outcome {
+            Outcome::Withdrawn { why } => Some(why.as_str()),
+            _ => None,
+        };
+        self.end_pending(&id, state, why);
         outcome
+    }
+
+    /// Ends a request nobody decided: `state` on record (with `why`), then recently decided.
+    fn end_pending(&self, id: &str, state: &str, why: Option<&str>) {
+        let entry = self.inner().pending.remove(id);
+        if let Some(mut e) = entry {
+            e.view.state = state.into();
+            if let Some(why) = why {
+                e.view.decision_reason = Some(why.to_owned());
+            }
+            self.event(state, &e.view);
+            self.remember(e.view);
+        }
     }
 
     fn view_of(
@@ -469,6 +510,21 @@ impl Registry {
             if let Some(tx) = e.tx.take() {
                 let _ = tx.send(Outcome::Abandoned);
             }
+        }
+    }
+}
+
+/// Withdraws a pending request whose waiter went away without an outcome.
+struct Withdraw<'a> {
+    registry: &'a Registry,
+    id: Option<String>,
+}
+
+impl Drop for Withdraw<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let why = "the agent's request went away before a decision";
+            self.registry.end_pending(&id, "withdrawn", Some(why));
         }
     }
 }

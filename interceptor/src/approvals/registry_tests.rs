@@ -227,3 +227,60 @@ async fn abandon_fails_waiters() {
     r.abandon_all();
     assert_eq!(r.wait(t).await, Outcome::Abandoned);
 }
+
+#[tokio::test]
+async fn an_agent_giving_up_withdraws_its_request() {
+    let r = Registry::new("i".into(), audit().await);
+    let p = policy();
+    let t = ticket(&r, req("hold-deletes", None), Duration::from_secs(30));
+    let id = t.id.clone();
+    let o = r.wait_or(t, async { "the agent closed its connection".to_owned() });
+    let o = o.await;
+    assert!(matches!(&o, Outcome::Withdrawn { why } if why.contains("closed")));
+    let (verdict, why) = o.verdict(Some(&id));
+    assert_eq!(verdict, crate::policy::Verdict::Deny);
+    assert!(
+        why.contains("withdrawn") && why.contains("nothing was sent"),
+        "{why}"
+    );
+    let v = r.show(&id).unwrap();
+    assert_eq!(v.state, "withdrawn");
+    // Nobody can approve it any more.
+    let e = r.decide(
+        p.approvals(),
+        &id,
+        &approver("bob", &["dba"]),
+        true,
+        None,
+        Scope::Once,
+    );
+    assert!(matches!(e, Err(DecideError::NotFound(_))));
+
+    // A wait dropped before its end (the agent's stream was reset) withdraws too.
+    let t = ticket(&r, req("hold-deletes", None), Duration::from_secs(30));
+    let id = t.id.clone();
+    let w = tokio::time::timeout(Duration::from_millis(1), r.wait(t)).await;
+    assert!(w.is_err(), "still waiting when dropped");
+    assert_eq!(r.show(&id).unwrap().state, "withdrawn");
+    assert!(!r.list().iter().any(|v| v.state == "pending"));
+}
+
+#[tokio::test]
+async fn a_decision_made_wins_over_a_hang_up_noticed_with_it() {
+    let r = Registry::new("i".into(), audit().await);
+    let p = policy();
+    let t = ticket(&r, req("hold-deletes", None), Duration::from_secs(30));
+    let id = t.id.clone();
+    r.decide(
+        p.approvals(),
+        &id,
+        &approver("bob", &["dba"]),
+        false,
+        None,
+        Scope::Once,
+    )
+    .unwrap();
+    let o = r.wait_or(t, async { "gone".to_owned() }).await;
+    assert!(matches!(o, Outcome::Denied { .. }), "{o:?}");
+    assert_eq!(r.show(&id).unwrap().state, "denied");
+}

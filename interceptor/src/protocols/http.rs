@@ -199,6 +199,8 @@ pub struct Ctx {
     pub token_now: Option<crate::policy::AgentToken>,
     /// What every record of this connection repeats (`RecordBase::new`).
     pub base: audit::RecordBase,
+    /// The agent's socket, watched for a hang-up while a request is held.
+    pub agent_fd: Option<std::os::fd::RawFd>,
 }
 
 impl Ctx {

@@ -3,7 +3,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    os::fd::AsFd,
+    os::fd::{AsFd, AsRawFd},
     path::Path,
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
@@ -347,6 +347,7 @@ async fn serve_postgres(
         stop: shared.shutdown.subscribe(),
         approvals: shared.approvals.clone(),
         token: shared.token.clone(),
+        agent_fd: Some(client.as_raw_fd()),
     };
     rec.identity = Some(identity);
     let outcome = postgres::serve(client, ctx).await;
@@ -393,6 +394,7 @@ async fn serve_http(
         token: shared.token.clone(),
         token_now: token,
         base,
+        agent_fd: Some(client.as_raw_fd()),
     };
     rec.identity = Some(identity);
     let outcome = http::serve(client, ctx).await;

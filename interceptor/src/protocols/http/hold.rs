@@ -1,7 +1,8 @@
 //! An HTTP request held by a `hold` rule: it is parked (the agent simply waits for its
 //! response) until an approver decides or the rule's timeout passes. Approved, it goes on
 //! with the rule's effects (injection, masking); otherwise the agent gets the 403 with the
-//! reason and who decided.
+//! reason and who decided. An agent that hangs up (or resets its HTTP/2 stream) while it
+//! waits withdraws the request: it never goes upstream.
 
 use hyper::body::Incoming;
 use hyper::Request;
@@ -53,7 +54,8 @@ pub async fn settle(
         Opened::Waiting(t) => {
             tracing::info!(session = %ctx.session, request = %t.id, %command, "HTTP request held for approval");
             id = Some(t.id.clone());
-            ctx.approvals.wait(t).await
+            let gone = crate::approvals::gone::hung_up(ctx.agent_fd);
+            ctx.approvals.wait_or(t, gone).await
         }
     };
     let (verdict, reason) = outcome.verdict(id.as_deref());

@@ -1,9 +1,10 @@
 //! Cancel keys: the agent gets a proxy-minted BackendKeyData; a CancelRequest carrying it
-//! (a new redirected connection) is mapped to the upstream backend's real key.
+//! (a new redirected connection) is mapped to the upstream backend's real key, and wakes
+//! the session's `on_cancel` (a statement held for approval is withdrawn by it).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -19,7 +20,7 @@ pub struct Target {
 
 #[derive(Default)]
 pub struct CancelMap {
-    map: Mutex<HashMap<(i32, i32), Target>>,
+    map: Mutex<HashMap<(i32, i32), (Target, Arc<tokio::sync::Notify>)>>,
 }
 
 fn random_i32() -> i32 {
@@ -37,14 +38,14 @@ fn random_i32() -> i32 {
 }
 
 impl CancelMap {
-    /// A fresh (pid, key) for the agent, mapped to `target`.
-    pub fn mint(&self, target: Target) -> (i32, i32) {
+    /// A fresh (pid, key) for the agent, mapped to `target` and the session's `on_cancel`.
+    pub fn mint(&self, target: Target, on_cancel: Arc<tokio::sync::Notify>) -> (i32, i32) {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             let pid = (random_i32() & 0x3fff_ffff).max(1);
             let key = random_i32();
             if let std::collections::hash_map::Entry::Vacant(e) = map.entry((pid, key)) {
-                e.insert(target);
+                e.insert((target, on_cancel));
                 return (pid, key);
             }
         }
@@ -57,12 +58,12 @@ impl CancelMap {
             .remove(&(pid, key));
     }
 
-    pub fn get(&self, pid: i32, key: i32) -> Option<Target> {
+    pub fn get(&self, pid: i32, key: i32) -> Option<(Target, Arc<tokio::sync::Notify>)> {
         self.map
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&(pid, key))
-            .copied()
+            .cloned()
     }
 }
 
@@ -89,15 +90,18 @@ mod tests {
             pid: 4242,
             key: 99,
         };
-        let (pid, key) = m.mint(t);
+        let n = Arc::new(tokio::sync::Notify::new());
+        let (pid, key) = m.mint(t, n.clone());
         assert!(pid > 0);
         assert_ne!(
             (pid, key),
             (4242, 99),
             "the agent never sees the upstream key"
         );
-        assert_eq!(m.get(pid, key), Some(t));
+        let (got, on_cancel) = m.get(pid, key).unwrap();
+        assert_eq!(got, t);
+        assert!(Arc::ptr_eq(&on_cancel, &n));
         m.remove(pid, key);
-        assert_eq!(m.get(pid, key), None);
+        assert!(m.get(pid, key).is_none());
     }
 }

@@ -1,7 +1,8 @@
 //! A statement held by a `hold` rule: the agent gets a NoticeResponse naming the approval
 //! request, the session waits for the decision (other sessions are unaffected), and the
-//! statement then runs (approved) or fails with SQLSTATE 42501 naming who denied it, or
-//! that nobody decided in time.
+//! statement then runs (approved) or fails with SQLSTATE 42501 naming who denied it, that
+//! nobody decided in time, or that the agent gave up (cancelled it, hung up) — a withdrawn
+//! statement never runs.
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -19,16 +20,22 @@ pub struct Who<'a> {
     pub resource: &'a str,
 }
 
-/// Resolves a held `checked` into an allowed or denied one. `notice` writes a frame to
-/// the agent.
-pub async fn resolve<W: AsyncWrite + Unpin>(
+/// The waiting agent: where its notice goes, and `gone`, which resolves (with the reason)
+/// when it gives up.
+pub struct Agent<'a, W, G> {
+    pub client: &'a tokio::sync::Mutex<W>,
+    pub gone: G,
+}
+
+/// Resolves a held `checked` into an allowed or denied one.
+pub async fn resolve<W: AsyncWrite + Unpin, G: std::future::Future<Output = String>>(
     registry: &Registry,
     policy: &Policy,
     masker: Option<&Masker>,
     who: Who<'_>,
     sql: &str,
     mut checked: Checked,
-    client: &tokio::sync::Mutex<W>,
+    agent: Agent<'_, W, G>,
 ) -> (Checked, Option<String>) {
     let rule = checked.decision.rule.clone().unwrap_or_default();
     // The statement as approvers see it: personal data in literals masked like results.
@@ -71,9 +78,9 @@ pub async fn resolve<W: AsyncWrite + Unpin>(
             );
             let mut n = backend::error("NOTICE", "01000", &msg, None, None);
             n.tag = backend::NOTICE;
-            let _ = client.lock().await.write_all(&n.to_bytes()).await;
+            let _ = agent.client.lock().await.write_all(&n.to_bytes()).await;
             id = Some(ticket.id.clone());
-            registry.wait(ticket).await
+            registry.wait_or(ticket, agent.gone).await
         }
     };
     let (verdict, reason) = outcome.verdict(id.as_deref());

@@ -59,6 +59,8 @@ pub struct Ctx {
     pub approvals: Arc<crate::approvals::Registry>,
     /// The agents' bound token, if any (checked for expiry per statement).
     pub token: Option<Arc<crate::auth::TokenBinding>>,
+    /// The agent's socket, watched for a hang-up while a statement is held.
+    pub agent_fd: Option<std::os::fd::RawFd>,
 }
 
 /// How the session ended, for the connection record.
@@ -87,6 +89,8 @@ struct Common<'a> {
     plans: Mutex<server::Plans>,
     /// Woken when the server owes nothing more (after the answers were written).
     idle: tokio::sync::Notify,
+    /// Woken by the agent's CancelRequest (withdraws a statement held for approval).
+    on_cancel: Arc<tokio::sync::Notify>,
 }
 
 impl Common<'_> {
@@ -179,6 +183,12 @@ impl Common<'_> {
             agent_subject: self.ctx.token.as_ref().map(|t| t.claims().subject),
             resource: &self.ctx.resource,
         };
+        let gone = async {
+            tokio::select! {
+                _ = self.on_cancel.notified() => "the agent cancelled the statement (CancelRequest)".to_owned(),
+                why = crate::approvals::gone::hung_up(self.ctx.agent_fd) => why,
+            }
+        };
         let (checked, id) = super::hold::resolve(
             &self.ctx.approvals,
             policy,
@@ -186,7 +196,7 @@ impl Common<'_> {
             who,
             sql,
             checked,
-            client,
+            super::hold::Agent { client, gone },
         )
         .await;
         if let (Some(id), true) = (id, checked.allowed()) {
@@ -375,7 +385,8 @@ pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
         pid: up.session.pid,
         key: up.session.key,
     };
-    let (cpid, ckey) = global().cancels.mint(target);
+    let on_cancel = Arc::new(tokio::sync::Notify::new());
+    let (cpid, ckey) = global().cancels.mint(target, on_cancel.clone());
     let mut hello = BytesMut::new();
     backend::auth_ok().encode(&mut hello);
     let mut scs = true;
@@ -406,6 +417,7 @@ pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
         plans: Mutex::default(),
         pool_key: pool_key.clone(),
         idle: tokio::sync::Notify::new(),
+        on_cancel,
     };
     let mut error = None;
     let mut clean_end = false;
@@ -485,7 +497,12 @@ pub(super) async fn cancel_request(ctx: &Ctx, pid: i32, key: i32) -> Outcome {
                 error: Some("cancel request with an unknown key".into()),
             }
         }
-        Some(t) => match cancel::send(t, ctx.connect_timeout).await {
+        Some((t, on_cancel)) => match {
+            // A statement held for approval is withdrawn; a running one is cancelled by
+            // the server, as the agent asked.
+            on_cancel.notify_waiters();
+            cancel::send(t, ctx.connect_timeout).await
+        } {
             Ok(()) => {
                 tracing::debug!(session = %ctx.session, upstream = %t.addr, "cancel request forwarded");
                 Outcome::default()
