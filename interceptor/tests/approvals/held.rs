@@ -192,3 +192,138 @@ fn held_request_expires_and_daemon_stop_fails_waiters_without_running_them() {
         });
     assert!(abandoned, "the abandonment is audited");
 }
+
+#[test]
+fn an_agent_giving_up_withdraws_its_held_statement() {
+    if !root_or_skip("an_agent_giving_up_withdraws_its_held_statement") {
+        return;
+    }
+    let s = setup("apr-gone");
+    let policy = s.policy(60, None, "");
+    let _d = Attached::start(&s.env, &s.cg, &policy);
+    let bob = s.idp.token("idp", ISS, "bob", &["dba"], 600);
+    let before = s.pg.count("orders");
+    let state_of = |id: &str| -> Option<Value> {
+        let out = s.approvals(&bob, &["list", "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        v.as_array()?.iter().find(|r| r["id"] == id).cloned()
+    };
+
+    // The agent is killed while it waits: its request is withdrawn, not left for an
+    // approver to run on nobody's behalf.
+    let mut psql = s.psql("DELETE FROM orders WHERE id = 7");
+    let id = s.pending(&bob)["id"].as_str().unwrap().to_owned();
+    psql.kill().unwrap();
+    let _ = psql.wait();
+    let gone = wait_for("the request withdrawn", Duration::from_secs(20), || {
+        state_of(&id).filter(|r| r["state"] == "withdrawn")
+    });
+    assert!(
+        gone["decision_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("closed its connection"),
+        "{gone}"
+    );
+    let late = s.approvals(&bob, &["approve", &id]);
+    assert!(
+        !late.status.success(),
+        "a withdrawn request cannot be approved"
+    );
+    assert_eq!(s.pg.count("orders"), before, "nothing ran");
+
+    // Ctrl-C in psql sends a CancelRequest: the held statement is withdrawn and psql
+    // gets the error at once.
+    let psql = s.psql("DELETE FROM orders WHERE id = 8");
+    let id2 = s.pending(&bob)["id"].as_str().unwrap().to_owned();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(psql.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let (_, se) = finish(psql);
+    assert!(
+        se.contains("withdrawn") && se.contains("cancelled"),
+        "the agent is told: {se}"
+    );
+    assert_eq!(state_of(&id2).unwrap()["state"], "withdrawn");
+    assert_eq!(s.pg.count("orders"), before, "nothing ran");
+    let events: Vec<Value> = s
+        .env
+        .audit()
+        .into_iter()
+        .filter(|r| r["type"] == "approval" && r["event"] == "withdrawn")
+        .collect();
+    for i in [&id, &id2] {
+        assert!(
+            events.iter().any(|r| r["request"]["id"] == *i),
+            "withdrawal of {i} audited: {events:?}"
+        );
+    }
+}
+
+#[test]
+fn a_prepared_statement_is_held_at_every_execute_with_its_parameters() {
+    if !root_or_skip("a_prepared_statement_is_held_at_every_execute_with_its_parameters") {
+        return;
+    }
+    let s = setup("apr-prep");
+    let policy = s.policy(60, None, "");
+    let _d = Attached::start(&s.env, &s.cg, &policy);
+    let bob = s.idp.token("idp", ISS, "bob", &["dba"], 600);
+    let totals = || {
+        s.pg.sql(
+            "app",
+            "SELECT string_agg(total::int::text, ',' ORDER BY id) FROM orders WHERE id IN (11, 12)",
+        )
+        .trim()
+        .to_owned()
+    };
+    assert_eq!(totals(), "110,120");
+    // psycopg with prepare=True: one Parse of a named statement, then Bind/Execute each time.
+    let script = format!(
+        "import psycopg\n\
+         c = psycopg.connect('host=127.0.0.2 port={} user=agent password=x dbname=app', autocommit=True)\n\
+         for i in (11, 12):\n\
+         \x20   try:\n\
+         \x20       c.execute('UPDATE orders SET total = %s WHERE id = %s', (i * 1000, i), prepare=True)\n\
+         \x20       print('ran', i, flush=True)\n\
+         \x20   except Exception as e:\n\
+         \x20       print('refused', i, str(e).splitlines()[0], flush=True)\n",
+        s.pg.port
+    );
+    let agent =
+        s.cg.command("python3")
+            .args(["-c", &script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let first = s.pending(&bob);
+    let cmd = first["command"].as_str().unwrap();
+    assert!(
+        cmd.contains("-- parameters: $1 = ") && cmd.contains("11000") && cmd.contains(" 11)"),
+        "approvers see the values: {cmd}"
+    );
+    let id = first["id"].as_str().unwrap().to_owned();
+    assert!(s.approvals(&bob, &["approve", &id]).status.success());
+    // The second execution of the same prepared statement is asked about again.
+    let second = wait_for("a second pending request", Duration::from_secs(20), || {
+        let out = s.approvals(&bob, &["list", "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        v.as_array()?
+            .iter()
+            .find(|r| r["state"] == "pending" && r["id"] != id.as_str())
+            .cloned()
+    });
+    assert!(
+        second["command"].as_str().unwrap().contains(" 12)"),
+        "{second}"
+    );
+    let id2 = second["id"].as_str().unwrap().to_owned();
+    assert!(s.approvals(&bob, &["deny", &id2]).status.success());
+    let (so, _) = finish(agent);
+    assert!(so.contains("ran 11"), "{so}");
+    assert!(so.contains("refused 12"), "{so}");
+    assert_eq!(totals(), "11000,120", "only the approved execution ran");
+}

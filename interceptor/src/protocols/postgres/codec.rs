@@ -199,6 +199,11 @@ impl<'a> Body<'a> {
         Ok(self.i32()? as u32)
     }
 
+    /// What is left to read, without taking it.
+    pub fn remaining(&self) -> &'a [u8] {
+        self.buf
+    }
+
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.buf.len() < n {
             return Err(self.short());

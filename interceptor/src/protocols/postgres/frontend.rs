@@ -92,6 +92,70 @@ pub fn cancel_request(pid: i32, key: i32) -> [u8; 16] {
     out
 }
 
+/// The parameter formats and values of a Bind as sent; decoded only to show them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindParams<'a>(&'a [u8]);
+
+impl BindParams<'_> {
+    /// Longest part of one value shown.
+    const SHOWN: usize = 200;
+
+    /// `$1 = 'text', $2 = NULL, $3 = '\x00ff' (binary)`, each value cut at 200 characters
+    /// (for approvers of a held statement; masked by the caller like statement text).
+    pub fn describe(&self) -> String {
+        let mut b = Body::new(self.0, "Bind");
+        let mut out = String::new();
+        let Ok(nfmt) = b.i16() else { return out };
+        let formats: Vec<i16> = (0..nfmt.max(0)).map_while(|_| b.i16().ok()).collect();
+        let Ok(n) = b.i16() else { return out };
+        for i in 0..n.max(0) as usize {
+            let Ok(len) = b.i32() else { break };
+            let binary = match formats.len() {
+                0 => false,
+                1 => formats[0] == 1,
+                _ => formats.get(i) == Some(&1),
+            };
+            if i > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("${} = ", i + 1));
+            if len < 0 {
+                out.push_str("NULL");
+                continue;
+            }
+            let Ok(v) = b.bytes(len as usize) else { break };
+            let text = match (binary, std::str::from_utf8(v)) {
+                (false, Ok(t)) => t.to_owned(),
+                _ => {
+                    let hex: String = v.iter().map(|x| format!("{x:02x}")).collect();
+                    format!("\\x{hex}")
+                }
+            };
+            let cut: String = text.chars().take(Self::SHOWN).collect();
+            out.push('\'');
+            out.push_str(&cut.replace('\'', "''"));
+            out.push('\'');
+            if cut.len() < text.len() {
+                out.push_str(&format!(" (cut, {} bytes)", v.len()));
+            }
+            if binary {
+                // Drivers send integers this way (psycopg, asyncpg); other types stay hex.
+                let int = match v.len() {
+                    2 => Some(i16::from_be_bytes([v[0], v[1]]) as i64),
+                    4 => Some(i32::from_be_bytes([v[0], v[1], v[2], v[3]]) as i64),
+                    8 => Some(i64::from_be_bytes(v.try_into().unwrap_or_default())),
+                    _ => None,
+                };
+                match int {
+                    Some(n) => out.push_str(&format!(" (binary; as an integer {n})")),
+                    None => out.push_str(" (binary)"),
+                }
+            }
+        }
+        out
+    }
+}
+
 /// A typed client message after startup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frontend<'a> {
@@ -104,6 +168,7 @@ pub enum Frontend<'a> {
         portal: &'a str,
         statement: &'a str,
         result_formats: Vec<i16>,
+        params: BindParams<'a>,
     },
     /// `kind` is `b'S'` (statement) or `b'P'` (portal).
     Describe {
@@ -148,6 +213,7 @@ impl<'a> Frontend<'a> {
                 let mut b = Body::new(body, "Bind");
                 let portal = b.cstr()?;
                 let statement = b.cstr()?;
+                let raw = b.remaining();
                 let nfmt = b.i16()?.max(0) as usize;
                 for _ in 0..nfmt {
                     b.i16()?;
@@ -159,6 +225,7 @@ impl<'a> Frontend<'a> {
                         b.bytes(len as usize)?;
                     }
                 }
+                let params = BindParams(&raw[..raw.len() - b.remaining().len()]);
                 let nres = b.i16()?.max(0) as usize;
                 let mut result_formats = Vec::with_capacity(nres);
                 for _ in 0..nres {
@@ -168,6 +235,7 @@ impl<'a> Frontend<'a> {
                     portal,
                     statement,
                     result_formats,
+                    params,
                 }
             }
             b'D' => {
@@ -274,6 +342,36 @@ mod tests {
     }
 
     #[test]
+    fn bind_parameters_are_described_for_approvers() {
+        let mut buf = BytesMut::new();
+        let long = "x".repeat(300);
+        postgres_protocol::message::frontend::bind(
+            "",
+            "s1",
+            [0i16],
+            [Some("it's"), None, Some(long.as_str())],
+            |v, out| {
+                match v {
+                    Some(t) => out.put_slice(t.as_bytes()),
+                    None => return Ok(postgres_protocol::IsNull::Yes),
+                }
+                Ok::<_, Box<dyn std::error::Error + Sync + Send>>(postgres_protocol::IsNull::No)
+            },
+            [0i16],
+            &mut buf,
+        )
+        .map_err(|_| ())
+        .unwrap();
+        let f = Frame::new(buf[0], buf.split_off(5).freeze());
+        let Frontend::Bind { params, .. } = Frontend::parse(&f).unwrap() else {
+            panic!("not a Bind")
+        };
+        let d = params.describe();
+        assert!(d.starts_with("$1 = 'it''s', $2 = NULL, $3 = 'xxx"), "{d}");
+        assert!(d.ends_with("' (cut, 300 bytes)"), "{d}");
+    }
+
+    #[test]
     fn typed_messages_round_trip() {
         let q = query("SELECT 1");
         assert_eq!(Frontend::parse(&q).unwrap(), Frontend::Query("SELECT 1"));
@@ -301,13 +399,20 @@ mod tests {
         .map_err(|_| ())
         .unwrap();
         let f = Frame::new(buf[0], buf.split_off(5).freeze());
+        let Frontend::Bind {
+            portal,
+            statement,
+            result_formats,
+            params,
+        } = Frontend::parse(&f).unwrap()
+        else {
+            panic!("not a Bind")
+        };
+        assert_eq!((portal, statement), ("p1", "s1"));
+        assert_eq!(result_formats, vec![0, 1]);
         assert_eq!(
-            Frontend::parse(&f).unwrap(),
-            Frontend::Bind {
-                portal: "p1",
-                statement: "s1",
-                result_formats: vec![0, 1]
-            }
+            params.describe(),
+            "$1 = '\\x00000007' (binary; as an integer 7)"
         );
         let mut buf = BytesMut::new();
         postgres_protocol::message::frontend::execute("p1", 10, &mut buf).unwrap();

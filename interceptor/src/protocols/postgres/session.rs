@@ -199,6 +199,17 @@ impl Common<'_> {
             super::hold::Agent { client, gone },
         )
         .await;
+        let mut checked = checked;
+        // The agent's token may have expired while it waited: an approval does not renew it.
+        let expired = self
+            .ctx
+            .token
+            .as_ref()
+            .is_some_and(|t| t.view(policy.issuers()).expired);
+        if expired && checked.allowed() {
+            checked.decision.verdict = Verdict::Deny;
+            checked.decision.reason = crate::policy::TOKEN_EXPIRED_REASON.to_owned();
+        }
         if let (Some(id), true) = (id, checked.allowed()) {
             self.ctx.approvals.executed(&id, sql);
         }

@@ -182,13 +182,10 @@ where
                 }
                 Frontend::Parse { name, query } => {
                     let d = decide_text(c, &mut decisions, query, &enforcer, &sql_prepared).await;
-                    let settled = c
-                        .settle_held(&d, query, &policy, client, &mut out, up)
-                        .await?;
-                    let (checked, stmts) = match &settled {
-                        Some(s) => (s, d.restate(query, s)),
-                        None => (&d.checked, d.stmts(query)),
-                    };
+                    // A statement a rule holds is asked about at each Execute, with its
+                    // parameters: one approval must not let it run again and again.
+                    let held = d.checked.decision.verdict == Verdict::Hold;
+                    let (checked, stmts) = (&d.checked, d.stmts(query));
                     let key = pg_name(name);
                     // A named statement that exists is not replaced: the server refuses
                     // the Parse (42P05) and keeps the old one.
@@ -197,7 +194,7 @@ where
                         name: key.clone(),
                         new,
                     });
-                    if checked.allowed() {
+                    if checked.allowed() || held {
                         remember_prepared(&checked.statements, &mut sql_prepared);
                         priv_parsed |= privileged(&checked.statements);
                         forget_routines_after_ddl(c, &checked.statements);
@@ -209,6 +206,7 @@ where
                                 policy: policy.clone(),
                                 copy_from: copies_in(&checked.statements),
                                 user_routines: checked.user_routines,
+                                held,
                             };
                             statements.insert(key, Arc::new(p));
                         }
@@ -228,12 +226,15 @@ where
                     portal,
                     statement,
                     result_formats,
+                    params,
                 } => {
                     // What the portal runs is fixed now: a later Parse of the same name
                     // does not change it.
+                    let from = statements.get(&pg_name(statement)).cloned();
                     let bound = Bound {
                         statement: statement.to_owned(),
-                        from: statements.get(&pg_name(statement)).cloned(),
+                        params: from.as_ref().filter(|p| p.held).map(|_| params.describe()),
+                        from,
                         epoch: c.st().requests,
                     };
                     portals.insert(pg_name(portal), bound);
@@ -255,6 +256,7 @@ where
                 }
                 Frontend::Execute { portal, .. } => {
                     let portal = &pg_name(portal);
+                    let mut held_params = None;
                     let run = match portals.get(portal) {
                         // A portal this session did not bind is a cursor declared in SQL:
                         // executing it is fetching from it.
@@ -262,12 +264,18 @@ where
                             "FETCH ALL FROM \"{}\"",
                             portal.replace('"', "\"\"")
                         )),
-                        // Decided again when the decision may have changed since the Parse.
-                        Some(Bound { from: Some(p), .. })
-                            if c.ctx.token.is_some()
-                                || p.user_routines
-                                || !Arc::ptr_eq(&p.policy, &policy) =>
+                        // Decided again when the decision may have changed since the Parse,
+                        // and every time for a held one.
+                        Some(Bound {
+                            from: Some(p),
+                            params,
+                            ..
+                        }) if c.ctx.token.is_some()
+                            || p.user_routines
+                            || p.held
+                            || !Arc::ptr_eq(&p.policy, &policy) =>
                         {
+                            held_params = params.clone();
                             Run::Decide(p.text.clone())
                         }
                         Some(Bound { from: Some(p), .. }) => {
@@ -293,8 +301,13 @@ where
                         Run::Decide(text) => {
                             let d = decide_text(c, &mut decisions, &text, &enforcer, &sql_prepared)
                                 .await;
+                            // Approvers see the values the statement runs with.
+                            let shown = match &held_params {
+                                Some(p) if !p.is_empty() => format!("{text}\n-- parameters: {p}"),
+                                _ => text.clone(),
+                            };
                             let settled = c
-                                .settle_held(&d, &text, &policy, client, &mut out, up)
+                                .settle_held(&d, &shown, &policy, client, &mut out, up)
                                 .await?;
                             let (checked, s) = match &settled {
                                 Some(s) => (s, d.restate(&text, s)),

@@ -75,6 +75,8 @@ pub(super) enum Run {
 pub(super) struct Bound {
     pub(super) statement: String,
     pub(super) from: Option<Arc<Parsed>>,
+    /// The bound values as shown to approvers (statements a rule holds only).
+    pub(super) params: Option<String>,
     pub(super) epoch: u64,
 }
 
@@ -88,6 +90,8 @@ pub(super) struct Parsed {
     pub(super) copy_from: bool,
     /// It calls functions defined in the database, which can change meanwhile.
     pub(super) user_routines: bool,
+    /// A rule holds it: every Execute asks for approval.
+    pub(super) held: bool,
 }
 
 /// A statement or portal name as the server keys it: at most 63 bytes (NAMEDATALEN - 1);
