@@ -168,6 +168,24 @@ impl Masker {
         self.rules.is_empty() && self.enabled.is_empty()
     }
 
+    /// The pattern of the column rule that masks column `name` of `table` (`None`: a
+    /// table not known, which any table part matches).
+    pub fn column_rule(&self, table: Option<&str>, name: &str) -> Option<&'static str> {
+        self.rules
+            .iter()
+            .find(|r| r.pattern.matches(table, name))
+            .map(|r| r.kind.strip_prefix("column:").unwrap_or(r.kind))
+    }
+
+    pub fn has_column_rules(&self) -> bool {
+        !self.rules.is_empty()
+    }
+
+    /// Whether some column rule can apply to a column of `table`.
+    pub fn rules_cover_table(&self, table: &str) -> bool {
+        self.rules.iter().any(|r| r.pattern.covers_table(table))
+    }
+
     /// Decides, once per result set, which column rule (if any) masks each
     /// column and whether detectors run on it.
     pub fn plan(&self, columns: &[ColumnRef<'_>]) -> ColumnPlan {

@@ -81,6 +81,7 @@
 
 mod cache;
 mod functions;
+mod outputs;
 mod stmt;
 mod tree;
 mod walk;
@@ -174,7 +175,13 @@ pub struct Statement {
     /// `None` for `DEALLOCATE ALL`). `None` for every other kind.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prepared_name: Option<String>,
+    /// Columns its output computes on, and the aliases to resolve them (see
+    /// [`outputs`](self::outputs)): masking rules cannot follow them.
+    #[serde(skip)]
+    pub outputs: Outputs,
 }
+
+pub use outputs::{ColumnUse, Outputs};
 
 /// All statements of a query string, in order.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -319,6 +326,7 @@ pub fn classify_with(sql: &str, options: ParseOptions) -> Result<Classification,
                 functions: facts.functions,
                 text: statement_text(sql, r.stmt_location, r.stmt_len),
                 prepared_name: facts.prepared_name,
+                outputs: facts.outputs,
             })
         })
         .collect::<Result<Vec<_>, SqlError>>()?;

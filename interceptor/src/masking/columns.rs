@@ -51,6 +51,20 @@ impl ColumnPattern {
         }
     }
 
+    /// Whether this rule can apply to some column of `table`.
+    pub(crate) fn covers_table(&self, table: &str) -> bool {
+        match &self.table {
+            None => true,
+            Some(g) => {
+                g.is_match(table)
+                    || (!self.table_qualified
+                        && table
+                            .rsplit_once('.')
+                            .is_some_and(|(_, last)| g.is_match(last)))
+            }
+        }
+    }
+
     /// Whether a column `name` of `table` matches. An unknown table matches
     /// any table part (masking more rather than less); a schema-qualified
     /// table name also matches an unqualified table part on its last
@@ -59,14 +73,7 @@ impl ColumnPattern {
         if !self.column.is_match(name) {
             return false;
         }
-        match (&self.table, table) {
-            (None, _) | (Some(_), None) => true,
-            (Some(g), Some(t)) => {
-                g.is_match(t)
-                    || (!self.table_qualified
-                        && t.rsplit_once('.').is_some_and(|(_, last)| g.is_match(last)))
-            }
-        }
+        table.is_none_or(|t| self.covers_table(t))
     }
 }
 

@@ -22,6 +22,7 @@ pub mod auth;
 pub mod backend;
 pub mod cancel;
 pub mod codec;
+pub mod computed;
 pub mod enforce;
 pub mod error;
 pub mod frontend;

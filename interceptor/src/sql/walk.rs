@@ -30,6 +30,7 @@ use super::functions::{
     is_privileged_setting, is_settings_view, is_side_effecting_function, is_statistics_relation,
     view_of_function,
 };
+use super::outputs::Outputs;
 use super::tree::Tree;
 use super::Operation;
 
@@ -41,6 +42,7 @@ pub(crate) struct Facts {
     pub written: BTreeSet<String>,
     pub functions: BTreeSet<String>,
     pub prepared_name: Option<String>,
+    pub outputs: Outputs,
 }
 
 /// How a `RangeVar` met outside of a query is used.
@@ -91,6 +93,17 @@ impl<'f> Walker<'f> {
                 self.func_call(tree);
                 self.fields_except(fields, &["funcname"], Mode::Read);
             }
+            // A function in FROM computes on the columns it is given; a subquery's alias
+            // names a row of it.
+            "RangeFunction" | "RangeSubselect" => {
+                if self.exec {
+                    if name == "RangeFunction" {
+                        self.facts.outputs.refs(tree);
+                    }
+                    self.facts.outputs.alias(tree, None, "");
+                }
+                self.fields_except(fields, &[], mode);
+            }
             "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => self.scoped(tree, |w| {
                 if let Some(rel) = tree.field("relation") {
                     if w.exec {
@@ -103,11 +116,19 @@ impl<'f> Walker<'f> {
                         .is_some_and(|e| !e.items().is_empty());
                     if returns {
                         w.range_var(rel, Mode::Read, false);
+                        if let (true, Some(r)) = (w.exec, tree.field("returning_clause")) {
+                            if let Some(exprs) = r.field("exprs") {
+                                w.facts.outputs.targets(exprs);
+                            }
+                        }
                     }
                 }
                 w.fields_except(fields, &["relation", "with_clause"], Mode::Read);
             }),
             "SelectStmt" => self.scoped(tree, |w| {
+                if w.exec {
+                    w.facts.outputs.select(tree);
+                }
                 if let Some(into) = tree.field("into_clause") {
                     if w.exec {
                         w.facts.ops.insert(Operation::Ddl);
@@ -181,8 +202,11 @@ impl<'f> Walker<'f> {
                 .is_some_and(|s| !s.is_empty())
         });
         if from_query && !qualified && self.ctes.contains(&name) {
+            // A CTE's row holds whatever it selected.
+            self.facts.outputs.alias(rv, Some(&name), "");
             return;
         }
+        self.facts.outputs.alias(rv, None, &name);
         if self.exec && is_statistics_relation(&name) {
             self.facts.ops.insert(Operation::Privileged);
         }

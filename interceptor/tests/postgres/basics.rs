@@ -61,6 +61,36 @@ fn pg_credentials_are_injected_results_masked_and_writes_denied() {
 }
 
 #[test]
+fn pg_computed_outputs_of_masked_columns_are_refused() {
+    if !root_or_skip("pg_computed_outputs_of_masked_columns_are_refused") {
+        return;
+    }
+    let s = setup("app", APP_PASSWORD, READ_ONLY);
+    let (out, err) = s.psql(&[
+        "SELECT row_to_json(u) FROM users u",
+        "SELECT 'x' AS v UNION ALL SELECT ssn FROM users",
+        "SELECT replace(ssn, '-', ' ') FROM users",
+        "SELECT id, ssn FROM users ORDER BY id",
+    ]);
+    // PostgreSQL describes these outputs without their column: the rule on users.ssn
+    // could not recognise them, so they are refused rather than sent raw.
+    assert!(
+        !out.contains("078-05-1120") && !out.contains("078 05 1120"),
+        "{out}"
+    );
+    assert_eq!(
+        err.matches("select the column plainly").count(),
+        3,
+        "each computed output refused: {err}"
+    );
+    assert!(err.contains("42501") && err.contains("users.ssn"), "{err}");
+    assert!(
+        out.contains("[REDACTED]"),
+        "the plain column is masked: {out}"
+    );
+}
+
+#[test]
 fn pg_denied_statement_aborts_the_transaction_and_evasions_are_denied() {
     if !root_or_skip("pg_denied_statement_aborts_the_transaction_and_evasions_are_denied") {
         return;

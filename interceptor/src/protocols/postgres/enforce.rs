@@ -156,8 +156,9 @@ pub struct Enforcer<'a> {
     pub policy: &'a Policy,
     pub subject: Subject<'a>,
     pub resource: &'a str,
-    /// COPY … TO STDOUT would bypass masking: denied when the resource masks.
-    pub masking: bool,
+    /// The resource's masking: COPY … TO STDOUT would bypass it (denied), and outputs
+    /// computed on ruled columns cannot be masked (denied, see `computed`).
+    pub masker: Option<&'a crate::masking::Masker>,
     /// The database's functions and the resource (its `read_only_functions`): a call of a
     /// volatile function defined in the database makes the statement a `write`. `None`:
     /// calls are judged by the classifier alone.
@@ -203,6 +204,7 @@ impl Enforcer<'_> {
                         s.tables_read.extend(p.tables_read.iter().cloned());
                         s.tables_written.extend(p.tables_written.iter().cloned());
                         s.functions.extend(p.functions.iter().cloned());
+                        s.outputs = p.outputs.clone();
                     }
                     None => {
                         statements.push(s);
@@ -211,7 +213,14 @@ impl Enforcer<'_> {
                     }
                 }
             }
-            if self.masking && s.kind == "CopyStmt" && s.operations.contains(&Operation::Read) {
+            if let Some(why) = self.masker.and_then(|m| super::computed::unmaskable(m, &s)) {
+                statements.push(s);
+                return Checked::new(cls.summary(), statements, deny(why, Some(i)));
+            }
+            if self.masker.is_some()
+                && s.kind == "CopyStmt"
+                && s.operations.contains(&Operation::Read)
+            {
                 statements.push(s);
                 let reason = "COPY … TO returns rows without masking on this resource; use SELECT"
                     .to_owned();

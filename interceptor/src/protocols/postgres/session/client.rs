@@ -86,7 +86,7 @@ where
                 token: token.as_ref(),
             },
             resource: &c.ctx.resource,
-            masking: c.masker.is_some(),
+            masker: c.masker.as_deref(),
             routines: Some((&c.routines, &c.ctx.res)),
         };
         for f in &frames {

@@ -192,7 +192,7 @@ sql_rules:
                 token: None,
             },
             resource: "appdb",
-            masking: false,
+            masker: None,
             routines: None,
         };
         d.decide(sql, true, &enforcer, prepared, false)
@@ -292,7 +292,7 @@ sql_rules:
                 token: None,
             },
             resource: "appdb",
-            masking: false,
+            masker: None,
             routines: Some((&routines, &res)),
         };
         let none = HashMap::new();
