@@ -266,7 +266,7 @@ pub fn rewrite_row(
                     match bytea_hex(masker, &m.plan, i, v, array) {
                         Hex::Masked(b) => Some(Some(b)),
                         Hex::Clean => None,
-                        Hex::NotHex => masker.mask_value(&m.plan, i, v).map(|mv| Some(mv.bytes)),
+                        Hex::Other => masker.mask_value(&m.plan, i, v).map(|mv| Some(mv.bytes)),
                     }
                 }
                 Encoding::Binary => masker.mask_value(&m.plan, i, v).map(|_| None),
@@ -289,7 +289,7 @@ pub fn rewrite_row(
 /// What the hex form of a `bytea` value came to.
 enum Hex {
     /// Not (only) hex-format bytea: scanned as it is.
-    NotHex,
+    Other,
     /// Decoded, nothing found.
     Clean,
     /// The value with its masked bytes re-encoded.
@@ -300,7 +300,7 @@ enum Hex {
 /// value, or each element of a `bytea[]` (written `"\\x…"` in an array, or `NULL`).
 /// Empty when `v` is not in hex form.
 fn hex_runs(v: &[u8], array: bool) -> Vec<(usize, usize)> {
-    let hex = |b: &[u8]| b.len() % 2 == 0 && b.iter().all(u8::is_ascii_hexdigit);
+    let hex = |b: &[u8]| b.len().is_multiple_of(2) && b.iter().all(u8::is_ascii_hexdigit);
     if !array {
         return match v.strip_prefix(b"\\x") {
             Some(h) if hex(h) => vec![(2, v.len())],
@@ -315,7 +315,7 @@ fn hex_runs(v: &[u8], array: bool) -> Vec<(usize, usize)> {
             .iter()
             .take_while(|b| b.is_ascii_hexdigit())
             .count();
-        if v.get(start + len) != Some(&b'"') || len % 2 != 0 {
+        if v.get(start + len) != Some(&b'"') || !len.is_multiple_of(2) {
             return Vec::new();
         }
         runs.push((start, start + len));
@@ -335,7 +335,7 @@ fn bytea_hex(
 ) -> Hex {
     let runs = hex_runs(v, array);
     if runs.is_empty() {
-        return Hex::NotHex;
+        return Hex::Other;
     }
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let nibble = |c: u8| match c {
