@@ -5,8 +5,8 @@
 //! Properties besides "no panic": a changed body reports at least one masked value or is
 //! JSON with a duplicate object key (always re-serialised), and an unchanged one none;
 //! masked JSON — a JSON body, or a text body that is JSON, which is masked as JSON — parses
-//! and keeps the input's shape (the same keys in every object, the same length of every
-//! array); masked text is UTF-8 and never longer than the input by more than the
+//! and keeps the input's shape (as many keys in every object — a key the detectors mask is
+//! renamed —, the same length of every array); masked text is UTF-8 and never longer than the input by more than the
 //! replacement markers allow.
 //!
 //! Not checked: that masking the output again finds nothing. A redaction changes the text
@@ -35,13 +35,15 @@ fn masker() -> &'static (Masker, Vec<FieldRule>) {
     })
 }
 
-/// Same keys in every object and the same length of every array; leaves may differ.
+/// As many keys in every object (a key the detectors masked is renamed, never merged; the
+/// members kept under their name have the same shape) and the same length of every array;
+/// leaves may differ.
 fn same_shape(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len()
                 && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| same_shape(v, w)))
+                    .all(|(k, v)| y.get(k).is_none_or(|w| same_shape(v, w)))
         }
         (Value::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same_shape(v, w))

@@ -267,8 +267,10 @@ impl Masker {
     /// are replaced whole (the first rule whose path matches wins; numbers
     /// and booleans become strings, objects and arrays become
     /// `"[REDACTED]"` or a hash of their JSON text, `null` stays), and the
-    /// detectors run on every other string value (object keys are left
-    /// alone). Returns the number of values changed.
+    /// detectors run on every other string value and on object keys (a key
+    /// with a hit becomes its masked text, `#2`, `#3`… added if that key
+    /// exists already). Path names match ASCII case-insensitively. Returns
+    /// the number of values and keys changed.
     pub fn mask_json(&self, value: &mut serde_json::Value, field_rules: &[FieldRule]) -> usize {
         let detect = |s: &str| self.mask_text(s);
         let mut walk = json::Walk {

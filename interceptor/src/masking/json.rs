@@ -7,7 +7,7 @@ use schemars::gen::SchemaGenerator;
 use schemars::schema::Schema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::model::{FieldRule, Strategy};
 use super::replace::{self, HmacSha256};
@@ -160,10 +160,12 @@ enum Step<'a> {
 /// `(rule, segment)`: rule `rule` has `segs[segment..]` left to match.
 type State = (usize, usize);
 
+/// Names match ASCII case-insensitively (`$..ssn` masks `"SSN"`), as column
+/// globs do.
 fn seg_matches(seg: &Seg, step: Step<'_>) -> bool {
     match (seg, step) {
         (Seg::Any, _) => true,
-        (Seg::Key(k), Step::Key(s)) => k == s,
+        (Seg::Key(k), Step::Key(s)) => k.eq_ignore_ascii_case(s),
         (Seg::Index(n), Step::Index(i)) => *n == i,
         _ => false,
     }
@@ -237,8 +239,37 @@ impl Walk<'_> {
                     advance(self.rules, states, Step::Key(k), &mut next);
                     self.node(item, Some(k), &next);
                 }
+                self.keys(map);
             }
             Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+
+    /// Runs the detectors on the keys of `map` (after its values were
+    /// walked under their original keys): a key with a hit is replaced by
+    /// its masked text, with `#2`, `#3`… added when that text is already a
+    /// key (two members never merge).
+    fn keys(&mut self, map: &mut Map<String, Value>) {
+        let renamed: Vec<(String, String)> = map
+            .keys()
+            .filter_map(|k| (self.detect)(k).map(|(masked, _)| (k.clone(), masked)))
+            .collect();
+        if renamed.is_empty() {
+            return;
+        }
+        self.count += renamed.len();
+        let moved: Vec<(String, Value)> = renamed
+            .into_iter()
+            .filter_map(|(old, new)| map.remove(&old).map(|v| (new, v)))
+            .collect();
+        for (new, v) in moved {
+            let mut key = new.clone();
+            let mut n = 2;
+            while map.contains_key(&key) {
+                key = format!("{new}#{n}");
+                n += 1;
+            }
+            map.insert(key, v);
         }
     }
 

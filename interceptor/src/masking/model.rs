@@ -133,16 +133,17 @@ pub enum DetectorKind {
     /// local@domain.tld (a dot in the domain, a TLD of two or more letters).
     Email,
     /// E.164 (`+` and 8 to 15 digits) or North American formats such as
-    /// `(555) 123-4567`, `555-123-4567`, `555.123.4567`; bare digit runs never.
+    /// `(555) 123-4567`, `555-123-4567`, `555.123.4567`, `415 555 0199`; bare
+    /// digit runs never.
     Phone,
-    /// 13 to 19 digits (optionally grouped by single spaces or dashes) with a
-    /// known card prefix and length, passing the Luhn check.
+    /// 13 to 19 digits (optionally grouped by single spaces or dashes, mixed,
+    /// or by dots) with a known card prefix and length, passing the Luhn check.
     CreditCard,
-    /// US social security number, dashed form `AAA-GG-SSSS` only; use a
-    /// column rule for undashed SSNs.
+    /// US social security number written `AAA-GG-SSSS`, `AAA GG SSSS` or
+    /// `AAA.GG.SSSS`; use a column rule for SSNs without separators.
     UsSsn,
-    /// IBAN, compact or in groups of four, with the country's length and a
-    /// valid mod-97 checksum.
+    /// IBAN, compact or in groups of four (spaces or dashes), in upper or
+    /// lower case, with the country's length and a valid mod-97 checksum.
     Iban,
     /// Dotted-quad IPv4 address not part of a longer dotted sequence.
     Ipv4,
@@ -150,7 +151,8 @@ pub enum DetectorKind {
     Ipv6,
     /// JSON Web Token (three base64url segments, header with `"alg"`).
     Jwt,
-    /// Well-known API key formats (AWS, GitHub, Slack, Stripe, OpenAI, Google).
+    /// Well-known API key formats (AWS, GitHub, GitLab, Slack, Stripe, OpenAI,
+    /// Google, npm, PyPI, Hugging Face, Shopify, DigitalOcean, Linear).
     ApiKey,
     /// PEM private key block, BEGIN through END line.
     PrivateKey,
@@ -230,6 +232,7 @@ pub struct DetectorRule {
 #[serde(try_from = "FieldRuleDoc", into = "FieldRuleDoc")]
 pub struct FieldRule {
     /// `$.users[*].email`, `users.*.email`, `$..email`, `$.items[0].card`.
+    /// Names match ASCII case-insensitively (`$..ssn` also masks `SSN`).
     pub path: FieldPath,
     /// How the values are replaced.
     pub strategy: Strategy,
@@ -283,6 +286,7 @@ pub(crate) struct DetectorRuleDoc {
 #[schemars(rename = "FieldRule")]
 pub(crate) struct FieldRuleDoc {
     /// `$.users[*].email`, `users.*.email`, `$..email`, `$.items[0].card`.
+    /// Names match ASCII case-insensitively (`$..ssn` also masks `SSN`).
     path: String,
     /// redact, partial or hash.
     strategy: StrategyName,

@@ -1,4 +1,4 @@
-//! Payment card numbers: 13 to 19 digits, optionally grouped by single spaces or dashes, with a known issuer prefix and length, passing Luhn.
+//! Payment card numbers: 13 to 19 digits, optionally grouped by single spaces or dashes (mixed) or by dots, with a known issuer prefix and length, passing Luhn.
 
 use super::{num_left_ok, num_right_ok, DetectorKind, Hit, Hits};
 
@@ -15,10 +15,11 @@ pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Hits) {
             next = stop;
             continue;
         }
-        // Digit groups joined by one separator (the same one throughout).
+        // Digit groups joined by single spaces and dashes, or by dots only.
+        // `seps[k]` joins groups `k` and `k + 1`.
         let mut groups = [(0usize, 0usize); MAX_GROUPS];
+        let mut seps = [0u8; MAX_GROUPS];
         let mut n = 0;
-        let mut sep = 0u8;
         let mut p = i;
         loop {
             let len = super::digits_at(s, p, usize::MAX);
@@ -28,18 +29,19 @@ pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Hits) {
             if n == MAX_GROUPS {
                 break;
             }
+            let dots = n > 1 && seps[0] == b'.';
             match (s.get(p), s.get(p + 1)) {
-                (Some(&c @ (b' ' | b'-')), Some(d))
-                    if d.is_ascii_digit() && (sep == 0 || sep == c) =>
+                (Some(&c @ (b' ' | b'-' | b'.')), Some(d))
+                    if d.is_ascii_digit() && (n == 1 || (c == b'.') == dots) =>
                 {
-                    sep = c;
+                    seps[n - 1] = c;
                     p += 1;
                 }
                 _ => break,
             }
         }
         next = groups[n - 1].1;
-        if let Some((start, end)) = best_in_run(s, &groups[..n], sep) {
+        if let Some((start, end)) = best_in_run(s, &groups[..n], &seps[..n - 1]) {
             hits.push(Hit {
                 start,
                 end,
@@ -50,14 +52,14 @@ pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Hits) {
     }
 }
 
-/// At least 13 digits in groups joined by single spaces or dashes from
+/// At least 13 digits in groups joined by single spaces, dashes or dots from
 /// `i`; else where that chain of groups ends.
 fn enough_digits(s: &[u8], mut i: usize) -> Result<(), usize> {
     let mut n = 0;
     while i < s.len() {
         match s[i] {
             b'0'..=b'9' => n += 1,
-            b' ' | b'-' if s.get(i + 1).is_some_and(u8::is_ascii_digit) => {}
+            b' ' | b'-' | b'.' if s.get(i + 1).is_some_and(u8::is_ascii_digit) => {}
             _ => break,
         }
         if n >= 13 {
@@ -69,17 +71,23 @@ fn enough_digits(s: &[u8], mut i: usize) -> Result<(), usize> {
 }
 
 /// The first (then longest) card number made of whole consecutive groups.
-/// Inside a run, a number may only start or end at a space: dashes join
-/// groups into one token.
-fn best_in_run(s: &[u8], groups: &[(usize, usize)], sep: u8) -> Option<(usize, usize)> {
+/// Inside a run, a number may only start or end at a space: dashes and
+/// dots join groups into one token. Dotted numbers have at least three
+/// groups of 3 to 6 digits (`4.111111111111111` is a decimal number).
+fn best_in_run(s: &[u8], groups: &[(usize, usize)], seps: &[u8]) -> Option<(usize, usize)> {
     let last = groups.len() - 1;
     let total: usize = groups.iter().map(|g| g.1 - g.0).sum();
     if total < 13 {
         return None;
     }
+    if seps.first() == Some(&b'.')
+        && (groups.len() < 3 || groups.iter().any(|g| !(3..=6).contains(&(g.1 - g.0))))
+    {
+        return None;
+    }
     for a in 0..=last {
-        if a > 0 && sep != b' ' {
-            break;
+        if a > 0 && seps[a - 1] != b' ' {
+            continue;
         }
         let mut digits = [0u8; 19];
         let mut n = 0;
@@ -93,7 +101,7 @@ fn best_in_run(s: &[u8], groups: &[(usize, usize)], sep: u8) -> Option<(usize, u
             let ends_ok = if b == last {
                 num_right_ok(s, ge)
             } else {
-                sep == b' '
+                seps[b] == b' '
             };
             if n >= 13 && ends_ok && brand_length_ok(&digits[..n]) && luhn(&digits[..n]) {
                 best = Some((groups[a].0, ge));
@@ -182,6 +190,11 @@ mod tests {
             "36227206271667",
             "30569309025904",
             "4222222222222",
+            // Dots; spaces and dashes mixed
+            "4111.1111.1111.1111",
+            "3782.822463.10005",
+            "4111 1111-1111 1111",
+            "4111-1111 1111-1111",
         ] {
             assert_eq!(cards(c), [c], "{c:?}");
             assert_eq!(cards(&format!("paid with {c}, ok")), [c], "{c:?}");
@@ -195,6 +208,10 @@ mod tests {
             ["4111 1111 1111 1111"]
         );
         assert_eq!(cards("4111111111111111 2"), ["4111111111111111"]);
+        assert_eq!(
+            cards("ref 12 4111-1111 1111-1111 exp"),
+            ["4111-1111 1111-1111"]
+        );
         assert_eq!(
             cards("two: 4111111111111111 5500000000000004"),
             ["4111111111111111", "5500000000000004"]
@@ -221,8 +238,14 @@ mod tests {
             "1-4111-1111-1111-1111",
             "12.4111111111111111",
             "4111111111111111.5",
-            // Mixed separators
-            "4111 1111-1111 1111",
+            // Dots mixed with other separators, decimal numbers
+            "4111.1111 1111.1111",
+            "4111-1111.1111-1111",
+            "4.111111111111111",
+            "4111.111111111111",
+            "4111.1111.1111.1111.5",
+            "1.4111.1111.1111.1111",
+            "4111.11.11.1111.1111",
             // Not cards at all
             "1700000000000",
             "2024-03-15 10:23:45",

@@ -87,9 +87,15 @@ fn country_length(cc: &[u8]) -> Option<usize> {
     LENGTHS.iter().find(|(c, _)| &c[..] == cc).map(|&(_, l)| l)
 }
 
+/// A character of an IBAN written in upper case (`lower`: in lower case).
 #[inline]
-fn iban_char(b: u8) -> bool {
-    b.is_ascii_uppercase() || b.is_ascii_digit()
+fn iban_char(b: u8, lower: bool) -> bool {
+    b.is_ascii_digit()
+        || if lower {
+            b.is_ascii_lowercase()
+        } else {
+            b.is_ascii_uppercase()
+        }
 }
 
 pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Hits) {
@@ -100,11 +106,14 @@ pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Hits) {
             continue;
         }
         let i = r - 2;
-        let starts = s[i].is_ascii_uppercase()
-            && s[i + 1].is_ascii_uppercase()
+        let lower = s[i].is_ascii_lowercase();
+        let starts = iban_char(s[i], lower)
+            && !s[i].is_ascii_digit()
+            && iban_char(s[i + 1], lower)
+            && !s[i + 1].is_ascii_digit()
             && s[r + 1].is_ascii_digit()
             && (i == 0 || !is_word(s[i - 1]));
-        if let Some(end) = starts.then(|| at(s, i)).flatten() {
+        if let Some(end) = starts.then(|| at(s, i, lower)).flatten() {
             hits.push(Hit {
                 start: i,
                 end,
@@ -115,15 +124,22 @@ pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Hits) {
     }
 }
 
-/// The end of an IBAN starting at `i` (which starts with `[A-Z]{2}[0-9]{2}`).
-fn at(s: &[u8], i: usize) -> Option<usize> {
-    let want = country_length(&s[i..i + 2]);
+/// The end of an IBAN starting at `i` (which starts with `[A-Z]{2}[0-9]{2}`,
+/// or `[a-z]{2}[0-9]{2}` when `lower`). Letters are all of one case; in
+/// lower case only a country of the registry counts (hex ids would
+/// otherwise pass one time in 97).
+fn at(s: &[u8], i: usize, lower: bool) -> Option<usize> {
+    let want = country_length(&s[i..i + 2].to_ascii_uppercase());
+    if lower && want.is_none() {
+        return None;
+    }
     let fits = |len: usize| match want {
         Some(w) => len == w,
         None => (15..=34).contains(&len),
     };
+    let ok = |b: u8| iban_char(b, lower);
     let mut buf = [0u8; 34];
-    let token = s[i..].iter().take_while(|&&b| iban_char(b)).count();
+    let token = s[i..].iter().take_while(|&&b| ok(b)).count();
     let after = i + token;
     if token > 4 {
         // Compact form.
@@ -133,25 +149,26 @@ fn at(s: &[u8], i: usize) -> Option<usize> {
         buf[..token].copy_from_slice(&s[i..after]);
         return mod97(&buf[..token]).then_some(after);
     }
-    // Grouped form: "DE89 3704 0044 0532 0130 00". Every group but the
-    // last has four characters; the number may end after any group.
+    // Grouped form: "DE89 3704 0044 0532 0130 00" (or with dashes, the same
+    // separator throughout). Every group but the last has four characters;
+    // the number may end after any group.
     buf[..4].copy_from_slice(&s[i..i + 4]);
     let mut n = 4;
     let mut p = after;
     let mut best = None;
-    while s.get(p) == Some(&b' ') {
-        let g = s[p + 1..]
-            .iter()
-            .take(5)
-            .take_while(|&&b| iban_char(b))
-            .count();
+    let sep = match s.get(p) {
+        Some(&c @ (b' ' | b'-')) => c,
+        _ => return None,
+    };
+    while s.get(p) == Some(&sep) {
+        let g = s[p + 1..].iter().take(5).take_while(|&&b| ok(b)).count();
         if g == 0 || g > 4 || n + g > 34 || s.get(p + 1 + g).is_some_and(|&b| is_word(b)) {
             break;
         }
         buf[n..n + g].copy_from_slice(&s[p + 1..p + 1 + g]);
         n += g;
         p += 1 + g;
-        if fits(n) && mod97(&buf[..n]) {
+        if fits(n) && mod97(&buf[..n]) && !(sep == b'-' && continued(s, p)) {
             best = Some(p);
         }
         if g < 4 {
@@ -159,6 +176,11 @@ fn at(s: &[u8], i: usize) -> Option<usize> {
         }
     }
     best
+}
+
+/// A dash and a letter or digit follow `p`: the dashed token goes on.
+fn continued(s: &[u8], p: usize) -> bool {
+    s.get(p) == Some(&b'-') && s.get(p + 1).is_some_and(u8::is_ascii_alphanumeric)
 }
 
 /// ISO 7064 mod 97-10 over the IBAN moved so the first four characters come last.
@@ -169,7 +191,7 @@ fn mod97(iban: &[u8]) -> bool {
         r = if c.is_ascii_digit() {
             (r * 10 + u32::from(c - b'0')) % 97
         } else {
-            (r * 100 + u32::from(c - b'A') + 10) % 97
+            (r * 100 + u32::from(c.to_ascii_uppercase() - b'A') + 10) % 97
         };
     }
     r == 1
@@ -199,6 +221,12 @@ mod tests {
             "NL91ABNA0417164300",
             "NO9386011117947",
             "BE68 5390 0754 7034",
+            // Lower case, dashes
+            "de89370400440532013000",
+            "de89 3704 0044 0532 0130 00",
+            "gb82 west 1234 5698 7654 32",
+            "DE89-3704-0044-0532-0130-00",
+            "gb82-west-1234-5698-7654-32",
         ] {
             assert_eq!(ibans(v), [v], "{v:?}");
             assert_eq!(ibans(&format!("IBAN: {v}, BIC x")), [v], "{v:?}");
@@ -220,8 +248,13 @@ mod tests {
             // Wrong length for the country
             "DE8937040044053201300",
             "DE893704004405320130000",
-            // Lower case, glued to a word, too short
-            "de89370400440532013000",
+            // Mixed case or separators, glued to a word, too short
+            "De89370400440532013000",
+            "gb82WEST12345698765432",
+            "DE89 3704-0044 0532 0130 00",
+            "DE89-3704-0044-0532-0130-00-12",
+            // Lower case needs a registered country (hex ids)
+            "zz89370400440532013000",
             "xDE89370400440532013000",
             "DE89370400440532013000x",
             "AB12",

@@ -80,14 +80,20 @@ fn e164(s: &[u8], plus: usize) -> Option<usize> {
 }
 
 /// North American numbers starting at `i`: `(555) 123-4567`,
-/// `555-123-4567`, `555.123.4567`, optionally after `1` and a separator.
+/// `555-123-4567`, `555.123.4567`, `555 123 4567`, optionally after `1` and
+/// a separator. The spaced form is not a stretch of a longer row of
+/// space-separated numbers.
 fn nanp(s: &[u8], i: usize) -> Option<usize> {
-    if s[i] == b'1' && matches!(s.get(i + 1), Some(b' ' | b'-' | b'.')) {
-        if let Some(end) = nanp_body(s, i + 2) {
-            return Some(end);
-        }
+    let row_before = i >= 2 && s[i - 1] == b' ' && s[i - 2].is_ascii_digit();
+    let found = (s[i] == b'1' && matches!(s.get(i + 1), Some(b' ' | b'-' | b'.')))
+        .then(|| nanp_body(s, i + 2))
+        .flatten()
+        .or_else(|| nanp_body(s, i));
+    match found {
+        Some((_, true)) if row_before => None,
+        Some((end, _)) => Some(end),
+        None => None,
     }
-    nanp_body(s, i)
 }
 
 fn three(s: &[u8], i: usize) -> bool {
@@ -98,7 +104,9 @@ fn area_ok(s: &[u8], i: usize) -> bool {
     three(s, i) && s[i] >= b'2'
 }
 
-fn nanp_body(s: &[u8], i: usize) -> Option<usize> {
+/// The end of the number at `i`, and whether it is the spaced form.
+fn nanp_body(s: &[u8], i: usize) -> Option<(usize, bool)> {
+    let mut spaced = false;
     let end = if s.get(i) == Some(&b'(') {
         // (555) 123-4567, (555)123-4567, (555) 123 4567
         if !(area_ok(s, i + 1) && s.get(i + 4) == Some(&b')')) {
@@ -120,20 +128,29 @@ fn nanp_body(s: &[u8], i: usize) -> Option<usize> {
         }
         p + 4
     } else {
-        // 555-123-4567, 555.123.4567
+        // 555-123-4567, 555.123.4567, 555 123 4567
         if !area_ok(s, i) {
             return None;
         }
         let sep = *s.get(i + 3)?;
-        if !matches!(sep, b'-' | b'.') || !three(s, i + 4) || s.get(i + 7) != Some(&sep) {
+        if !matches!(sep, b'-' | b'.' | b' ') || !three(s, i + 4) || s.get(i + 7) != Some(&sep) {
             return None;
         }
         if super::digits_at(s, i + 8, 5) != 4 {
             return None;
         }
+        if sep == b' ' {
+            // A real exchange code starts with 2-9, and no number follows.
+            let row_after =
+                s.get(i + 12) == Some(&b' ') && s.get(i + 13).is_some_and(u8::is_ascii_digit);
+            if s[i + 4] < b'2' || row_after {
+                return None;
+            }
+            spaced = true;
+        }
         i + 12
     };
-    num_right_ok(s, end).then_some(end)
+    num_right_ok(s, end).then_some((end, spaced))
 }
 
 #[cfg(test)]
@@ -161,6 +178,8 @@ mod tests {
             "+1 (555) 123-4567",
             "+1-555-123-4567",
             "+15551234567",
+            "415 555 0199",
+            "1 415 555 0199",
         ] {
             assert_eq!(phones(p), [p], "{p:?}");
             assert_eq!(phones(&format!("call {p}, thanks")), [p], "{p:?}");
@@ -199,7 +218,14 @@ mod tests {
             "055-123-4567",
             "155-123-4567",
             "555-123.4567",
+            "555 123.4567",
+            "555 123-4567",
+            // Spaced: an exchange starting with 0 or 1, or a row of numbers
             "555 123 4567",
+            "415 055 0199",
+            "12 415 555 0199",
+            "415 555 0199 12",
+            "2 415 555 0199",
             "ID-555-123-4567",
             "x555-123-4567",
             "555-123-4567-89",

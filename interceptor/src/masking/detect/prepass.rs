@@ -144,7 +144,7 @@ impl Prepass {
         set(DetectorKind::Email, at && dot && len >= 6);
         set(DetectorKind::Phone, digits >= 8);
         set(DetectorKind::CreditCard, digits >= 13);
-        set(DetectorKind::UsSsn, digits >= 9 && dash);
+        set(DetectorKind::UsSsn, digits >= 9 && len >= 11);
         set(
             DetectorKind::Iban,
             digits >= 4 && self.letter != 0 && len >= 15,

@@ -1,4 +1,4 @@
-//! Secrets: API keys with well-known prefixes (AWS, GitHub, Slack, Stripe, OpenAI, Google) and PEM private key blocks.
+//! Secrets: API keys with well-known prefixes (AWS, GitHub, GitLab, Slack, Stripe, OpenAI, Google, npm, PyPI, Hugging Face, Shopify, DigitalOcean, Linear) and PEM private key blocks.
 
 use super::{DetectorKind, Hit, Hits};
 
@@ -10,6 +10,16 @@ fn alnum(b: u8) -> bool {
 #[inline]
 fn upper_alnum(b: u8) -> bool {
     b.is_ascii_uppercase() || b.is_ascii_digit()
+}
+
+#[inline]
+fn alpha(b: u8) -> bool {
+    b.is_ascii_alphabetic()
+}
+
+#[inline]
+fn lower_hex(b: u8) -> bool {
+    b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
 }
 
 #[inline]
@@ -182,6 +192,141 @@ const PREFIXES: &[(&[u8], Body)] = &[
         },
     ),
     (
+        b"glpat-",
+        Body {
+            chars: b64url,
+            min: 20,
+            max: 300,
+            mixed: false,
+        },
+    ),
+    (
+        b"gldt-",
+        Body {
+            chars: b64url,
+            min: 20,
+            max: 300,
+            mixed: false,
+        },
+    ),
+    (
+        b"npm_",
+        Body {
+            chars: alnum,
+            min: 36,
+            max: 36,
+            mixed: false,
+        },
+    ),
+    (
+        b"pypi-AgEIcHlwaS5vcmc",
+        Body {
+            chars: b64url,
+            min: 50,
+            max: 255,
+            mixed: false,
+        },
+    ),
+    (
+        b"hf_",
+        Body {
+            chars: alpha,
+            min: 34,
+            max: 34,
+            mixed: false,
+        },
+    ),
+    (
+        b"api_org_",
+        Body {
+            chars: alpha,
+            min: 34,
+            max: 34,
+            mixed: false,
+        },
+    ),
+    (
+        b"shpat_",
+        Body {
+            chars: lower_hex,
+            min: 32,
+            max: 32,
+            mixed: false,
+        },
+    ),
+    (
+        b"shpca_",
+        Body {
+            chars: lower_hex,
+            min: 32,
+            max: 32,
+            mixed: false,
+        },
+    ),
+    (
+        b"shppa_",
+        Body {
+            chars: lower_hex,
+            min: 32,
+            max: 32,
+            mixed: false,
+        },
+    ),
+    (
+        b"shpss_",
+        Body {
+            chars: lower_hex,
+            min: 32,
+            max: 32,
+            mixed: false,
+        },
+    ),
+    (
+        b"dop_v1_",
+        Body {
+            chars: lower_hex,
+            min: 64,
+            max: 64,
+            mixed: false,
+        },
+    ),
+    (
+        b"doo_v1_",
+        Body {
+            chars: lower_hex,
+            min: 64,
+            max: 64,
+            mixed: false,
+        },
+    ),
+    (
+        b"dor_v1_",
+        Body {
+            chars: lower_hex,
+            min: 64,
+            max: 64,
+            mixed: false,
+        },
+    ),
+    (
+        b"lin_api_",
+        Body {
+            chars: alnum,
+            min: 40,
+            max: 40,
+            mixed: false,
+        },
+    ),
+    (
+        b"xapp-",
+        Body {
+            chars: alnum_dash,
+            min: 10,
+            max: 255,
+            mixed: false,
+        },
+    ),
+    (
         b"sk-",
         Body {
             chars: b64url,
@@ -217,7 +362,10 @@ pub(super) fn find_api_keys(s: &[u8], _runs: &[usize], hits: &mut Hits) {
 
 /// Whether a whole token is a key of a known format.
 fn key_token(t: &[u8]) -> bool {
-    if !matches!(t[0], b'A' | b'g' | b'x' | b's' | b'r') {
+    if !matches!(
+        t[0],
+        b'A' | b'g' | b'x' | b's' | b'r' | b'n' | b'p' | b'h' | b'a' | b'd' | b'l'
+    ) {
         return false;
     }
     let Some((prefix, body)) = PREFIXES.iter().find(|(p, _)| t.starts_with(p)) else {
@@ -329,6 +477,18 @@ mod tests {
             "sk-proj-Ab3dEf6hIj9kLmNoPqRsTuVwXyZ012345",
             "sk-T3BlbkFJabcdefghijklmnop1234567890QRST",
             "AIzaSyA-1234567890abcdefghijklmnopqrstu",
+            "glpat-xYz12AbCdEfGhIjKlMnO",
+            "glpat-Ab3dEf6hIj9kLmNoPqRsTuVwXyZ0123",
+            "gldt-AbCdEfGhIjKlMnOpQrSt",
+            "npm_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+            "pypi-AgEIcHlwaS5vcmcCJGE0YjYxZDM2LTAwMjgtNDdmMi1iZGE1LWVmMjRjMGU0ZTM1MgACKlsz",
+            "hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh",
+            "api_org_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh",
+            "shpat_0123456789abcdef0123456789abcdef",
+            "shpss_0123456789abcdef0123456789abcdef",
+            "dop_v1_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "lin_api_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCd",
+            "xapp-1-A0123456789-1234567890123-abcdef0123456789",
         ] {
             assert_eq!(found(ApiKey, k), [k], "{k:?}");
             assert_eq!(found(ApiKey, &format!("key=\"{k}\";")), [k], "{k:?}");
@@ -349,6 +509,15 @@ mod tests {
             "risk_live_4eC39HqLyjWDarjtT1zdp7dc",
             "AIzaSyA-123",
             "xoxz-1234567890-abc",
+            // Wrong length or characters after a known prefix
+            "glpat-short",
+            "npm_AbCdEfGhIjKlMnOpQrStUvWxYz012345678",
+            "npm_install_the_dependencies_of_this_project",
+            "hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfG1",
+            "hf_hub_download_and_cache_a_model_file",
+            "shpat_0123456789ABCDEF0123456789ABCDEF",
+            "dop_v1_0123456789abcdef",
+            "pypi-AgEIcHlwaS5vcmc",
         ] {
             assert_eq!(found(ApiKey, t), Vec::<String>::new(), "{t:?}");
         }

@@ -1,4 +1,4 @@
-//! US social security numbers in the dashed form `AAA-GG-SSSS` only (bare nine-digit numbers are never flagged).
+//! US social security numbers written `AAA-GG-SSSS`, `AAA GG SSSS` or `AAA.GG.SSSS` (the same separator twice; bare nine-digit numbers are never flagged).
 
 use super::{digits_at, num_left_ok, num_right_ok, DetectorKind, Hit, Hits};
 
@@ -17,12 +17,20 @@ pub(super) fn find(s: &[u8], runs: &[usize], hits: &mut Hits) {
 }
 
 fn at(s: &[u8], i: usize) -> bool {
+    let sep = s[i + 3];
     if !(digits_at(s, i, 4) == 3
-        && s[i + 3] == b'-'
+        && matches!(sep, b'-' | b' ' | b'.')
         && digits_at(s, i + 4, 3) == 2
-        && s[i + 6] == b'-'
+        && s[i + 6] == sep
         && digits_at(s, i + 7, 5) == 4
         && num_right_ok(s, i + 11))
+    {
+        return false;
+    }
+    // Spaced: not one stretch of a longer row of space-separated numbers.
+    if sep == b' '
+        && ((i >= 2 && s[i - 1] == b' ' && s[i - 2].is_ascii_digit())
+            || (s.get(i + 11) == Some(&b' ') && s.get(i + 12).is_some_and(u8::is_ascii_digit)))
     {
         return false;
     }
@@ -54,6 +62,10 @@ mod tests {
             ["219-09-9999", "665-12-3456"]
         );
         assert_eq!(ssns("(899-99-0001)"), ["899-99-0001"]);
+        // Spaces or dots, the same separator twice.
+        assert_eq!(ssns("123 45 6789"), ["123 45 6789"]);
+        assert_eq!(ssns("SSN: 078.05.1120."), ["078.05.1120"]);
+        assert_eq!(ssns("ssn 219 09 9999, ok"), ["219 09 9999"]);
     }
 
     #[test]
@@ -70,8 +82,18 @@ mod tests {
             "123456789",
             "078051120",
             "order 219099999 shipped",
-            "123 45 6789",
             "123-456-789",
+            // Mixed separators, invalid parts, longer rows of numbers
+            "123 45-6789",
+            "123.45 6789",
+            "123-45.6789",
+            "000 12 3456",
+            "666.12.3456",
+            "123 00 4567",
+            "1 123 45 6789",
+            "123 45 6789 12",
+            "1.123.45.6789",
+            "123.45.6789.1",
             "1234-45-6789",
             "123-45-67890",
             "x123-45-6789",

@@ -56,3 +56,57 @@ fn field_rule_yaml() {
     assert_eq!(r.strategy, Strategy::Partial { keep_last: 2 });
     assert!(serde_yaml::from_str::<FieldRule>("{path: '$.a[', strategy: redact}").is_err());
 }
+
+#[test]
+fn object_keys_are_scanned_and_never_merged() {
+    let m = masker("detectors: [{kind: all, strategy: redact}]");
+    let mut v = json!({
+        "a@example.com": 1,
+        "b@example.com": 2,
+        "123-45-6789": {"note": "x", "c@example.org": "y"},
+        "[REDACTED:us_ssn]": "was there before",
+        "plain": "z"
+    });
+    let n = m.mask_json(&mut v, &[]);
+    assert_eq!(
+        v,
+        json!({
+            "[REDACTED:email]": 1,
+            "[REDACTED:email]#2": 2,
+            "[REDACTED:us_ssn]": "was there before",
+            "[REDACTED:us_ssn]#2": {"note": "x", "[REDACTED:email]": "y"},
+            "plain": "z"
+        })
+    );
+    assert_eq!(n, 4, "every masked key counts");
+    // Field rules see the keys as they came.
+    let rules = [FieldRule::new("$['d@example.com']", Strategy::Redact).unwrap()];
+    let mut w = json!({"d@example.com": "v"});
+    assert_eq!(m.mask_json(&mut w, &rules), 2);
+    assert_eq!(w, json!({"[REDACTED:email]": "[REDACTED]"}));
+}
+
+#[test]
+fn field_paths_ignore_ascii_case_and_mask_numbers() {
+    let m = Masker::new(&MaskingDoc::default(), KEY.to_vec()).unwrap();
+    let rules = [
+        FieldRule::new("$..ssn", Strategy::Redact).unwrap(),
+        FieldRule::new("$.Users[*].Phone", Strategy::PARTIAL).unwrap(),
+    ];
+    let mut v = json!({
+        "SSN": "078-05-1120",
+        "person": {"Ssn": 219099999, "sSN": 1.5},
+        "users": [{"PHONE": 15552013344i64}],
+        "ssnx": "kept"
+    });
+    assert_eq!(m.mask_json(&mut v, &rules), 4);
+    assert_eq!(
+        v,
+        json!({
+            "SSN": "[REDACTED]",
+            "person": {"Ssn": "[REDACTED]", "sSN": "[REDACTED]"},
+            "users": [{"PHONE": "****3344"}],
+            "ssnx": "kept"
+        })
+    );
+}

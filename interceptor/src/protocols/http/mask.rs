@@ -22,6 +22,8 @@ pub enum MaskError {
     Partial,
     #[error("the response's text is in {0}, which the detectors cannot read (only ASCII-compatible charsets such as UTF-8 or ISO-8859-x can be masked), so it is withheld")]
     Charset(String),
+    #[error("the response's text is in {0} and has bytes outside ASCII; only UTF-8, ISO-8859-1 and windows-1252 text is decoded for masking, so it is withheld")]
+    NotDecoded(String),
 }
 
 /// What kind of body, from its Content-Type.

@@ -64,9 +64,10 @@ pub(super) async fn respond(
         Ok(c) => c,
         Err(e) => return withheld(ctx, rec, fin, e.to_string()),
     };
-    if let Err(e) = charset::declared(header(header::CONTENT_TYPE)) {
-        return withheld(ctx, rec, fin, e.to_string());
-    }
+    let cs = match charset::declared(header(header::CONTENT_TYPE)) {
+        Ok(c) => c,
+        Err(e) => return withheld(ctx, rec, fin, e.to_string()),
+    };
     let limit = ctx.svc.max_mask_bytes();
     let mut inflater = Inflater::new(coding);
     if let Some(records) = kind.records() {
@@ -123,7 +124,7 @@ pub(super) async fn respond(
         }
         if text.is_empty() {
             kind = BodyKind::Text;
-        } else if mask::looks_binary(&text) {
+        } else if cs.looks_binary(&text) {
             fin.rec = Some(rec);
             let body = Prepend {
                 first: Some(raw.into()),
@@ -185,11 +186,26 @@ pub(super) async fn respond(
     let masked = global()
         .masker(&ctx.service, &ctx.svc, effects.mask)
         .and_then(|m| {
-            mask::mask_body(&m, &effects.mask_fields, kind, &bytes).map_err(|e| e.to_string())
+            cs.mask(&bytes, |b| {
+                mask::mask_body(&m, &effects.mask_fields, kind, b)
+            })
+            .map_err(|e| e.to_string())
         });
     match masked {
-        Ok((new, n)) => {
+        Ok((new, n, relabel)) => {
             rec.fields_masked = n;
+            if relabel {
+                // The masked text has characters the declared charset lacks: sent as UTF-8.
+                let ct = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok());
+                if let Some(v) =
+                    ct.and_then(|c| HeaderValue::from_str(&charset::utf8_content_type(c)).ok())
+                {
+                    parts.headers.insert(header::CONTENT_TYPE, v);
+                }
+            }
             let bytes = match new {
                 // Decoded and changed: sent on uncompressed.
                 Some(b) => {

@@ -130,8 +130,8 @@ impl Catalog {
 
 /// Types whose text-format values detectors scan: every type except the built-in ones
 /// whose values cannot hold free text (numbers, booleans, times, UUIDs… and arrays of
-/// them). Everything else is scanned — text of course, but also `name`, `bytea` (escape
-/// output), `record` (`row(email, ssn)`), `tsvector`, `refcursor`, `anyarray`
+/// them). Everything else is scanned — text of course, but also `name`, `bytea` (hex output
+/// is decoded first, see [`Encoding::ByteaHex`]; escape output as it comes), `record` (`row(email, ssn)`), `tsvector`, `refcursor`, `anyarray`
 /// (`pg_stats.histogram_bounds`), `inet` (IP addresses), and every type defined in the
 /// database (`citext`, domains, enums).
 pub fn text_like_type(oid: u32) -> bool {
@@ -165,6 +165,11 @@ pub enum Encoding {
     /// `inet`/`cidr` in binary: the detectors look at its text form (`10.1.2.3`), and a
     /// value they would mask is sent as NULL.
     BinaryInet,
+    /// Text-format `bytea` (`array`: `bytea[]`). With `bytea_output = hex` (the server's
+    /// default) a value is `\x6361…` and the detectors would see only hex digits: the hex
+    /// is decoded, the detectors run on the bytes, and a masked value is sent as `\x` and
+    /// lower-case hex again. Escape output (`bytea_output = escape`) is scanned as it comes.
+    ByteaHex { array: bool },
 }
 
 /// The text form of a binary `inet`/`cidr` value (family, bits, is_cidr, length, address),
@@ -201,6 +206,10 @@ pub fn plan(masker: &Masker, fields: &[Field], formats: &[i16], catalog: &Catalo
             };
             if binary && matches!(f.type_oid, 650 | 869) {
                 Encoding::BinaryInet
+            } else if !binary && matches!(f.type_oid, 17 | 1001) {
+                Encoding::ByteaHex {
+                    array: f.type_oid == 1001,
+                }
             } else if binary && !binary_is_text(f.type_oid) {
                 Encoding::Binary
             } else {
@@ -249,18 +258,23 @@ pub fn rewrite_row(
         let new = v
             .and_then(|v| match encoding {
                 // (A server sends only well-formed addresses.)
-                Encoding::BinaryInet => {
-                    inet_text(v).and_then(|t| masker.mask_value(&m.plan, i, t.as_bytes()))
+                Encoding::BinaryInet => inet_text(v)
+                    .and_then(|t| masker.mask_value(&m.plan, i, t.as_bytes()))
+                    .map(|_| None),
+                // Column rules mask the value as it came, like any other text value.
+                Encoding::ByteaHex { array } if !m.plan.has_rule(i) => {
+                    match bytea_hex(masker, &m.plan, i, v, array) {
+                        Hex::Masked(b) => Some(Some(b)),
+                        Hex::Clean => None,
+                        Hex::Other => masker.mask_value(&m.plan, i, v).map(|mv| Some(mv.bytes)),
+                    }
                 }
-                _ => masker.mask_value(&m.plan, i, v),
+                Encoding::Binary => masker.mask_value(&m.plan, i, v).map(|_| None),
+                Encoding::Text | Encoding::ByteaHex { .. } => {
+                    masker.mask_value(&m.plan, i, v).map(|mv| Some(mv.bytes))
+                }
             })
-            .map(|mv| {
-                count += 1;
-                match encoding {
-                    Encoding::Text => Some(mv.bytes),
-                    Encoding::Binary | Encoding::BinaryInet => None,
-                }
-            });
+            .inspect(|_| count += 1);
         masked.push(new);
     }
     let merged = values.iter().zip(&masked).map(|(orig, new)| match new {
@@ -270,6 +284,86 @@ pub fn rewrite_row(
     });
     backend::encode_data_row(merged, out);
     Ok(count)
+}
+
+/// What the hex form of a `bytea` value came to.
+enum Hex {
+    /// Not (only) hex-format bytea: scanned as it is.
+    Other,
+    /// Decoded, nothing found.
+    Clean,
+    /// The value with its masked bytes re-encoded.
+    Masked(Vec<u8>),
+}
+
+/// The `(start, end)` of the hex digits of each `\x…` value in `v`: the whole of a `bytea`
+/// value, or each element of a `bytea[]` (written `"\\x…"` in an array, or `NULL`).
+/// Empty when `v` is not in hex form.
+fn hex_runs(v: &[u8], array: bool) -> Vec<(usize, usize)> {
+    let hex = |b: &[u8]| b.len().is_multiple_of(2) && b.iter().all(u8::is_ascii_hexdigit);
+    if !array {
+        return match v.strip_prefix(b"\\x") {
+            Some(h) if hex(h) => vec![(2, v.len())],
+            _ => Vec::new(),
+        };
+    }
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while let Some(off) = v[i..].windows(4).position(|w| w == b"\"\\\\x") {
+        let start = i + off + 4;
+        let len = v[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_hexdigit())
+            .count();
+        if v.get(start + len) != Some(&b'"') || !len.is_multiple_of(2) {
+            return Vec::new();
+        }
+        runs.push((start, start + len));
+        i = start + len;
+    }
+    runs
+}
+
+/// Runs the detectors of column `col` on the decoded bytes of a text-format `bytea` (or
+/// `bytea[]`) value in hex form.
+fn bytea_hex(
+    masker: &Masker,
+    plan: &crate::masking::ColumnPlan,
+    col: usize,
+    v: &[u8],
+    array: bool,
+) -> Hex {
+    let runs = hex_runs(v, array);
+    if runs.is_empty() {
+        return Hex::Other;
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => c - b'0',
+        _ => (c | 0x20) - b'a' + 10,
+    };
+    let mut out = Vec::new();
+    let mut last = 0;
+    for (start, end) in runs {
+        let bytes: Vec<u8> = v[start..end]
+            .chunks_exact(2)
+            .map(|p| nibble(p[0]) << 4 | nibble(p[1]))
+            .collect();
+        // The detectors read bytes and only match on ASCII: other bytes are kept as they are.
+        if let Some(mv) = masker.mask_value(plan, col, &bytes) {
+            out.extend_from_slice(&v[last..start]);
+            for b in mv.bytes {
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 15)]);
+            }
+            last = end;
+        }
+    }
+    if last == 0 {
+        return Hex::Clean;
+    }
+    out.extend_from_slice(&v[last..]);
+    Hex::Masked(out)
 }
 
 #[cfg(test)]
@@ -421,5 +515,72 @@ mod tests {
         assert_eq!(n, 2);
         let got = backend::data_row(&out[5..]).unwrap();
         assert_eq!(got, vec![Some(&b"\0\0\0\x07"[..]), None, None]);
+    }
+
+    fn hex(s: &[u8]) -> String {
+        s.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn bytea_hex_output_is_decoded_for_the_detectors() {
+        let doc: MaskingDoc = serde_yaml::from_str(
+            "columns:\n  - match: docs.secret\n    strategy: redact\ndetectors:\n  - kind: us_ssn\n    strategy: redact\n",
+        )
+        .unwrap();
+        let masker = Masker::new(&doc, vec![7; 32]).unwrap();
+        let fields = vec![
+            field("b", 0, 0, 17),
+            field("arr", 0, 0, 1001),
+            field("esc", 0, 0, 17),
+            field("clean", 0, 0, 17),
+            field("secret", 0, 0, 17),
+        ];
+        let m = plan(&masker, &fields, &[], &Catalog::default());
+        // A value with a byte that is not UTF-8 around the SSN: kept as it is.
+        let b = format!("\\x{}", hex(b"\xff ssn 078-05-1120 \x00"));
+        let arr = format!(
+            "{{\"\\\\x{}\",NULL,\"\\\\x{}\"}}",
+            hex(b"no"),
+            hex(b"123-45-6789")
+        );
+        let esc = "ssn 078-05-1120\\000";
+        let clean = format!("\\x{}", hex(b"nothing here"));
+        let secret = format!("\\x{}", hex(b"x"));
+        let mut row = BytesMut::new();
+        let vals: Vec<Option<&[u8]>> = vec![
+            Some(b.as_bytes()),
+            Some(arr.as_bytes()),
+            Some(esc.as_bytes()),
+            Some(clean.as_bytes()),
+            Some(secret.as_bytes()),
+        ];
+        backend::encode_data_row(vals.into_iter(), &mut row);
+        let mut out = BytesMut::new();
+        assert_eq!(rewrite_row(&masker, &m, &row[5..], &mut out).unwrap(), 4);
+        let got = backend::data_row(&out[5..]).unwrap();
+        let want_b = format!("\\x{}", hex(b"\xff ssn [REDACTED:us_ssn] \x00"));
+        assert_eq!(
+            got[0],
+            Some(want_b.as_bytes()),
+            "re-encoded as lower-case hex"
+        );
+        let want_arr = format!(
+            "{{\"\\\\x{}\",NULL,\"\\\\x{}\"}}",
+            hex(b"no"),
+            hex(b"[REDACTED:us_ssn]")
+        );
+        assert_eq!(got[1], Some(want_arr.as_bytes()));
+        assert_eq!(
+            got[2],
+            Some(&b"ssn [REDACTED:us_ssn]\\000"[..]),
+            "escape output"
+        );
+        assert_eq!(got[3], Some(clean.as_bytes()), "nothing found: as it came");
+        assert_eq!(got[4], Some(&b"[REDACTED]"[..]), "a column rule");
+        // Upper-case hex too; odd lengths or other bytes are not hex form.
+        assert_eq!(hex_runs(b"\\x4A4b", false), [(2, 6)]);
+        assert!(hex_runs(b"\\x4a4", false).is_empty());
+        assert!(hex_runs(b"\\x4g", false).is_empty());
+        assert!(hex_runs(b"{\"\\\\x4a\",\"abc\"}", true) == [(5, 7)]);
     }
 }
