@@ -30,7 +30,9 @@ pub struct HoldRequest {
     pub classification: String,
     pub rule: String,
     pub reason: String,
-    /// Identity + command shape, for `--for` grants.
+    /// Identity + command shape, for `--for` grants. Empty: no standing grant ever covers
+    /// this command, and approving it `--for` a while approves it once only (an HTTP
+    /// request with a body, which is not read before the decision).
     pub fingerprint: String,
 }
 
@@ -161,6 +163,9 @@ pub struct Ticket {
 pub struct Decided {
     pub request: RequestView,
     pub approver: String,
+    /// What the decision did not do as asked (a `--for` that recorded no grant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 struct Entry {
@@ -260,7 +265,7 @@ impl Registry {
             if let Some(g) = inner
                 .grants
                 .iter()
-                .find(|g| g.fingerprint == req.fingerprint)
+                .find(|g| !req.fingerprint.is_empty() && g.fingerprint == req.fingerprint)
             {
                 let by = g.by.clone();
                 drop(inner);
@@ -445,13 +450,21 @@ impl Registry {
         }
         let by = format!("{} ({})", c.subject, grant.name.as_str());
         let mut e = inner.pending.remove(id).expect("found above");
+        let mut note = None;
         if approve {
             if let Scope::For(d) = scope {
-                inner.grants.push(Grant {
-                    fingerprint: e.req.fingerprint.clone(),
-                    until: Instant::now() + d,
-                    by: by.clone(),
-                });
+                if e.req.fingerprint.is_empty() {
+                    note = Some(format!(
+                        "approved once only: no standing grant covers a {} request like this one (an HTTP request with a body)",
+                        e.req.protocol
+                    ));
+                } else {
+                    inner.grants.push(Grant {
+                        fingerprint: e.req.fingerprint.clone(),
+                        until: Instant::now() + d,
+                        by: by.clone(),
+                    });
+                }
             }
         }
         drop(inner);
@@ -478,6 +491,7 @@ impl Registry {
         Ok(Decided {
             request: view,
             approver: by,
+            note,
         })
     }
 

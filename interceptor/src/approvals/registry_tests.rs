@@ -221,6 +221,43 @@ async fn standing_grant_covers_the_same_shape() {
 }
 
 #[tokio::test]
+async fn a_request_without_fingerprint_is_approved_once_only() {
+    let p = policy();
+    let r = Registry::new("i".into(), audit().await);
+    let mut body = req("hold-deletes", None);
+    body.fingerprint = String::new();
+    let t = ticket(&r, body.clone(), Duration::from_secs(30));
+    let d = r
+        .decide(
+            p.approvals(),
+            &t.id,
+            &approver("bob", &["dba"]),
+            true,
+            None,
+            Scope::For(Duration::from_secs(600)),
+        )
+        .unwrap();
+    assert!(
+        d.note.as_deref().unwrap_or("").contains("once only"),
+        "{:?}",
+        d.note
+    );
+    assert!(matches!(r.wait(t).await, Outcome::Approved { .. }));
+    // The same request again, and any other without a fingerprint, waits for approval.
+    assert!(matches!(
+        r.open(body, Duration::from_secs(30)),
+        Opened::Waiting(_)
+    ));
+    let mut other = req("hold-deletes", None);
+    other.fingerprint = String::new();
+    other.command = "DELETE FROM t WHERE true".into();
+    assert!(matches!(
+        r.open(other, Duration::from_secs(30)),
+        Opened::Waiting(_)
+    ));
+}
+
+#[tokio::test]
 async fn abandon_fails_waiters() {
     let r = Registry::new("i".into(), audit().await);
     let t = ticket(&r, req("hold-deletes", None), Duration::from_secs(30));

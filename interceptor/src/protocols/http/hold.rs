@@ -3,13 +3,29 @@
 //! with the rule's effects (injection, masking); otherwise the agent gets the 403 with the
 //! reason and who decided. An agent that hangs up (or resets its HTTP/2 stream) while it
 //! waits withdraws the request: it never goes upstream.
+//!
+//! A standing approval (`--for`) covers later requests with the same method, host, path
+//! and query from the same identity — and only requests without a body: the body is not
+//! read before the decision, so it cannot be shown nor compared, and a request with one is
+//! approved once at most (approvers see its length).
 
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::Request;
 
 use super::Ctx;
 use crate::approvals::{HoldRequest, Opened};
 use crate::policy::{HttpDecision, Verdict};
+
+/// How approvers see the body of `req`: `None` when it has none.
+fn body_note(req: &Request<Incoming>) -> Option<String> {
+    if req.body().is_end_stream() {
+        return None;
+    }
+    Some(match req.body().size_hint().exact() {
+        Some(n) => format!(" (body: {n} bytes, not shown)"),
+        None => " (body of unknown length, not shown)".into(),
+    })
+}
 
 /// The verdict and reason after the approval round.
 pub async fn settle(
@@ -25,16 +41,26 @@ pub async fn settle(
         .query()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
-    let command = format!("{} {}{path}{query}", req.method(), host.unwrap_or("-"));
-    let agent_subject = ctx.token.as_ref().map(|t| t.claims().subject);
-    let fingerprint = format!(
-        "{}|{}|{}|{} {}{path}",
-        agent_subject.as_deref().unwrap_or(""),
-        ctx.identity.uid,
-        ctx.service,
+    let body = body_note(req);
+    let command = format!(
+        "{} {}{path}{query}{}",
         req.method(),
-        host.unwrap_or("-")
+        host.unwrap_or("-"),
+        body.as_deref().unwrap_or("")
     );
+    let agent_subject = ctx.token.as_ref().map(|t| t.claims().subject);
+    // Empty (never covered by, nor recording, a standing grant) for a request with a body.
+    let fingerprint = match body {
+        Some(_) => String::new(),
+        None => format!(
+            "{}|{}|{}|{} {}{path}{query}",
+            agent_subject.as_deref().unwrap_or(""),
+            ctx.identity.uid,
+            ctx.service,
+            req.method(),
+            host.unwrap_or("-")
+        ),
+    };
     let hold = HoldRequest {
         protocol: "http",
         session: ctx.session.clone(),
