@@ -3,7 +3,8 @@
 //!
 //! - `GET  /v1/approvals`                  pending, then recently decided requests
 //! - `GET  /v1/approvals/{id}`             one request
-//! - `POST /v1/approvals/{id}/approve`     body `{"reason": "...", "for_secs": 900}` (optional)
+//! - `POST /v1/approvals/{id}/approve`     body `{"reason": "...", "for_secs": 900}` (optional;
+//!   `for_secs` at most 86400)
 //! - `POST /v1/approvals/{id}/deny`        body `{"reason": "..."}` (optional)
 //!
 //! Every call carries an approver's JWT (`Authorization: Bearer …` over HTTP, `token` on
@@ -119,6 +120,7 @@ pub fn handle(
                     status: 200,
                     body: serde_json::to_value(d).unwrap_or_default(),
                 },
+                Err(e @ DecideError::Invalid(_)) => err(400, e.to_string()),
                 Err(e @ DecideError::NotFound(_)) => err(404, e.to_string()),
                 Err(e @ DecideError::NotConfigured) => err(404, e.to_string()),
                 Err(e @ DecideError::Forbidden(_)) => err(403, e.to_string()),
@@ -234,3 +236,7 @@ fn reply(a: Answer) -> Response<Full<Bytes>> {
     );
     r
 }
+
+#[cfg(test)]
+#[path = "api_tests.rs"]
+mod tests;

@@ -134,8 +134,14 @@ pub enum Scope {
     For(Duration),
 }
 
+/// The longest standing approval (`--for`): a day.
+pub const MAX_FOR: Duration = Duration::from_secs(24 * 3600);
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecideError {
+    /// The call itself is wrong (a `--for` beyond `MAX_FOR`).
+    #[error("{0}")]
+    Invalid(String),
     #[error("no pending approval request {0} (it may have been decided or expired; see `interceptor approvals list`)")]
     NotFound(String),
     #[error("{0}")]
@@ -419,6 +425,15 @@ impl Registry {
         scope: Scope,
     ) -> Result<Decided, DecideError> {
         let config = config.ok_or(DecideError::NotConfigured)?;
+        if let Scope::For(d) = scope {
+            if d > MAX_FOR {
+                return Err(DecideError::Invalid(format!(
+                    "a standing approval lasts at most 24 h ({} s); {} s asked",
+                    MAX_FOR.as_secs(),
+                    d.as_secs()
+                )));
+            }
+        }
         let mut inner = self.inner();
         let entry = inner
             .pending
