@@ -105,3 +105,28 @@ async fn a_standing_approval_is_at_most_a_day() {
     let a = f.call(&bob, decide(MAX_FOR.as_secs()));
     assert_eq!(a.status, 200, "{}", a.body);
 }
+
+#[tokio::test]
+async fn approvers_list_and_show_only_the_requests_they_may_decide() {
+    let f = fixture().await;
+    let del = f.hold("hold-deletes");
+    let ddl = f.hold("hold-ddl");
+    let ids = |a: Answer| -> Vec<String> {
+        assert_eq!(a.status, 200, "{}", a.body);
+        let v: Vec<serde_json::Value> = serde_json::from_value(a.body).unwrap();
+        v.iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let bob = token("bob", &["dba"]);
+    let olga = token("olga", &["ops"]);
+    assert_eq!(ids(f.call(&bob, Call::List)), vec![del.clone()]);
+    assert_eq!(ids(f.call(&olga, Call::List)), vec![ddl.clone()]);
+    assert_eq!(f.call(&bob, Call::Show { id: del.clone() }).status, 200);
+    let a = f.call(&bob, Call::Show { id: ddl.clone() });
+    assert_eq!(a.status, 404, "{}", a.body);
+    assert_eq!(f.call(&olga, Call::Show { id: ddl }).status, 200);
+    // Not an approver at all.
+    let eve = token("eve", &["dev"]);
+    assert_eq!(f.call(&eve, Call::List).status, 403);
+}
