@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+pub use super::outcome::Outcome;
 use super::webhook::Notifier;
 use crate::audit::{now_rfc3339, AuditLog};
 use crate::auth::Claims;
@@ -34,64 +35,6 @@ pub struct HoldRequest {
     /// this command, and approving it `--for` a while approves it once only (an HTTP
     /// request with a body, which is not read before the decision).
     pub fingerprint: String,
-}
-
-/// How a held command ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Approved {
-        by: String,
-        reason: Option<String>,
-    },
-    Denied {
-        by: String,
-        reason: Option<String>,
-    },
-    Expired {
-        after: Duration,
-    },
-    /// The daemon is stopping.
-    Abandoned,
-    /// The agent gave up before a decision (cancelled, hung up): `why`.
-    Withdrawn {
-        why: String,
-    },
-}
-
-impl Outcome {
-    /// Whether the held command may go on, and the reason given to the agent and the
-    /// audit. `id`: the request (`None` for a standing grant).
-    pub fn verdict(&self, id: Option<&str>) -> (crate::policy::Verdict, String) {
-        use crate::policy::Verdict;
-        let id = id.unwrap_or("(standing grant)");
-        let why = |r: &Option<String>| r.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
-        match self {
-            Outcome::Approved { by, reason } => {
-                (Verdict::Allow, format!("approved by {by}{}", why(reason)))
-            }
-            Outcome::Denied { by, reason } => (
-                Verdict::Deny,
-                format!("approval request {id} denied by {by}{}", why(reason)),
-            ),
-            Outcome::Expired { after } => (
-                Verdict::Deny,
-                format!(
-                    "approval request {id} was not decided within {}s",
-                    after.as_secs()
-                ),
-            ),
-            Outcome::Abandoned => (
-                Verdict::Deny,
-                format!(
-                    "approval request {id} abandoned: the interceptor is stopping; nothing was sent upstream"
-                ),
-            ),
-            Outcome::Withdrawn { why } => (
-                Verdict::Deny,
-                format!("approval request {id} withdrawn: {why}; nothing was sent upstream"),
-            ),
-        }
-    }
 }
 
 /// A request as shown to approvers.
@@ -184,6 +127,8 @@ struct Grant {
     fingerprint: String,
     until: Instant,
     by: String,
+    /// The request whose approval made it.
+    from: String,
 }
 
 #[derive(Default)]
@@ -274,17 +219,21 @@ impl Registry {
                 .find(|g| !req.fingerprint.is_empty() && g.fingerprint == req.fingerprint)
             {
                 let by = g.by.clone();
+                let why = format!("standing approval (--for) given on request {}", g.from);
                 drop(inner);
-                let why = "standing approval (--for)";
-                let view = self.view_of("approved", &req, timeout, Some(&by), Some(why));
+                let id = self.next_id();
+                let mut view = self.view_of("approved", &req, timeout, Some(&by), Some(&why));
+                view.id = id.clone();
                 self.event("approved_by_grant", &view);
+                self.remember(view);
                 return Opened::Granted(Outcome::Approved {
                     by,
-                    reason: Some(why.into()),
+                    reason: Some(why),
+                    grant_use: Some(id),
                 });
             }
         }
-        let id = format!("apr-{}-{:04}", self.prefix, self.next.fetch_add(1, Relaxed));
+        let id = self.next_id();
         let (tx, rx) = oneshot::channel();
         let mut view = self.view_of("pending", &req, timeout, None, None);
         view.id = id.clone();
@@ -298,6 +247,10 @@ impl Registry {
         );
         self.event("created", &view);
         Opened::Waiting(Ticket { id, rx, timeout })
+    }
+
+    fn next_id(&self) -> String {
+        format!("apr-{}-{:04}", self.prefix, self.next.fetch_add(1, Relaxed))
     }
 
     /// Waits for the decision on `t`, or its timeout.
@@ -478,6 +431,7 @@ impl Registry {
                         fingerprint: e.req.fingerprint.clone(),
                         until: Instant::now() + d,
                         by: by.clone(),
+                        from: id.to_owned(),
                     });
                 }
             }
@@ -492,6 +446,7 @@ impl Registry {
                 Outcome::Approved {
                     by: by.clone(),
                     reason,
+                    grant_use: None,
                 }
             } else {
                 Outcome::Denied {

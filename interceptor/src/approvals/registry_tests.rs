@@ -85,7 +85,8 @@ async fn approve_wakes_the_waiter() {
         r.wait(t).await,
         Outcome::Approved {
             by: "bob (dbas)".into(),
-            reason: Some("ok".into())
+            reason: Some("ok".into()),
+            grant_use: None,
         }
     );
     assert_eq!(r.show(&id).unwrap().state, "approved");
@@ -197,6 +198,7 @@ async fn standing_grant_covers_the_same_shape() {
     let p = policy();
     let r = Registry::new("i".into(), audit().await);
     let t = ticket(&r, req("hold-deletes", None), Duration::from_secs(30));
+    let first = t.id.clone();
     r.decide(
         p.approvals(),
         &t.id,
@@ -207,10 +209,19 @@ async fn standing_grant_covers_the_same_shape() {
     )
     .unwrap();
     r.wait(t).await;
-    assert!(matches!(
-        r.open(req("hold-deletes", None), Duration::from_secs(30)),
-        Opened::Granted(Outcome::Approved { .. })
-    ));
+    let Opened::Granted(o) = r.open(req("hold-deletes", None), Duration::from_secs(30)) else {
+        panic!("not covered by the grant");
+    };
+    // Recorded (audit, webhook, list) under an id of its own, naming the approval.
+    let id = o.grant_use().expect("an id").to_owned();
+    assert!(id.starts_with("apr-") && id != first, "{id}");
+    let v = r.show(&id).unwrap();
+    assert_eq!(v.state, "approved");
+    assert!(
+        v.decision_reason.as_deref().unwrap().contains(&first),
+        "{v:?}"
+    );
+    assert_eq!(o.verdict(None).0, crate::policy::Verdict::Allow);
     // Another shape is not covered.
     let mut other = req("hold-deletes", None);
     other.fingerprint = "something else".into();

@@ -74,20 +74,19 @@ pub async fn settle(
         fingerprint,
     };
     let timeout = ctx.policy().hold_timeout(&rule);
-    let mut id = None;
-    let outcome = match ctx.approvals.open(hold, timeout) {
-        Opened::Granted(o) => o,
+    let (id, outcome) = match ctx.approvals.open(hold, timeout) {
+        Opened::Granted(o) => (o.grant_use().map(str::to_owned), o),
         Opened::Waiting(t) => {
             tracing::info!(session = %ctx.session, request = %t.id, %command, "HTTP request held for approval");
-            id = Some(t.id.clone());
+            let id = Some(t.id.clone());
             let gone = crate::approvals::gone::hung_up(ctx.agent_fd);
-            ctx.approvals.wait_or(t, gone).await
+            (id, ctx.approvals.wait_or(t, gone).await)
         }
     };
     let (verdict, reason) = outcome.verdict(id.as_deref());
     if verdict == Verdict::Allow {
         ctx.approvals
-            .executed(id.as_deref().unwrap_or("(standing grant)"), &command);
+            .executed(id.as_deref().unwrap_or_default(), &command);
     }
     (verdict, reason)
 }
