@@ -7,6 +7,7 @@
 pub mod api;
 pub mod client;
 pub mod gone;
+pub mod limits;
 pub mod outcome;
 pub mod registry;
 pub mod webhook;

@@ -25,6 +25,10 @@ pub enum Outcome {
     Withdrawn {
         why: String,
     },
+    /// Not held at all: too many requests wait already (`limits`).
+    Refused {
+        why: String,
+    },
 }
 
 impl Outcome {
@@ -63,6 +67,7 @@ impl Outcome {
                     "approval request {id} abandoned: the interceptor is stopping; nothing was sent upstream"
                 ),
             ),
+            Outcome::Refused { why } => (Verdict::Deny, why.clone()),
             Outcome::Withdrawn { why } => (
                 Verdict::Deny,
                 format!("approval request {id} withdrawn: {why}; nothing was sent upstream"),

@@ -95,7 +95,8 @@ pub enum DecideError {
 
 /// What `open` gives.
 pub enum Opened {
-    /// A standing grant decided at once.
+    /// Decided at once: a standing grant approved it, or it was refused (too many requests
+    /// wait already).
     Granted(Outcome),
     Waiting(Ticket),
 }
@@ -188,7 +189,7 @@ impl Registry {
         *self.notifier.lock().unwrap_or_else(|e| e.into_inner()) = n;
     }
 
-    fn event(&self, event: &str, view: &RequestView) {
+    fn record(&self, event: &str, view: &RequestView) {
         self.audit.record_any(&ApprovalRecord {
             time: now_rfc3339(),
             kind: "approval",
@@ -196,48 +197,80 @@ impl Registry {
             instance: &self.instance,
             request: view,
         });
+    }
+
+    fn event(&self, event: &str, view: &RequestView) {
+        self.record(event, view);
         let n = self
             .notifier
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         if let Some(n) = n {
-            n.send(event, view.clone());
+            if !n.send(event, view.clone()) {
+                #[derive(Serialize)]
+                struct Dropped<'a> {
+                    time: String,
+                    #[serde(rename = "type")]
+                    kind: &'static str,
+                    event: &'static str,
+                    instance: &'a str,
+                    request: &'a str,
+                    dropped: &'a str,
+                }
+                self.audit.record_any(&Dropped {
+                    time: now_rfc3339(),
+                    kind: "approval",
+                    event: "webhook_dropped",
+                    instance: &self.instance,
+                    request: &view.id,
+                    dropped: event,
+                });
+            }
         }
     }
 
     /// Opens a request for `req`: either a standing `--for` grant covers it at once, or
-    /// it is registered (and announced) and the caller `wait`s on the ticket.
-    pub fn open(&self, req: HoldRequest, timeout: Duration) -> Opened {
+    /// too many requests wait already (`limits`: it is refused at once, audited), or it is
+    /// registered (and announced) and the caller `wait`s on the ticket.
+    pub fn open(&self, mut req: HoldRequest, timeout: Duration) -> Opened {
+        super::limits::shrink(&mut req);
+        let mut inner = self.inner();
+        let now = Instant::now();
+        inner.grants.retain(|g| g.until > now);
+        if let Some(g) = inner
+            .grants
+            .iter()
+            .find(|g| !req.fingerprint.is_empty() && g.fingerprint == req.fingerprint)
         {
-            let mut inner = self.inner();
-            let now = Instant::now();
-            inner.grants.retain(|g| g.until > now);
-            if let Some(g) = inner
-                .grants
-                .iter()
-                .find(|g| !req.fingerprint.is_empty() && g.fingerprint == req.fingerprint)
-            {
-                let by = g.by.clone();
-                let why = format!("standing approval (--for) given on request {}", g.from);
-                drop(inner);
-                let id = self.next_id();
-                let mut view = self.view_of("approved", &req, timeout, Some(&by), Some(&why));
-                view.id = id.clone();
-                self.event("approved_by_grant", &view);
-                self.remember(view);
-                return Opened::Granted(Outcome::Approved {
-                    by,
-                    reason: Some(why),
-                    grant_use: Some(id),
-                });
-            }
+            let by = g.by.clone();
+            let why = format!("standing approval (--for) given on request {}", g.from);
+            drop(inner);
+            let id = self.next_id();
+            let mut view = self.view_of("approved", &req, timeout, Some(&by), Some(&why));
+            view.id = id.clone();
+            self.event("approved_by_grant", &view);
+            self.remember(view);
+            return Opened::Granted(Outcome::Approved {
+                by,
+                reason: Some(why),
+                grant_use: Some(id),
+            });
+        }
+        if let Some(why) = super::limits::too_many(inner.pending.values().map(|e| &e.req), &req) {
+            drop(inner);
+            let mut view = self.view_of("refused", &req, Duration::ZERO, None, Some(&why));
+            view.id = self.next_id();
+            // Audited, not announced: a flood must not flood the webhook too.
+            self.record("refused", &view);
+            tracing::warn!(session = %req.session, request = %view.id, "{why}");
+            return Opened::Granted(Outcome::Refused { why });
         }
         let id = self.next_id();
         let (tx, rx) = oneshot::channel();
         let mut view = self.view_of("pending", &req, timeout, None, None);
         view.id = id.clone();
-        self.inner().pending.insert(
+        inner.pending.insert(
             id.clone(),
             Entry {
                 view: view.clone(),
@@ -245,6 +278,7 @@ impl Registry {
                 tx: Some(tx),
             },
         );
+        drop(inner);
         self.event("created", &view);
         Opened::Waiting(Ticket { id, rx, timeout })
     }
@@ -287,7 +321,9 @@ impl Registry {
             Outcome::Abandoned => "abandoned",
             Outcome::Expired { .. } => "expired",
             Outcome::Withdrawn { .. } => "withdrawn",
-            Outcome::Approved { .. } | Outcome::Denied { .. } => return outcome,
+            Outcome::Approved { .. } | Outcome::Denied { .. } | Outcome::Refused { .. } => {
+                return outcome
+            }
         };
         let why = match &outcome {
             Outcome::Withdrawn { why } => Some(why.as_str()),
@@ -483,7 +519,7 @@ impl Registry {
             event: "executed",
             instance: &self.instance,
             request: id_or_session,
-            command,
+            command: &super::limits::capped(command),
         });
     }
 

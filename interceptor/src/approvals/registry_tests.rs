@@ -332,3 +332,93 @@ async fn a_decision_made_wins_over_a_hang_up_noticed_with_it() {
     assert!(matches!(o, Outcome::Denied { .. }), "{o:?}");
     assert_eq!(r.show(&id).unwrap().state, "denied");
 }
+
+fn from(session: &str, uid: usize) -> HoldRequest {
+    let mut r = req("hold-deletes", None);
+    r.session = session.into();
+    r.identity = serde_json::json!({"pid": 1, "uid": uid});
+    r
+}
+
+fn refused(o: Opened) -> String {
+    match o {
+        Opened::Granted(Outcome::Refused { why }) => {
+            assert!(
+                why.starts_with("too many requests waiting for approval"),
+                "{why}"
+            );
+            why
+        }
+        _ => panic!("not refused"),
+    }
+}
+
+#[tokio::test]
+async fn too_many_waiting_requests_are_refused_at_once() {
+    use crate::approvals::limits::{MAX_PENDING, MAX_PENDING_PER_SESSION, MAX_PENDING_PER_UID};
+    let p = policy();
+    let r = Registry::new("i".into(), audit().await);
+    let t30 = Duration::from_secs(30);
+    let first = ticket(&r, from("s-0", 1000), t30);
+    for _ in 1..MAX_PENDING_PER_SESSION {
+        ticket(&r, from("s-0", 1000), t30);
+    }
+    let why = refused(r.open(from("s-0", 1000), t30));
+    assert!(why.contains("from this session"), "{why}");
+    let (verdict, reason) = Outcome::Refused { why: why.clone() }.verdict(None);
+    assert_eq!((verdict, reason), (crate::policy::Verdict::Deny, why));
+    // Other sessions of the same uid, up to the uid's limit.
+    for i in MAX_PENDING_PER_SESSION..MAX_PENDING_PER_UID {
+        ticket(&r, from(&format!("s-{i}"), 1000), t30);
+    }
+    assert!(refused(r.open(from("s-new", 1000), t30)).contains("from this uid"));
+    // Other uids, up to the daemon's limit.
+    for i in MAX_PENDING_PER_UID..MAX_PENDING {
+        ticket(&r, from(&format!("s-{i}"), 100_000 + i), t30);
+    }
+    assert!(refused(r.open(from("s-new", 1), t30)).contains("in all"));
+    assert_eq!(r.list().len(), MAX_PENDING, "refusals are not kept");
+    // A decision frees a place.
+    r.decide(
+        p.approvals(),
+        &first.id,
+        &approver("bob", &["dba"]),
+        false,
+        None,
+        Scope::Once,
+    )
+    .unwrap();
+    assert!(matches!(r.open(from("s-0", 1000), t30), Opened::Waiting(_)));
+}
+
+#[tokio::test]
+async fn long_commands_are_kept_capped_with_their_length_and_digest() {
+    use crate::approvals::limits::MAX_COMMAND;
+    let p = policy();
+    let r = Registry::new("i".into(), audit().await);
+    let mut long = req("hold-deletes", None);
+    long.command = format!("UPDATE t SET v = '{}'", "é".repeat(10_000));
+    long.fingerprint = "x".repeat(1 << 20);
+    let t = ticket(&r, long.clone(), Duration::from_secs(30));
+    let v = r.show(&t.id).unwrap();
+    assert!(v.command.len() < MAX_COMMAND + 100, "{}", v.command.len());
+    assert!(
+        v.command.contains("20019 bytes in all, sha256 "),
+        "{}",
+        &v.command[MAX_COMMAND - 10..]
+    );
+    // The same long shape is still recognised by a standing grant.
+    r.decide(
+        p.approvals(),
+        &t.id,
+        &approver("bob", &["dba"]),
+        true,
+        None,
+        Scope::For(Duration::from_secs(60)),
+    )
+    .unwrap();
+    assert!(matches!(
+        r.open(long, Duration::from_secs(30)),
+        Opened::Granted(Outcome::Approved { .. })
+    ));
+}
