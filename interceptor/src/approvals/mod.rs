@@ -12,6 +12,7 @@ pub mod outcome;
 pub mod registry;
 pub mod webhook;
 
+pub use outcome::token_recheck;
 pub use registry::{
     Approver, DecideError, Decided, HoldRequest, Opened, Outcome, Registry, RequestView, Scope,
     Ticket,

@@ -75,3 +75,28 @@ impl Outcome {
         }
     }
 }
+
+/// After an approval, before the command goes on: whether the agent's token binding still
+/// speaks for the agent that asked. `held`: the token subject when the command was held;
+/// `now`: the binding as it is now (`TokenBinding::view`, which checks expiry). `Some`:
+/// the reason to deny the approved command instead (its token expired, or was replaced by
+/// another subject's, while it waited).
+pub fn token_recheck(
+    held: Option<&str>,
+    now: Option<&crate::policy::AgentToken>,
+) -> Option<String> {
+    let now = now?;
+    if now.expired {
+        return Some(format!(
+            "{} (it expired while the command waited for approval; nothing was sent upstream)",
+            crate::policy::TOKEN_EXPIRED_REASON
+        ));
+    }
+    (held != Some(now.subject.as_str())).then(|| {
+        format!(
+            "the agent token changed while the command waited for approval (subject {} then, {} now); nothing was sent upstream",
+            held.unwrap_or("none"),
+            now.subject
+        )
+    })
+}

@@ -422,3 +422,23 @@ async fn long_commands_are_kept_capped_with_their_length_and_digest() {
         Opened::Granted(Outcome::Approved { .. })
     ));
 }
+
+#[test]
+fn an_approved_command_needs_the_token_it_was_held_with() {
+    use crate::approvals::token_recheck;
+    use crate::policy::AgentToken;
+    let token = |subject: &str, expired| AgentToken {
+        subject: subject.into(),
+        groups: vec![],
+        expired,
+    };
+    assert_eq!(token_recheck(None, None), None);
+    assert_eq!(token_recheck(Some("a-7"), Some(&token("a-7", false))), None);
+    let why = token_recheck(Some("a-7"), Some(&token("a-7", true))).unwrap();
+    assert!(
+        why.contains("token expired") && why.contains("nothing was sent"),
+        "{why}"
+    );
+    let why = token_recheck(Some("a-7"), Some(&token("mallory", false))).unwrap();
+    assert!(why.contains("a-7 then, mallory now"), "{why}");
+}

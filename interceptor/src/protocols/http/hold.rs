@@ -2,7 +2,8 @@
 //! response) until an approver decides or the rule's timeout passes. Approved, it goes on
 //! with the rule's effects (injection, masking); otherwise the agent gets the 403 with the
 //! reason and who decided. An agent that hangs up (or resets its HTTP/2 stream) while it
-//! waits withdraws the request: it never goes upstream.
+//! waits withdraws the request: it never goes upstream. Nor does an approved request whose
+//! agent token expired (or was replaced by another subject's) while it waited.
 //!
 //! A standing approval (`--for`) covers later requests with the same method, host, path
 //! and query from the same identity — and only requests without a body: the body is not
@@ -65,7 +66,7 @@ pub async fn settle(
         protocol: "http",
         session: ctx.session.clone(),
         identity: serde_json::to_value(ctx.who()).unwrap_or_default(),
-        agent_subject,
+        agent_subject: agent_subject.clone(),
         resource: ctx.service.clone(),
         command: command.clone(),
         classification: format!("{} request", req.method()),
@@ -84,6 +85,15 @@ pub async fn settle(
         }
     };
     let (verdict, reason) = outcome.verdict(id.as_deref());
+    // Approved maybe long after it was asked: the agent's token must still hold.
+    let token_now = ctx.token_view();
+    if let (Verdict::Allow, Some(why)) = (
+        verdict,
+        crate::approvals::token_recheck(agent_subject.as_deref(), token_now.as_ref()),
+    ) {
+        tracing::info!(session = %ctx.session, request = id.as_deref().unwrap_or(""), %why, "approved HTTP request not sent");
+        return (Verdict::Deny, format!("{reason}, but {why}"));
+    }
     if verdict == Verdict::Allow {
         ctx.approvals
             .executed(id.as_deref().unwrap_or_default(), &command);
