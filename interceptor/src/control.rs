@@ -96,7 +96,8 @@ pub trait Handler: Send + Sync + 'static {
     fn reload(&self) -> Result<String, String>;
     /// `peer_pid`: the calling process (SO_PEERCRED).
     fn approvals(&self, req: crate::approvals::api::Authed, peer_pid: Option<i32>) -> Reply;
-    fn set_token(&self, token: &str) -> Result<String, String>;
+    /// Refused from inside the agents' cgroup, like approvals.
+    fn set_token(&self, token: &str, peer_pid: Option<i32>) -> Result<String, String>;
 }
 
 pub fn socket_dir(state_dir: &Path) -> PathBuf {
@@ -142,7 +143,7 @@ pub async fn serve(
                     },
                     json if json.starts_with('{') => match serde_json::from_str::<Request>(json) {
                         Ok(Request::Approvals(a)) => handler.approvals(a, peer_pid),
-                        Ok(Request::Token(t)) => match handler.set_token(&t) {
+                        Ok(Request::Token(t)) => match handler.set_token(&t, peer_pid) {
                             Ok(summary) => Reply::Token { summary },
                             Err(message) => Reply::Error { message },
                         },

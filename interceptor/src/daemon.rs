@@ -520,7 +520,7 @@ impl Handler for ControlHandler {
         req: crate::approvals::api::Authed,
         peer_pid: Option<i32>,
     ) -> control::Reply {
-        let inside = peer_pid.is_some_and(|pid| self.pid_inside_cgroup(pid));
+        let inside = self.peer_inside(peer_pid);
         let policy = self.shared.policy();
         let a = crate::approvals::api::handle(
             &policy,
@@ -535,7 +535,13 @@ impl Handler for ControlHandler {
         }
     }
 
-    fn set_token(&self, token: &str) -> Result<String, String> {
+    fn set_token(&self, token: &str, peer_pid: Option<i32>) -> Result<String, String> {
+        if self.peer_inside(peer_pid) {
+            return Err(format!(
+                "{}: the agent token cannot be set from inside the agents' cgroup (nor by a caller whose cgroup cannot be read)",
+                self.opts.instance
+            ));
+        }
         let Some(b) = &self.shared.token else {
             return Err(format!(
                 "{} was started without --token; its agents have no token to renew",
@@ -553,15 +559,39 @@ impl Handler for ControlHandler {
 }
 
 impl ControlHandler {
-    /// Whether process `pid` runs in the attached cgroup or below it.
-    fn pid_inside_cgroup(&self, pid: i32) -> bool {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-            return false;
-        };
-        let Some(rel) = text.lines().find_map(|l| l.strip_prefix("0::")) else {
-            return false;
-        };
-        let path = self.shared.cgroup_root.join(rel.trim_start_matches('/'));
-        path.starts_with(&self.shared.cgroup_top)
+    /// Whether the caller of the control socket may be one of the agents: it runs in the
+    /// attached cgroup or below, or that cannot be told (no peer pid, say).
+    fn peer_inside(&self, peer_pid: Option<i32>) -> bool {
+        peer_pid.is_none_or(|pid| {
+            pid_inside_cgroup(&self.shared.cgroup_root, &self.shared.cgroup_top, pid)
+        })
+    }
+}
+
+/// Whether process `pid` runs in cgroup `top` (under the cgroup2 mount `root`) or below
+/// it. Fails closed: a process whose cgroup cannot be read counts as inside — a forked
+/// child may connect, exit and leave the socket to its parent.
+fn pid_inside_cgroup(root: &std::path::Path, top: &std::path::Path, pid: i32) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return true;
+    };
+    let Some(rel) = text.lines().find_map(|l| l.strip_prefix("0::")) else {
+        return true;
+    };
+    root.join(rel.trim_start_matches('/')).starts_with(top)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_unreadable_peer_counts_as_inside_the_agents_cgroup() {
+        let root = crate::cgroup::cgroup2_root().unwrap_or_else(|_| "/sys/fs/cgroup".into());
+        let elsewhere = root.join("no-such-agents.slice");
+        let me = std::process::id() as i32;
+        assert!(!super::pid_inside_cgroup(&root, &elsewhere, me));
+        assert!(super::pid_inside_cgroup(&root, &root, me));
+        // A process that exited (pids never reach i32::MAX), or no process at all.
+        assert!(super::pid_inside_cgroup(&root, &elsewhere, i32::MAX));
+        assert!(super::pid_inside_cgroup(&root, &elsewhere, 0));
     }
 }

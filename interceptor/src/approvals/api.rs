@@ -3,12 +3,14 @@
 //!
 //! - `GET  /v1/approvals`                  pending, then recently decided requests
 //! - `GET  /v1/approvals/{id}`             one request
-//! - `POST /v1/approvals/{id}/approve`     body `{"reason": "...", "for_secs": 900}` (optional)
+//! - `POST /v1/approvals/{id}/approve`     body `{"reason": "...", "for_secs": 900}` (optional;
+//!   `for_secs` at most 86400)
 //! - `POST /v1/approvals/{id}/deny`        body `{"reason": "..."}` (optional)
 //!
 //! Every call carries an approver's JWT (`Authorization: Bearer …` over HTTP, `token` on
 //! the control socket), checked against the policy's issuers; listing needs a token with at
-//! least one approver grant, deciding a grant covering the request's rule.
+//! least one approver grant and shows (like showing) only the requests whose rule one of its
+//! grants covers; deciding needs such a grant too.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -80,6 +82,13 @@ pub fn handle(
         .approvers
         .iter()
         .any(|a| a.issuer == claims.issuer && a.groups.iter().any(|g| claims.groups.contains(g)));
+    // An approver sees only the requests it may decide.
+    let covers = |v: &super::RequestView| {
+        config
+            .grants(&claims.issuer, &claims.groups, &v.rule)
+            .next()
+            .is_some()
+    };
     match call {
         Call::List | Call::Show { .. } if !any_grant => err(
             403,
@@ -89,11 +98,14 @@ pub fn handle(
                 claims.groups.join(", ")
             ),
         ),
-        Call::List => Answer {
-            status: 200,
-            body: serde_json::to_value(registry.list()).unwrap_or_default(),
-        },
-        Call::Show { id } => match registry.show(&id) {
+        Call::List => {
+            let mine: Vec<_> = registry.list().into_iter().filter(covers).collect();
+            Answer {
+                status: 200,
+                body: serde_json::to_value(mine).unwrap_or_default(),
+            }
+        }
+        Call::Show { id } => match registry.show(&id).filter(covers) {
             Some(v) => Answer {
                 status: 200,
                 body: serde_json::to_value(v).unwrap_or_default(),
@@ -119,6 +131,7 @@ pub fn handle(
                     status: 200,
                     body: serde_json::to_value(d).unwrap_or_default(),
                 },
+                Err(e @ DecideError::Invalid(_)) => err(400, e.to_string()),
                 Err(e @ DecideError::NotFound(_)) => err(404, e.to_string()),
                 Err(e @ DecideError::NotConfigured) => err(404, e.to_string()),
                 Err(e @ DecideError::Forbidden(_)) => err(403, e.to_string()),
@@ -234,3 +247,7 @@ fn reply(a: Answer) -> Response<Full<Bytes>> {
     );
     r
 }
+
+#[cfg(test)]
+#[path = "api_tests.rs"]
+mod tests;

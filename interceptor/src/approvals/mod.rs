@@ -7,9 +7,12 @@
 pub mod api;
 pub mod client;
 pub mod gone;
+pub mod limits;
+pub mod outcome;
 pub mod registry;
 pub mod webhook;
 
+pub use outcome::token_recheck;
 pub use registry::{
     Approver, DecideError, Decided, HoldRequest, Opened, Outcome, Registry, RequestView, Scope,
     Ticket,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+pub use super::outcome::Outcome;
 use super::webhook::Notifier;
 use crate::audit::{now_rfc3339, AuditLog};
 use crate::auth::Claims;
@@ -30,66 +31,10 @@ pub struct HoldRequest {
     pub classification: String,
     pub rule: String,
     pub reason: String,
-    /// Identity + command shape, for `--for` grants.
+    /// Identity + command shape, for `--for` grants. Empty: no standing grant ever covers
+    /// this command, and approving it `--for` a while approves it once only (an HTTP
+    /// request with a body, which is not read before the decision).
     pub fingerprint: String,
-}
-
-/// How a held command ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Approved {
-        by: String,
-        reason: Option<String>,
-    },
-    Denied {
-        by: String,
-        reason: Option<String>,
-    },
-    Expired {
-        after: Duration,
-    },
-    /// The daemon is stopping.
-    Abandoned,
-    /// The agent gave up before a decision (cancelled, hung up): `why`.
-    Withdrawn {
-        why: String,
-    },
-}
-
-impl Outcome {
-    /// Whether the held command may go on, and the reason given to the agent and the
-    /// audit. `id`: the request (`None` for a standing grant).
-    pub fn verdict(&self, id: Option<&str>) -> (crate::policy::Verdict, String) {
-        use crate::policy::Verdict;
-        let id = id.unwrap_or("(standing grant)");
-        let why = |r: &Option<String>| r.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
-        match self {
-            Outcome::Approved { by, reason } => {
-                (Verdict::Allow, format!("approved by {by}{}", why(reason)))
-            }
-            Outcome::Denied { by, reason } => (
-                Verdict::Deny,
-                format!("approval request {id} denied by {by}{}", why(reason)),
-            ),
-            Outcome::Expired { after } => (
-                Verdict::Deny,
-                format!(
-                    "approval request {id} was not decided within {}s",
-                    after.as_secs()
-                ),
-            ),
-            Outcome::Abandoned => (
-                Verdict::Deny,
-                format!(
-                    "approval request {id} abandoned: the interceptor is stopping; nothing was sent upstream"
-                ),
-            ),
-            Outcome::Withdrawn { why } => (
-                Verdict::Deny,
-                format!("approval request {id} withdrawn: {why}; nothing was sent upstream"),
-            ),
-        }
-    }
 }
 
 /// A request as shown to approvers.
@@ -132,8 +77,14 @@ pub enum Scope {
     For(Duration),
 }
 
+/// The longest standing approval (`--for`): a day.
+pub const MAX_FOR: Duration = Duration::from_secs(24 * 3600);
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecideError {
+    /// The call itself is wrong (a `--for` beyond `MAX_FOR`).
+    #[error("{0}")]
+    Invalid(String),
     #[error("no pending approval request {0} (it may have been decided or expired; see `interceptor approvals list`)")]
     NotFound(String),
     #[error("{0}")]
@@ -144,7 +95,8 @@ pub enum DecideError {
 
 /// What `open` gives.
 pub enum Opened {
-    /// A standing grant decided at once.
+    /// Decided at once: a standing grant approved it, or it was refused (too many requests
+    /// wait already).
     Granted(Outcome),
     Waiting(Ticket),
 }
@@ -161,6 +113,9 @@ pub struct Ticket {
 pub struct Decided {
     pub request: RequestView,
     pub approver: String,
+    /// What the decision did not do as asked (a `--for` that recorded no grant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 struct Entry {
@@ -173,6 +128,8 @@ struct Grant {
     fingerprint: String,
     until: Instant,
     by: String,
+    /// The request whose approval made it.
+    from: String,
 }
 
 #[derive(Default)]
@@ -232,7 +189,7 @@ impl Registry {
         *self.notifier.lock().unwrap_or_else(|e| e.into_inner()) = n;
     }
 
-    fn event(&self, event: &str, view: &RequestView) {
+    fn record(&self, event: &str, view: &RequestView) {
         self.audit.record_any(&ApprovalRecord {
             time: now_rfc3339(),
             kind: "approval",
@@ -240,44 +197,80 @@ impl Registry {
             instance: &self.instance,
             request: view,
         });
+    }
+
+    fn event(&self, event: &str, view: &RequestView) {
+        self.record(event, view);
         let n = self
             .notifier
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         if let Some(n) = n {
-            n.send(event, view.clone());
+            if !n.send(event, view.clone()) {
+                #[derive(Serialize)]
+                struct Dropped<'a> {
+                    time: String,
+                    #[serde(rename = "type")]
+                    kind: &'static str,
+                    event: &'static str,
+                    instance: &'a str,
+                    request: &'a str,
+                    dropped: &'a str,
+                }
+                self.audit.record_any(&Dropped {
+                    time: now_rfc3339(),
+                    kind: "approval",
+                    event: "webhook_dropped",
+                    instance: &self.instance,
+                    request: &view.id,
+                    dropped: event,
+                });
+            }
         }
     }
 
     /// Opens a request for `req`: either a standing `--for` grant covers it at once, or
-    /// it is registered (and announced) and the caller `wait`s on the ticket.
-    pub fn open(&self, req: HoldRequest, timeout: Duration) -> Opened {
+    /// too many requests wait already (`limits`: it is refused at once, audited), or it is
+    /// registered (and announced) and the caller `wait`s on the ticket.
+    pub fn open(&self, mut req: HoldRequest, timeout: Duration) -> Opened {
+        super::limits::shrink(&mut req);
+        let mut inner = self.inner();
+        let now = Instant::now();
+        inner.grants.retain(|g| g.until > now);
+        if let Some(g) = inner
+            .grants
+            .iter()
+            .find(|g| !req.fingerprint.is_empty() && g.fingerprint == req.fingerprint)
         {
-            let mut inner = self.inner();
-            let now = Instant::now();
-            inner.grants.retain(|g| g.until > now);
-            if let Some(g) = inner
-                .grants
-                .iter()
-                .find(|g| g.fingerprint == req.fingerprint)
-            {
-                let by = g.by.clone();
-                drop(inner);
-                let why = "standing approval (--for)";
-                let view = self.view_of("approved", &req, timeout, Some(&by), Some(why));
-                self.event("approved_by_grant", &view);
-                return Opened::Granted(Outcome::Approved {
-                    by,
-                    reason: Some(why.into()),
-                });
-            }
+            let by = g.by.clone();
+            let why = format!("standing approval (--for) given on request {}", g.from);
+            drop(inner);
+            let id = self.next_id();
+            let mut view = self.view_of("approved", &req, timeout, Some(&by), Some(&why));
+            view.id = id.clone();
+            self.event("approved_by_grant", &view);
+            self.remember(view);
+            return Opened::Granted(Outcome::Approved {
+                by,
+                reason: Some(why),
+                grant_use: Some(id),
+            });
         }
-        let id = format!("apr-{}-{:04}", self.prefix, self.next.fetch_add(1, Relaxed));
+        if let Some(why) = super::limits::too_many(inner.pending.values().map(|e| &e.req), &req) {
+            drop(inner);
+            let mut view = self.view_of("refused", &req, Duration::ZERO, None, Some(&why));
+            view.id = self.next_id();
+            // Audited, not announced: a flood must not flood the webhook too.
+            self.record("refused", &view);
+            tracing::warn!(session = %req.session, request = %view.id, "{why}");
+            return Opened::Granted(Outcome::Refused { why });
+        }
+        let id = self.next_id();
         let (tx, rx) = oneshot::channel();
         let mut view = self.view_of("pending", &req, timeout, None, None);
         view.id = id.clone();
-        self.inner().pending.insert(
+        inner.pending.insert(
             id.clone(),
             Entry {
                 view: view.clone(),
@@ -285,8 +278,13 @@ impl Registry {
                 tx: Some(tx),
             },
         );
+        drop(inner);
         self.event("created", &view);
         Opened::Waiting(Ticket { id, rx, timeout })
+    }
+
+    fn next_id(&self) -> String {
+        format!("apr-{}-{:04}", self.prefix, self.next.fetch_add(1, Relaxed))
     }
 
     /// Waits for the decision on `t`, or its timeout.
@@ -323,7 +321,9 @@ impl Registry {
             Outcome::Abandoned => "abandoned",
             Outcome::Expired { .. } => "expired",
             Outcome::Withdrawn { .. } => "withdrawn",
-            Outcome::Approved { .. } | Outcome::Denied { .. } => return outcome,
+            Outcome::Approved { .. } | Outcome::Denied { .. } | Outcome::Refused { .. } => {
+                return outcome
+            }
         };
         let why = match &outcome {
             Outcome::Withdrawn { why } => Some(why.as_str()),
@@ -414,6 +414,15 @@ impl Registry {
         scope: Scope,
     ) -> Result<Decided, DecideError> {
         let config = config.ok_or(DecideError::NotConfigured)?;
+        if let Scope::For(d) = scope {
+            if d > MAX_FOR {
+                return Err(DecideError::Invalid(format!(
+                    "a standing approval lasts at most 24 h ({} s); {} s asked",
+                    MAX_FOR.as_secs(),
+                    d.as_secs()
+                )));
+            }
+        }
         let mut inner = self.inner();
         let entry = inner
             .pending
@@ -445,13 +454,22 @@ impl Registry {
         }
         let by = format!("{} ({})", c.subject, grant.name.as_str());
         let mut e = inner.pending.remove(id).expect("found above");
+        let mut note = None;
         if approve {
             if let Scope::For(d) = scope {
-                inner.grants.push(Grant {
-                    fingerprint: e.req.fingerprint.clone(),
-                    until: Instant::now() + d,
-                    by: by.clone(),
-                });
+                if e.req.fingerprint.is_empty() {
+                    note = Some(format!(
+                        "approved once only: no standing grant covers a {} request like this one (an HTTP request with a body)",
+                        e.req.protocol
+                    ));
+                } else {
+                    inner.grants.push(Grant {
+                        fingerprint: e.req.fingerprint.clone(),
+                        until: Instant::now() + d,
+                        by: by.clone(),
+                        from: id.to_owned(),
+                    });
+                }
             }
         }
         drop(inner);
@@ -464,6 +482,7 @@ impl Registry {
                 Outcome::Approved {
                     by: by.clone(),
                     reason,
+                    grant_use: None,
                 }
             } else {
                 Outcome::Denied {
@@ -478,6 +497,7 @@ impl Registry {
         Ok(Decided {
             request: view,
             approver: by,
+            note,
         })
     }
 
@@ -499,7 +519,7 @@ impl Registry {
             event: "executed",
             instance: &self.instance,
             request: id_or_session,
-            command,
+            command: &super::limits::capped(command),
         });
     }
 

@@ -85,7 +85,8 @@ async fn approve_wakes_the_waiter() {
         r.wait(t).await,
         Outcome::Approved {
             by: "bob (dbas)".into(),
-            reason: Some("ok".into())
+            reason: Some("ok".into()),
+            grant_use: None,
         }
     );
     assert_eq!(r.show(&id).unwrap().state, "approved");
@@ -197,6 +198,7 @@ async fn standing_grant_covers_the_same_shape() {
     let p = policy();
     let r = Registry::new("i".into(), audit().await);
     let t = ticket(&r, req("hold-deletes", None), Duration::from_secs(30));
+    let first = t.id.clone();
     r.decide(
         p.approvals(),
         &t.id,
@@ -207,13 +209,59 @@ async fn standing_grant_covers_the_same_shape() {
     )
     .unwrap();
     r.wait(t).await;
-    assert!(matches!(
-        r.open(req("hold-deletes", None), Duration::from_secs(30)),
-        Opened::Granted(Outcome::Approved { .. })
-    ));
+    let Opened::Granted(o) = r.open(req("hold-deletes", None), Duration::from_secs(30)) else {
+        panic!("not covered by the grant");
+    };
+    // Recorded (audit, webhook, list) under an id of its own, naming the approval.
+    let id = o.grant_use().expect("an id").to_owned();
+    assert!(id.starts_with("apr-") && id != first, "{id}");
+    let v = r.show(&id).unwrap();
+    assert_eq!(v.state, "approved");
+    assert!(
+        v.decision_reason.as_deref().unwrap().contains(&first),
+        "{v:?}"
+    );
+    assert_eq!(o.verdict(None).0, crate::policy::Verdict::Allow);
     // Another shape is not covered.
     let mut other = req("hold-deletes", None);
     other.fingerprint = "something else".into();
+    assert!(matches!(
+        r.open(other, Duration::from_secs(30)),
+        Opened::Waiting(_)
+    ));
+}
+
+#[tokio::test]
+async fn a_request_without_fingerprint_is_approved_once_only() {
+    let p = policy();
+    let r = Registry::new("i".into(), audit().await);
+    let mut body = req("hold-deletes", None);
+    body.fingerprint = String::new();
+    let t = ticket(&r, body.clone(), Duration::from_secs(30));
+    let d = r
+        .decide(
+            p.approvals(),
+            &t.id,
+            &approver("bob", &["dba"]),
+            true,
+            None,
+            Scope::For(Duration::from_secs(600)),
+        )
+        .unwrap();
+    assert!(
+        d.note.as_deref().unwrap_or("").contains("once only"),
+        "{:?}",
+        d.note
+    );
+    assert!(matches!(r.wait(t).await, Outcome::Approved { .. }));
+    // The same request again, and any other without a fingerprint, waits for approval.
+    assert!(matches!(
+        r.open(body, Duration::from_secs(30)),
+        Opened::Waiting(_)
+    ));
+    let mut other = req("hold-deletes", None);
+    other.fingerprint = String::new();
+    other.command = "DELETE FROM t WHERE true".into();
     assert!(matches!(
         r.open(other, Duration::from_secs(30)),
         Opened::Waiting(_)
@@ -283,4 +331,114 @@ async fn a_decision_made_wins_over_a_hang_up_noticed_with_it() {
     let o = r.wait_or(t, async { "gone".to_owned() }).await;
     assert!(matches!(o, Outcome::Denied { .. }), "{o:?}");
     assert_eq!(r.show(&id).unwrap().state, "denied");
+}
+
+fn from(session: &str, uid: usize) -> HoldRequest {
+    let mut r = req("hold-deletes", None);
+    r.session = session.into();
+    r.identity = serde_json::json!({"pid": 1, "uid": uid});
+    r
+}
+
+fn refused(o: Opened) -> String {
+    match o {
+        Opened::Granted(Outcome::Refused { why }) => {
+            assert!(
+                why.starts_with("too many requests waiting for approval"),
+                "{why}"
+            );
+            why
+        }
+        _ => panic!("not refused"),
+    }
+}
+
+#[tokio::test]
+async fn too_many_waiting_requests_are_refused_at_once() {
+    use crate::approvals::limits::{MAX_PENDING, MAX_PENDING_PER_SESSION, MAX_PENDING_PER_UID};
+    let p = policy();
+    let r = Registry::new("i".into(), audit().await);
+    let t30 = Duration::from_secs(30);
+    let first = ticket(&r, from("s-0", 1000), t30);
+    for _ in 1..MAX_PENDING_PER_SESSION {
+        ticket(&r, from("s-0", 1000), t30);
+    }
+    let why = refused(r.open(from("s-0", 1000), t30));
+    assert!(why.contains("from this session"), "{why}");
+    let (verdict, reason) = Outcome::Refused { why: why.clone() }.verdict(None);
+    assert_eq!((verdict, reason), (crate::policy::Verdict::Deny, why));
+    // Other sessions of the same uid, up to the uid's limit.
+    for i in MAX_PENDING_PER_SESSION..MAX_PENDING_PER_UID {
+        ticket(&r, from(&format!("s-{i}"), 1000), t30);
+    }
+    assert!(refused(r.open(from("s-new", 1000), t30)).contains("from this uid"));
+    // Other uids, up to the daemon's limit.
+    for i in MAX_PENDING_PER_UID..MAX_PENDING {
+        ticket(&r, from(&format!("s-{i}"), 100_000 + i), t30);
+    }
+    assert!(refused(r.open(from("s-new", 1), t30)).contains("in all"));
+    assert_eq!(r.list().len(), MAX_PENDING, "refusals are not kept");
+    // A decision frees a place.
+    r.decide(
+        p.approvals(),
+        &first.id,
+        &approver("bob", &["dba"]),
+        false,
+        None,
+        Scope::Once,
+    )
+    .unwrap();
+    assert!(matches!(r.open(from("s-0", 1000), t30), Opened::Waiting(_)));
+}
+
+#[tokio::test]
+async fn long_commands_are_kept_capped_with_their_length_and_digest() {
+    use crate::approvals::limits::MAX_COMMAND;
+    let p = policy();
+    let r = Registry::new("i".into(), audit().await);
+    let mut long = req("hold-deletes", None);
+    long.command = format!("UPDATE t SET v = '{}'", "é".repeat(10_000));
+    long.fingerprint = "x".repeat(1 << 20);
+    let t = ticket(&r, long.clone(), Duration::from_secs(30));
+    let v = r.show(&t.id).unwrap();
+    assert!(v.command.len() < MAX_COMMAND + 100, "{}", v.command.len());
+    assert!(
+        v.command.contains("20019 bytes in all, sha256 "),
+        "{}",
+        &v.command[MAX_COMMAND - 10..]
+    );
+    // The same long shape is still recognised by a standing grant.
+    r.decide(
+        p.approvals(),
+        &t.id,
+        &approver("bob", &["dba"]),
+        true,
+        None,
+        Scope::For(Duration::from_secs(60)),
+    )
+    .unwrap();
+    assert!(matches!(
+        r.open(long, Duration::from_secs(30)),
+        Opened::Granted(Outcome::Approved { .. })
+    ));
+}
+
+#[test]
+fn an_approved_command_needs_the_token_it_was_held_with() {
+    use crate::approvals::token_recheck;
+    use crate::policy::AgentToken;
+    let token = |subject: &str, expired| AgentToken {
+        subject: subject.into(),
+        groups: vec![],
+        expired,
+    };
+    assert_eq!(token_recheck(None, None), None);
+    assert_eq!(token_recheck(Some("a-7"), Some(&token("a-7", false))), None);
+    let why = token_recheck(Some("a-7"), Some(&token("a-7", true))).unwrap();
+    assert!(
+        why.contains("token expired") && why.contains("nothing was sent"),
+        "{why}"
+    );
+    let why = token_recheck(Some("a-7"), Some(&token("mallory", false))).unwrap();
+    assert!(why.contains("a-7 then, mallory now"), "{why}");
 }

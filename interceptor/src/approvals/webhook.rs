@@ -3,7 +3,8 @@
 //! body (`X-Interceptor-Signature: sha256=<hex>`, `X-Interceptor-Event: <event>`).
 //! http:// or https:// (verified against the system roots plus the webhook's `ca_file`).
 //! Delivered in order by one background task, retried with exponential back-off; a
-//! failing receiver never delays enforcement.
+//! failing receiver never delays enforcement. At most `QUEUE` events wait for delivery:
+//! beyond, new ones are dropped (logged, and audited by the registry as `webhook_dropped`).
 
 use std::time::Duration;
 
@@ -17,8 +18,11 @@ use crate::policy::Webhook;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
+/// Events waiting for delivery, at most.
+pub const QUEUE: usize = 256;
+
 pub struct Notifier {
-    tx: mpsc::UnboundedSender<(String, RequestView)>,
+    tx: mpsc::Sender<(String, RequestView)>,
 }
 
 #[derive(Serialize)]
@@ -62,7 +66,7 @@ impl Notifier {
         let ca_file = w.ca_file.clone();
         let attempts = w.attempts.unwrap_or(4).max(1);
         let url = w.url.clone();
-        let (tx, mut rx) = mpsc::unbounded_channel::<(String, RequestView)>();
+        let (tx, mut rx) = mpsc::channel::<(String, RequestView)>(QUEUE);
         tokio::spawn(async move {
             while let Some((event, view)) = rx.recv().await {
                 let body = match serde_json::to_vec(&Body {
@@ -96,8 +100,18 @@ impl Notifier {
         Ok(Notifier { tx })
     }
 
-    pub fn send(&self, event: &str, view: RequestView) {
-        let _ = self.tx.send((event.to_owned(), view));
+    /// Queues `event` for delivery; false if the queue is full (the receiver is down or
+    /// slow) and the event was dropped.
+    pub fn send(&self, event: &str, view: RequestView) -> bool {
+        match self.tx.try_send((event.to_owned(), view)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full((event, view))) => {
+                tracing::warn!(%event, id = %view.id, "webhook queue full ({QUEUE} events): event dropped");
+                false
+            }
+            // The delivery task is gone (the runtime is stopping).
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
     }
 }
 
@@ -127,5 +141,36 @@ async fn post(
         Ok(())
     } else {
         Err(format!("receiver answered HTTP {}", answer.status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stuck_receiver_does_not_queue_events_without_bound() {
+        // Accepts connections (kernel backlog) and never answers.
+        let quiet = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "k").unwrap();
+        let w: Webhook = serde_json::from_value(serde_json::json!({
+            "url": format!("http://{}/hook", quiet.local_addr().unwrap()),
+            "secret_file": key,
+        }))
+        .unwrap();
+        let n = Notifier::start(&w, "i".into()).unwrap();
+        let view: RequestView = serde_json::from_value(serde_json::json!({
+            "id": "apr-1", "state": "pending", "created": "", "expires": "",
+            "protocol": "http", "session": "s", "identity": {}, "resource": "r",
+            "command": "c", "classification": "", "rule": "", "reason": ""
+        }))
+        .unwrap();
+        let queued = (0..QUEUE + 50)
+            .filter(|_| n.send("created", view.clone()))
+            .count();
+        // The queue, plus the one event the task may have taken.
+        assert!((QUEUE..=QUEUE + 1).contains(&queued), "{queued}");
     }
 }

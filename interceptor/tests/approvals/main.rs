@@ -10,7 +10,10 @@ mod pg_support;
 mod support;
 
 mod held;
+mod http_grant;
 mod http_hold;
+mod http_setup;
+mod peers;
 mod tokens;
 mod webhook;
 

@@ -101,3 +101,33 @@ fn agent_token_expiry_denies_and_a_fresh_token_restores_access() {
     let (so, se) = finish(s.psql("SELECT count(*) FROM users"));
     assert_eq!(so.trim(), "3", "{se}");
 }
+
+#[test]
+fn an_http_request_approved_after_its_token_expired_is_not_sent() {
+    if !root_or_skip("an_http_request_approved_after_its_token_expired_is_not_sent") {
+        return;
+    }
+    // Valid long enough for the daemon to start and the request to be held on a loaded
+    // machine, then waited out while it is held.
+    let lifetime = Duration::from_secs(15);
+    let expires = std::time::Instant::now() + lifetime;
+    let h = super::http_setup::HttpHold::start("apr-http-exp", 120, |env, idp| {
+        let f = env.dir.path().join("agent.jwt");
+        let t = idp.token("idp", ISS, "agent-7", &[], lifetime.as_secs() as i64);
+        std::fs::write(&f, t).unwrap();
+        vec!["--token".into(), f.display().to_string()]
+    });
+    let agent = h.agent("POST", "/v1/echo", Some("late"));
+    let req = h.pending();
+    assert_eq!(req["agent_subject"], "agent-7", "{req}");
+    // JWT times are whole seconds: past `expires` plus a margin, the token is expired.
+    std::thread::sleep(
+        expires.saturating_duration_since(std::time::Instant::now()) + Duration::from_millis(1500),
+    );
+    let d = h.decide(req["id"].as_str().unwrap(), "approve", "");
+    assert_eq!(d["request"]["state"], "approved", "{d}");
+    let (so, code) = super::http_setup::status_of(agent);
+    assert_eq!(code, "403", "{so}");
+    assert!(so.contains("token expired"), "{so}");
+    assert!(h.up.requests().is_empty(), "nothing reached the upstream");
+}
