@@ -18,9 +18,12 @@ pub struct Target {
     pub key: i32,
 }
 
+/// Woken when the agent cancels.
+pub type OnCancel = Arc<tokio::sync::Notify>;
+
 #[derive(Default)]
 pub struct CancelMap {
-    map: Mutex<HashMap<(i32, i32), (Target, Arc<tokio::sync::Notify>)>>,
+    map: Mutex<HashMap<(i32, i32), (Target, OnCancel)>>,
 }
 
 fn random_i32() -> i32 {
@@ -39,7 +42,7 @@ fn random_i32() -> i32 {
 
 impl CancelMap {
     /// A fresh (pid, key) for the agent, mapped to `target` and the session's `on_cancel`.
-    pub fn mint(&self, target: Target, on_cancel: Arc<tokio::sync::Notify>) -> (i32, i32) {
+    pub fn mint(&self, target: Target, on_cancel: OnCancel) -> (i32, i32) {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             let pid = (random_i32() & 0x3fff_ffff).max(1);
@@ -58,7 +61,7 @@ impl CancelMap {
             .remove(&(pid, key));
     }
 
-    pub fn get(&self, pid: i32, key: i32) -> Option<(Target, Arc<tokio::sync::Notify>)> {
+    pub fn get(&self, pid: i32, key: i32) -> Option<(Target, OnCancel)> {
         self.map
             .lock()
             .unwrap_or_else(|e| e.into_inner())

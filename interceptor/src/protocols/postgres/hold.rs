@@ -66,9 +66,8 @@ pub async fn resolve<W: AsyncWrite + Unpin, G: std::future::Future<Output = Stri
         reason: checked.decision.reason.clone(),
         fingerprint,
     };
-    let mut id = None;
-    let outcome = match registry.open(req, timeout) {
-        Opened::Granted(o) => o,
+    let (id, outcome) = match registry.open(req, timeout) {
+        Opened::Granted(o) => (o.grant_use().map(str::to_owned), o),
         Opened::Waiting(ticket) => {
             let msg = format!(
                 "interceptor: statement held for approval by rule {rule}; request {} waits up to {}s (an approver runs `interceptor approvals approve {}`)",
@@ -79,8 +78,8 @@ pub async fn resolve<W: AsyncWrite + Unpin, G: std::future::Future<Output = Stri
             let mut n = backend::error("NOTICE", "01000", &msg, None, None);
             n.tag = backend::NOTICE;
             let _ = agent.client.lock().await.write_all(&n.to_bytes()).await;
-            id = Some(ticket.id.clone());
-            registry.wait_or(ticket, agent.gone).await
+            let id = Some(ticket.id.clone());
+            (id, registry.wait_or(ticket, agent.gone).await)
         }
     };
     let (verdict, reason) = outcome.verdict(id.as_deref());

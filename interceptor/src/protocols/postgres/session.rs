@@ -183,6 +183,7 @@ impl Common<'_> {
             agent_subject: self.ctx.token.as_ref().map(|t| t.claims().subject),
             resource: &self.ctx.resource,
         };
+        let held_subject = who.agent_subject.clone();
         let gone = async {
             tokio::select! {
                 _ = self.on_cancel.notified() => "the agent cancelled the statement (CancelRequest)".to_owned(),
@@ -200,15 +201,13 @@ impl Common<'_> {
         )
         .await;
         let mut checked = checked;
-        // The agent's token may have expired while it waited: an approval does not renew it.
-        let expired = self
-            .ctx
-            .token
-            .as_ref()
-            .is_some_and(|t| t.view(policy.issuers()).expired);
-        if expired && checked.allowed() {
+        // The agent's token may have expired (or been replaced) while it waited: an
+        // approval does not renew it.
+        let now = self.ctx.token.as_ref().map(|t| t.view(policy.issuers()));
+        let changed = crate::approvals::token_recheck(held_subject.as_deref(), now.as_ref());
+        if let (Some(why), true) = (changed, checked.allowed()) {
             checked.decision.verdict = Verdict::Deny;
-            checked.decision.reason = crate::policy::TOKEN_EXPIRED_REASON.to_owned();
+            checked.decision.reason = why;
         }
         if let (Some(id), true) = (id, checked.allowed()) {
             self.ctx.approvals.executed(&id, sql);
@@ -508,19 +507,23 @@ pub(super) async fn cancel_request(ctx: &Ctx, pid: i32, key: i32) -> Outcome {
                 error: Some("cancel request with an unknown key".into()),
             }
         }
-        Some((t, on_cancel)) => match {
+        Some((t, on_cancel)) => {
             // A statement held for approval is withdrawn; a running one is cancelled by
             // the server, as the agent asked.
             on_cancel.notify_waiters();
-            cancel::send(t, ctx.connect_timeout).await
-        } {
-            Ok(()) => {
-                tracing::debug!(session = %ctx.session, upstream = %t.addr, "cancel request forwarded");
-                Outcome::default()
-            }
-            Err(e) => Outcome {
-                error: Some(format!("forwarding the cancel request to {}: {e}", t.addr)),
-            },
+            cancel_upstream(ctx, t).await
+        }
+    }
+}
+
+async fn cancel_upstream(ctx: &Ctx, t: cancel::Target) -> Outcome {
+    match cancel::send(t, ctx.connect_timeout).await {
+        Ok(()) => {
+            tracing::debug!(session = %ctx.session, upstream = %t.addr, "cancel request forwarded");
+            Outcome::default()
+        }
+        Err(e) => Outcome {
+            error: Some(format!("forwarding the cancel request to {}: {e}", t.addr)),
         },
     }
 }
