@@ -147,7 +147,16 @@ async fn connect(cfg: &SinkConfig) -> Result<Client, SinkError> {
             tracing::debug!(error = %e, "audit sink connection ended");
         }
     });
-    client.batch_execute(TABLE_DDL).await?;
+    // Created only when missing: a least-privilege role (INSERT and SELECT on a table
+    // another role owns, no CREATE on the schema) cannot run even `CREATE TABLE IF NOT
+    // EXISTS` (PostgreSQL checks the schema privilege first).
+    let exists: bool = client
+        .query_one("SELECT to_regclass('interceptor_audit') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        client.batch_execute(TABLE_DDL).await?;
+    }
     Ok(client)
 }
 
