@@ -23,6 +23,8 @@ mod writer;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hardening;
 
 use std::{
     fs::OpenOptions,
