@@ -221,6 +221,9 @@ fn render_verify(r: &verify::ChainReport, trusted: Option<&Path>) -> String {
         }
         Some(p) => {
             let _ = writeln!(o, "TAMPERED {}: first bad record: {p}", r.dir.display());
+            for p in &r.problems[1..] {
+                let _ = writeln!(o, "  also: {p}");
+            }
         }
     }
     for w in &r.warnings {

@@ -58,3 +58,218 @@ fn sessions_output_escapes_control_characters() {
     );
     assert!(out.contains("reason: drop\\x1b[8m"), "{out}");
 }
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use super::{
+    chain, checkpoint,
+    verify::{self, Kind},
+    AuditLog, Settings,
+};
+
+fn settings(root: &Path, chain: &str, seg_bytes: u64) -> Settings {
+    Settings {
+        plain: None,
+        dir: root.join("audit"),
+        chain: chain.into(),
+        state_dir: root.to_path_buf(),
+        segment_bytes: seg_bytes,
+        segment_age: Duration::from_secs(3600),
+        durable: true,
+    }
+}
+
+fn rec(i: usize) -> serde_json::Value {
+    serde_json::json!({"type": "statement", "session": "s1", "statement": format!("SELECT {i}")})
+}
+
+async fn make(root: &Path, name: &str, n: usize) -> PathBuf {
+    let log = AuditLog::start(settings(root, name, 4096)).unwrap();
+    for i in 0..n {
+        log.commit(&rec(i)).await.unwrap();
+    }
+    log.close().await;
+    root.join("audit").join(name)
+}
+
+fn check(dir: &Path, root: &Path) -> verify::ChainReport {
+    let key = checkpoint::load_key(root).unwrap().verifying_key();
+    verify::verify_chain(dir, Some(&key))
+}
+
+fn seg(dir: &Path, n: u64) -> PathBuf {
+    dir.join(super::segment::segment_name(n))
+}
+
+/// Rewrites a segment with `edit` applied to its records and the chain re-hashed, as an
+/// attacker who knows the (unkeyed) chain format would.
+fn forge(path: &Path, edit: impl Fn(&str) -> String) {
+    let text = fs::read_to_string(path).unwrap();
+    let mut out = String::new();
+    let mut prev = None;
+    for line in text.lines() {
+        let o = chain::open(line).unwrap();
+        let prev_hash = prev.unwrap_or(o.prev);
+        let mut m: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&edit(line)).unwrap();
+        for k in ["seq", "prev", "hash"] {
+            m.remove(k);
+        }
+        let (l, h) = chain::seal(o.seq, &prev_hash, &serde_json::Value::Object(m).to_string());
+        out.push_str(&l);
+        prev = Some(h);
+    }
+    fs::write(path, out).unwrap();
+}
+
+#[tokio::test]
+async fn verify_rejects_segments_copied_from_another_instance() {
+    let t = tempfile::tempdir().unwrap();
+    let a = make(t.path(), "attach-a", 40).await;
+    let b = make(t.path(), "attach-b", 40).await;
+    assert!(check(&b, t.path()).ok());
+    for e in fs::read_dir(&b).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("segment-") {
+            fs::remove_file(e.path()).unwrap();
+        }
+    }
+    for e in fs::read_dir(&a).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("segment-") {
+            fs::copy(e.path(), b.join(e.file_name())).unwrap();
+        }
+    }
+    let r = check(&b, t.path());
+    assert!(!r.ok(), "another instance's chain accepted");
+    assert!(
+        r.problems.iter().all(|p| p.kind == Kind::Foreign),
+        "{:?}",
+        r.problems
+    );
+    assert!(check(&a, t.path()).ok());
+}
+
+#[tokio::test]
+async fn an_open_segment_rewritten_on_disk_is_not_signed_as_valid() {
+    let t = tempfile::tempdir().unwrap();
+    let log = AuditLog::start(settings(t.path(), "c", 1 << 20)).unwrap();
+    for i in 0..5 {
+        log.commit(&rec(i)).await.unwrap();
+    }
+    let dir = t.path().join("audit/c");
+    forge(&seg(&dir, 1), |l| {
+        l.replace("SELECT 3", "SELECT 'harmless'")
+    });
+    log.close().await;
+    let r = check(&dir, t.path());
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.kind == Kind::Edited && p.file == seg(&dir, 1)),
+        "a forged open segment was signed: {r:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_segment_signed_at_recovery_says_so() {
+    let t = tempfile::tempdir().unwrap();
+    let log = AuditLog::start(settings(t.path(), "c", 1 << 20)).unwrap();
+    for i in 0..5 {
+        log.commit(&rec(i)).await.unwrap();
+    }
+    drop(log); // like kill -9: the segment stays open
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let dir = t.path().join("audit/c");
+    let log = AuditLog::start(settings(t.path(), "c", 1 << 20)).unwrap();
+    log.close().await;
+    let cp = checkpoint::read(&checkpoint::path_for(&seg(&dir, 1))).unwrap();
+    assert!(cp.body.signed_at_recovery);
+    let cp2 = checkpoint::read(&checkpoint::path_for(&seg(&dir, 2))).unwrap();
+    assert!(!cp2.body.signed_at_recovery);
+    let r = check(&dir, t.path());
+    assert!(r.ok(), "{r:?}");
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("signed by a restarted daemon")),
+        "{:?}",
+        r.warnings
+    );
+}
+
+#[tokio::test]
+async fn restart_signs_every_unsigned_segment_and_removes_half_written_checkpoints() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = make(t.path(), "c", 60).await;
+    assert!(list(&dir) >= 4);
+    for n in [1, 2] {
+        fs::remove_file(checkpoint::path_for(&seg(&dir, n))).unwrap();
+    }
+    let tmp = checkpoint::path_for(&seg(&dir, 2)).with_extension("tmp");
+    fs::write(&tmp, "{").unwrap();
+    let r = check(&dir, t.path());
+    assert_eq!(
+        r.problems.len(),
+        2,
+        "every problem is reported: {:?}",
+        r.problems
+    );
+    let log = AuditLog::start(settings(t.path(), "c", 4096)).unwrap();
+    log.close().await;
+    assert!(!tmp.exists());
+    let r = check(&dir, t.path());
+    assert!(r.ok(), "{r:?}");
+}
+
+fn list(dir: &Path) -> usize {
+    super::segment::list_segments(dir).unwrap().len()
+}
+
+#[tokio::test]
+async fn a_checkpoint_that_could_not_be_written_is_written_later() {
+    let t = tempfile::tempdir().unwrap();
+    let log = AuditLog::start(settings(t.path(), "c", 4096)).unwrap();
+    let dir = t.path().join("audit/c");
+    // The checkpoint's temporary file cannot be created (as on a full disk).
+    let tmp = checkpoint::path_for(&seg(&dir, 1)).with_extension("tmp");
+    fs::create_dir(&tmp).unwrap();
+    let mut i = 0;
+    while list(&dir) < 2 {
+        log.commit(&rec(i)).await.unwrap();
+        i += 1;
+    }
+    assert!(!checkpoint::path_for(&seg(&dir, 1)).exists());
+    fs::remove_dir(&tmp).unwrap();
+    log.commit(&rec(i)).await.unwrap();
+    assert!(checkpoint::path_for(&seg(&dir, 1)).exists());
+    log.close().await;
+    let r = check(&dir, t.path());
+    assert!(r.ok() && r.warnings.is_empty(), "{r:?}");
+}
+
+#[tokio::test]
+async fn verify_reports_every_problem_not_only_the_first() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = make(t.path(), "c", 80).await;
+    for n in [1, 3] {
+        let s = seg(&dir, n);
+        let text = fs::read_to_string(&s).unwrap();
+        let i = text.find("\"statement\":\"SELECT ").unwrap();
+        let mut b = text.into_bytes();
+        b[i + 20] = b'X';
+        fs::write(&s, b).unwrap();
+    }
+    let r = check(&dir, t.path());
+    for n in [1, 3] {
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.kind == Kind::Edited && p.file == seg(&dir, n)),
+            "segment {n}: {:?}",
+            r.problems
+        );
+    }
+}
