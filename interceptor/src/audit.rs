@@ -18,6 +18,7 @@ pub mod cmd;
 pub mod segment;
 pub mod sessions;
 pub mod sink_pg;
+pub mod sink_read;
 pub mod verify;
 mod writer;
 

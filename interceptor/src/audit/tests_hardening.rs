@@ -66,7 +66,7 @@ use std::{
 };
 
 use super::{
-    chain, checkpoint,
+    chain, checkpoint, sink_read,
     verify::{self, Kind},
     AuditLog, Settings,
 };
@@ -272,4 +272,15 @@ async fn verify_reports_every_problem_not_only_the_first() {
             r.problems
         );
     }
+}
+
+#[test]
+fn the_sink_makes_nul_storable() {
+    let line = r#"{"seq":1,"a":"x\u0000y\\u0000z","hash":"00"}"#;
+    assert_eq!(
+        sink_read::jsonb_safe(line),
+        r#"{"seq":1,"a":"x\ufffdy\\u0000z","hash":"00","sink_nul_replaced":true}"#
+    );
+    let plain = r#"{"a":"\\u0000"}"#;
+    assert_eq!(sink_read::jsonb_safe(plain), plain);
 }
