@@ -246,7 +246,7 @@ impl AuditLog {
                     .map(str::trim)
                     != Some(pubhex.as_str())
                 {
-                    std::fs::write(&pubfile, format!("{pubhex}\n"))
+                    segment::write_private(&pubfile, format!("{pubhex}\n").as_bytes())
                         .map_err(|e| AuditError::open(&pubfile, e))?;
                 }
                 let store = segment::SegmentStore::open(

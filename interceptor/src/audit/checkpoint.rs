@@ -152,6 +152,7 @@ pub fn write(segment_path: &Path, cp: &Checkpoint) -> std::io::Result<()> {
         .create(true)
         .truncate(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)?;
     f.write_all(serde_json::to_string_pretty(cp)?.as_bytes())?;
     f.write_all(b"\n")?;

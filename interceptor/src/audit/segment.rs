@@ -43,10 +43,19 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 }
 
 /// Creates a directory as 0700 (the agent's processes must not read it). An existing one
-/// must already be private: it is never loosened or silently tightened (it may be shared).
+/// must already be private and belong to this process's user (a directory someone else
+/// created could hold their symlinks or be emptied by them): it is never loosened,
+/// silently tightened (it may be shared) or taken over.
 pub fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
     match fs::metadata(dir) {
         Ok(m) if !m.is_dir() => Err(io::Error::other("not a directory")),
+        Ok(m) if m.uid() != me => Err(io::Error::other(format!(
+            "it belongs to uid {}, not to this daemon's uid {me}: another user could plant files or symlinks in it; remove it or `chown {me} {}` after checking its content",
+            m.uid(),
+            dir.display()
+        ))),
         Ok(m) if m.permissions().mode() & 0o077 != 0 => Err(io::Error::other(format!(
             "mode {:o} lets others read it; `chmod 700 {}` (the agent must not reach the audit records)",
             m.permissions().mode() & 0o777,
@@ -173,6 +182,22 @@ pub struct Limits {
     pub max_age: Duration,
 }
 
+/// Writes a small file in an audit directory (0600), never through a symlink planted there
+/// (the open fails instead), then renames it into place.
+pub fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("new");
+    let _ = fs::remove_file(&tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    drop(f);
+    fs::rename(&tmp, path)
+}
+
 /// Drops a synced audit file's pages from the page cache. The writer never reads them back
 /// (verify, replay and the segment signer read from disk), so they would only crowd the
 /// cache, and appending into recycled pages is cheaper than into fresh ones: a 1.1 KB-line
@@ -227,6 +252,7 @@ impl SegmentStore {
             .truncate(false)
             .write(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(dir.join(".lock"))
             .map_err(open_err)?;
         let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| {
@@ -496,6 +522,7 @@ fn create_segment(dir: &Path, n: u64) -> io::Result<(PathBuf, File)> {
         .truncate(true)
         .write(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)?;
     File::open(dir)?.sync_all()?;
     Ok((path, file))
@@ -518,6 +545,7 @@ fn recover_tail(path: &Path, cut: bool) -> Result<(Last, u64), AuditError> {
         tracing::warn!(segment = %path.display(), bytes = torn, "cutting off a torn last audit line (written when the daemon died, never acknowledged)");
         let f = OpenOptions::new()
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(|e| err(e.to_string()))?;
         f.set_len(valid as u64)

@@ -244,9 +244,9 @@ async fn catch_up(
             copied += n;
             if reached > pos {
                 pos = reached;
-                let _ = std::fs::write(
-                    cfg.chain_dir.join("sink-postgres.pos"),
-                    format!("{{\"seq\":{pos},\"time\":\"{}\"}}\n", super::now_rfc3339()),
+                let _ = super::segment::write_private(
+                    &cfg.chain_dir.join("sink-postgres.pos"),
+                    format!("{{\"seq\":{pos},\"time\":\"{}\"}}\n", super::now_rfc3339()).as_bytes(),
                 );
             }
             if let Some(why) = why.filter(|_| broken_at != Some(pos)) {

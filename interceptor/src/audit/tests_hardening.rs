@@ -284,3 +284,34 @@ fn the_sink_makes_nul_storable() {
     let plain = r#"{"a":"\\u0000"}"#;
     assert_eq!(sink_read::jsonb_safe(plain), plain);
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn refuses_an_audit_dir_of_another_user_and_symlinks_in_it() {
+    use std::os::unix::fs::symlink;
+    let t = tempfile::tempdir().unwrap();
+    // A symlink planted where the daemon writes signing.pub: the file it points to is kept.
+    let audit = t.path().join("audit");
+    super::segment::private_dir(&audit).unwrap();
+    let victim = t.path().join("victim");
+    fs::write(&victim, "precious").unwrap();
+    symlink(&victim, audit.join(checkpoint::PUB_FILE)).unwrap();
+    let chain = audit.join("c");
+    super::segment::private_dir(&chain).unwrap();
+    symlink(&victim, chain.join(".lock")).unwrap();
+    let r = AuditLog::start(settings(t.path(), "c", 1 << 20));
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(r.is_err(), "the .lock symlink was followed");
+    fs::remove_file(chain.join(".lock")).unwrap();
+    let log = AuditLog::start(settings(t.path(), "c", 1 << 20)).unwrap();
+    log.close().await;
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+    // A directory that belongs to someone else (needs root to create one).
+    if nix::unistd::geteuid().is_root() {
+        let other = t.path().join("other");
+        super::segment::private_dir(&other).unwrap();
+        nix::unistd::chown(&other, Some(65534.into()), None).unwrap();
+        let e = super::segment::private_dir(&other).unwrap_err();
+        assert!(e.to_string().contains("belongs to uid 65534"), "{e}");
+    }
+}
