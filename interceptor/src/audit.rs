@@ -18,11 +18,14 @@ pub mod cmd;
 pub mod segment;
 pub mod sessions;
 pub mod sink_pg;
+pub mod sink_read;
 pub mod verify;
 mod writer;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hardening;
 
 use std::{
     fs::OpenOptions,
@@ -243,7 +246,7 @@ impl AuditLog {
                     .map(str::trim)
                     != Some(pubhex.as_str())
                 {
-                    std::fs::write(&pubfile, format!("{pubhex}\n"))
+                    segment::write_private(&pubfile, format!("{pubhex}\n").as_bytes())
                         .map_err(|e| AuditError::open(&pubfile, e))?;
                 }
                 let store = segment::SegmentStore::open(

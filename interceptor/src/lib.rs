@@ -26,3 +26,4 @@ pub mod proxy;
 pub mod run;
 pub mod sockdiag;
 pub mod sql;
+pub mod term;

@@ -95,11 +95,10 @@ pub async fn run(
     // (issue 4) When the policy intercepts TLS, the child trusts the local CA.
     // Secrets the daemon holds in its environment are not passed on to the child.
     let ca_env = crate::protocols::http::child_ca_env(&opts.state_dir);
-    let secrets = std::fs::read_to_string(&opts.policy_path)
+    let policy = std::fs::read_to_string(&opts.policy_path)
         .ok()
-        .and_then(|t| crate::policy::Policy::from_str(&t, "policy").ok())
-        .map(|p| p.secret_env_vars())
-        .unwrap_or_default();
+        .and_then(|t| crate::policy::Policy::from_str(&t, "policy").ok());
+    let secrets = child_secret_env(&opts, policy.as_ref());
     let result = supervise(&cgroup, creds, &command, &ca_env, &secrets).await;
     // The command is done: end whatever it left behind, then stop serving and detach.
     if let Err(e) = cgroup.kill_all(Duration::from_secs(5)) {
@@ -111,6 +110,31 @@ pub async fn run(
     }
     result
 }
+
+/// Environment variables that hold the daemon's (or the operator's) secrets and must not
+/// reach the command: the policy's (`Policy::secret_env_vars`), the audit sink's password,
+/// the approval webhook's signing secret, the agents' token given by `--token-env`, and an
+/// approver's token (the agent could approve its own held commands with it).
+fn child_secret_env(opts: &Options, policy: Option<&crate::policy::Policy>) -> Vec<String> {
+    let mut v = policy.map(|p| p.secret_env_vars()).unwrap_or_default();
+    v.push(crate::audit::sink_pg::PASSWORD_ENV.into());
+    v.push(APPROVER_TOKEN_ENV.into());
+    v.extend(
+        policy
+            .and_then(|p| p.approvals())
+            .and_then(|a| a.webhook.as_ref())
+            .and_then(|w| w.secret_env.clone()),
+    );
+    if let Some(crate::daemon::TokenArg::Env(name)) = &opts.token {
+        v.push(name.clone());
+    }
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The approvals CLI's token variable (`cli.rs`, `--token-file`'s fallback).
+const APPROVER_TOKEN_ENV: &str = "INTERCEPTOR_APPROVER_TOKEN";
 
 async fn supervise(
     cgroup: &Cgroup,

@@ -9,6 +9,7 @@ use super::api::{Authed, Call};
 use super::registry::RequestView;
 use crate::cli::{ApprovalsCommand, ApproverAuth};
 use crate::control::{self, Reply, Request};
+use crate::term::printable as p;
 
 fn approver_token(auth: &ApproverAuth) -> anyhow::Result<String> {
     if let Some(f) = &auth.token_file {
@@ -73,20 +74,10 @@ pub async fn run(
             } else if all.is_empty() {
                 println!("no approval requests");
             } else {
-                println!(
-                    "{:<20} {:<9} {:<10} {:<14} {:<16} COMMAND",
-                    "ID", "STATE", "PROTOCOL", "RESOURCE", "RULE"
-                );
-                for v in &all {
-                    let cmd: String = v.command.chars().take(60).collect();
-                    println!(
-                        "{:<20} {:<9} {:<10} {:<14} {:<16} {cmd}",
-                        v.id, v.state, v.protocol, v.resource, v.rule
-                    );
-                }
+                print!("{}", render_list(&all));
             }
             for e in &errors {
-                eprintln!("interceptor: {e}");
+                eprintln!("interceptor: {}", p(e));
             }
             Ok(if errors.is_empty() { 0 } else { 1 })
         }
@@ -112,6 +103,29 @@ pub async fn run(
     }
 }
 
+/// The table of `approvals list`, every field escaped for the terminal.
+fn render_list(all: &[RequestView]) -> String {
+    use std::fmt::Write;
+    let mut o = format!(
+        "{:<20} {:<9} {:<10} {:<14} {:<16} COMMAND\n",
+        "ID", "STATE", "PROTOCOL", "RESOURCE", "RULE"
+    );
+    for v in all {
+        let cmd: String = v.command.chars().take(60).collect();
+        let _ = writeln!(
+            o,
+            "{:<20} {:<9} {:<10} {:<14} {:<16} {}",
+            p(&v.id),
+            p(&v.state),
+            p(&v.protocol),
+            p(&v.resource),
+            p(&v.rule),
+            p(&cmd)
+        );
+    }
+    o
+}
+
 /// A call about one request: the daemon that has it answers; the others say 404.
 async fn single(
     socks: &[std::path::PathBuf],
@@ -126,13 +140,13 @@ async fn single(
                 if json {
                     println!("{}", serde_json::to_string_pretty(&body)?);
                 } else {
-                    print_view(&body);
+                    print!("{}", render_view(&body));
                 }
                 return Ok(0);
             }
             Ok((404, body)) => last = Some(error_of(&body)),
             Ok((status, body)) => {
-                eprintln!("interceptor: refused ({status}): {}", error_of(&body));
+                eprintln!("interceptor: refused ({status}): {}", p(&error_of(&body)));
                 return Ok(if status == 403 { 3 } else { 1 });
             }
             Err(e) => last = Some(format!("{e:#}")),
@@ -140,34 +154,46 @@ async fn single(
     }
     eprintln!(
         "interceptor: {}",
-        last.unwrap_or_else(|| "not found".into())
+        p(&last.unwrap_or_else(|| "not found".into()))
     );
     Ok(1)
 }
 
-fn print_view(body: &serde_json::Value) {
+/// One request, every field escaped for the terminal (the command, identity and reason
+/// come from the agent).
+fn render_view(body: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
     let v = body.get("request").unwrap_or(body);
-    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_owned();
-    println!("{}  {}", s("id"), s("state"));
-    println!("  resource:  {} ({})", s("resource"), s("protocol"));
-    println!("  command:   {}", s("command"));
-    println!("  class:     {}", s("classification"));
-    println!("  rule:      {} — {}", s("rule"), s("reason"));
-    println!(
+    let s = |k: &str| p(v.get(k).and_then(|x| x.as_str()).unwrap_or("-")).into_owned();
+    let _ = writeln!(o, "{}  {}", s("id"), s("state"));
+    let _ = writeln!(o, "  resource:  {} ({})", s("resource"), s("protocol"));
+    let _ = writeln!(o, "  command:   {}", s("command"));
+    let _ = writeln!(o, "  class:     {}", s("classification"));
+    let _ = writeln!(o, "  rule:      {} — {}", s("rule"), s("reason"));
+    let _ = writeln!(
+        o,
         "  identity:  {}",
-        v.get("identity").map(|i| i.to_string()).unwrap_or_default()
+        p(&v.get("identity").map(|i| i.to_string()).unwrap_or_default())
     );
     if let Some(sub) = v.get("agent_subject").and_then(|x| x.as_str()) {
-        println!("  agent:     {sub}");
+        let _ = writeln!(o, "  agent:     {}", p(sub));
     }
-    println!("  created:   {}   expires: {}", s("created"), s("expires"));
+    let _ = writeln!(
+        o,
+        "  created:   {}   expires: {}",
+        s("created"),
+        s("expires")
+    );
     if v.get("decided_by").is_some_and(|d| !d.is_null()) {
-        println!(
+        let _ = writeln!(
+            o,
             "  decided:   by {} ({})",
             s("decided_by"),
             s("decision_reason")
         );
     }
+    o
 }
 
 /// `interceptor token set FILE [--instance NAME]`.
@@ -208,4 +234,38 @@ pub async fn set_token(
         }
     }
     Ok(i32::from(failed > 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A held command that tries to rewrite the operator's terminal.
+    fn hostile() -> serde_json::Value {
+        serde_json::json!({
+            "id": "ap-1", "state": "pending", "created": "t0", "expires": "t1",
+            "protocol": "postgres", "session": "s1",
+            "identity": {"comm": "psql\u{1b}]0;owned\u{7}", "exe": "/x\n  rule:      fake"},
+            "agent_subject": "agent\r", "resource": "appdb",
+            "command": "DROP TABLE users;\r\u{1b}[2K\u{9b}1ASELECT 1",
+            "classification": "write", "rule": "hold-writes", "reason": "why\u{1b}[8m",
+        })
+    }
+
+    #[test]
+    fn list_and_show_escape_control_characters() {
+        let v: RequestView = serde_json::from_value(hostile()).unwrap();
+        let list = render_list(&[v]);
+        let show = render_view(&serde_json::json!({ "request": hostile() }));
+        for out in [&list, &show] {
+            assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+            assert!(
+                out.contains("DROP TABLE users;\\r\\x1b[2K\\u{9b}1ASELECT 1"),
+                "{out}"
+            );
+        }
+        assert_eq!(list.lines().count(), 2, "{list}");
+        assert!(!show.contains("\n  rule:      fake"), "{show}");
+        assert!(show.contains("agent\\r"), "{show}");
+    }
 }

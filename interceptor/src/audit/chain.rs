@@ -65,6 +65,18 @@ pub struct Opened {
     pub hash: [u8; 32],
     /// sha256(body) == hash.
     pub hash_ok: bool,
+    /// The daemon instance the record names (`instance`, or `chain` in `segment_open`).
+    pub owner: Option<String>,
+}
+
+/// A member that is text, or `None` (whatever else it holds).
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(
+        match <serde_json::Value as serde::Deserialize>::deserialize(d)? {
+            serde_json::Value::String(s) => Some(s),
+            _ => None,
+        },
+    )
 }
 
 /// Parses one line (without `\n`). `Err` says why it is not a chained record at all.
@@ -85,6 +97,12 @@ pub fn open(line: &str) -> Result<Opened, String> {
     struct Head {
         seq: u64,
         prev: String,
+        #[serde(default, deserialize_with = "text")]
+        instance: Option<String>,
+        #[serde(default, rename = "type", deserialize_with = "text")]
+        kind: Option<String>,
+        #[serde(default, deserialize_with = "text")]
+        chain: Option<String>,
     }
     let head: Head = serde_json::from_str(&body).map_err(|e| format!("not a JSON record: {e}"))?;
     let prev = unhex32(&head.prev).ok_or("\"prev\" is not 64 hex digits")?;
@@ -93,5 +111,9 @@ pub fn open(line: &str) -> Result<Opened, String> {
         prev,
         hash,
         hash_ok: computed == hash,
+        owner: match head.kind.as_deref() {
+            Some("segment_open") => head.chain,
+            _ => head.instance,
+        },
     })
 }

@@ -40,6 +40,10 @@ pub struct Body {
     pub file_sha256: String,
     pub closed_at: String,
     pub public_key: String,
+    /// Signed by a restarted daemon from the file as it found it (after a crash, or when
+    /// signing at close had failed), not from what it had written itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub signed_at_recovery: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -148,6 +152,7 @@ pub fn write(segment_path: &Path, cp: &Checkpoint) -> std::io::Result<()> {
         .create(true)
         .truncate(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)?;
     f.write_all(serde_json::to_string_pretty(cp)?.as_bytes())?;
     f.write_all(b"\n")?;

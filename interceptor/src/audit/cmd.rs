@@ -11,6 +11,7 @@ use std::{
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::{checkpoint, sessions, verify, Settings};
+use crate::term::printable as p;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -220,6 +221,9 @@ fn render_verify(r: &verify::ChainReport, trusted: Option<&Path>) -> String {
         }
         Some(p) => {
             let _ = writeln!(o, "TAMPERED {}: first bad record: {p}", r.dir.display());
+            for p in &r.problems[1..] {
+                let _ = writeln!(o, "  also: {p}");
+            }
         }
     }
     for w in &r.warnings {
@@ -314,7 +318,9 @@ pub async fn sessions_cmd(cmd: SessionsCommand, state_dir: &Path) -> anyhow::Res
             if !json {
                 println!(
                     "end of session {} ({} commands, {} denied)",
-                    s.id, s.commands, s.denied
+                    p(&s.id),
+                    s.commands,
+                    s.denied
                 );
             }
         }
@@ -322,10 +328,11 @@ pub async fn sessions_cmd(cmd: SessionsCommand, state_dir: &Path) -> anyhow::Res
     Ok(0)
 }
 
+/// Process name, pid and uid (the name escaped: the agent chooses it).
 fn who(s: &sessions::Session) -> String {
     format!(
         "{} pid={} uid={}",
-        s.comm.as_deref().unwrap_or("?"),
+        p(s.comm.as_deref().unwrap_or("?")),
         s.pid.map_or("?".into(), |p| p.to_string()),
         s.uid.map_or("?".into(), |u| u.to_string())
     )
@@ -355,10 +362,10 @@ pub fn render_list(list: &[sessions::Session]) -> String {
         let _ = writeln!(
             o,
             "{:<24} {:<24} {:<28} {:<22} {:>8} {:>6} {:>10}{dec}",
-            s.id,
-            s.start,
+            p(&s.id),
+            p(&s.start),
             who(s),
-            target,
+            p(&target),
             s.commands,
             s.denied,
             dur
@@ -370,24 +377,25 @@ pub fn render_list(list: &[sessions::Session]) -> String {
 
 pub fn render_header(s: &sessions::Session) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "session {} ({})", s.id, s.instance);
-    let _ = writeln!(o, "  started  {}", s.start);
+    let _ = writeln!(o, "session {} ({})", p(&s.id), p(&s.instance));
+    let _ = writeln!(o, "  started  {}", p(&s.start));
     let _ = writeln!(
         o,
         "  who      {}{}",
         who(s),
         s.exe
             .as_deref()
-            .map(|e| format!(" exe={e}"))
+            .map(|e| format!(" exe={}", p(e)))
             .unwrap_or_default()
     );
     if let Some(d) = &s.destination {
         let _ = writeln!(
             o,
-            "  to       {d}{}",
+            "  to       {}{}",
+            p(d),
             s.resource
                 .as_deref()
-                .map(|r| format!(" (resource {r})"))
+                .map(|r| format!(" (resource {})", p(r)))
                 .unwrap_or_default()
         );
     }
@@ -407,8 +415,8 @@ pub fn render_command(c: &sessions::Command) -> String {
     let mut o = format!(
         "[+{:>9.3}s] {:<5} {}",
         c.offset_ms / 1000.0,
-        c.decision.to_uppercase(),
-        c.text.replace('\n', " ")
+        p(&c.decision.to_uppercase()),
+        p(&c.text.replace('\n', " "))
     );
     let mut facts = Vec::new();
     if let Some(r) = c.rows {
@@ -422,11 +430,11 @@ pub fn render_command(c: &sessions::Command) -> String {
     }
     facts.push(format!("{:.2} ms", c.duration_ms));
     if let Some(e) = &c.error {
-        facts.push(format!("error {e}"));
+        facts.push(format!("error {}", p(e)));
     }
     if c.decision == "deny" {
         if let Some(r) = &c.reason {
-            facts.push(format!("reason: {r}"));
+            facts.push(format!("reason: {}", p(r)));
         }
     }
     let _ = write!(o, "  -> {}", facts.join(", "));

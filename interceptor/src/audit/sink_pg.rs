@@ -3,7 +3,9 @@
 //! DO NOTHING). It reads the local segments, never the writer's queue: enforcement never
 //! waits for it, and after an outage it catches up from where the table ends (its
 //! position is `max(seq)` of this host and chain, mirrored in `<chain>/sink-postgres.pos`).
-//! Only durable records are copied (seq ≤ the writer's last fsync'd position). Records never
+//! Only durable records are copied (seq ≤ the writer's last fsync'd position), only as an
+//! unbroken chain (`sink_read.rs`), and a local chain that is not the one the table holds
+//! under the instance's name goes under a name of its own (`incarnation`). Records never
 //! hold result values, so masked values cannot reach the sink.
 
 use std::{
@@ -15,7 +17,10 @@ use std::{
 use tokio::sync::watch;
 use tokio_postgres::{Client, NoTls};
 
-use super::{chain, segment::list_segments, Position};
+use super::{
+    sink_read::{linked_prefix, read_range, Row},
+    Position,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -100,6 +105,7 @@ const INSERT: &str = "INSERT INTO interceptor_audit (host, chain, segment, seq, 
 const BATCH: usize = 1000;
 
 /// Runs until `stop` turns true, then makes one last pass (bounded) and returns.
+/// Each outage is logged once when it starts and once when the sink is back.
 pub async fn run(
     cfg: SinkConfig,
     mut durable: watch::Receiver<Position>,
@@ -109,10 +115,7 @@ pub async fn run(
     let mut down = false;
     loop {
         let stopping = *stop.borrow();
-        let pass = async {
-            let client = connect(&cfg).await?;
-            catch_up(&cfg, &client, &mut durable, &mut stop).await
-        };
+        let pass = one_pass(&cfg, &mut durable, &mut stop, &mut down);
         let r = if stopping {
             tokio::time::timeout(Duration::from_secs(5), pass)
                 .await
@@ -126,6 +129,7 @@ pub async fn run(
                 if !down {
                     tracing::warn!(error = %e, "audit sink unavailable; retrying (enforcement is not affected)");
                     down = true;
+                    backoff = Duration::from_millis(200);
                 }
                 if stopping {
                     return;
@@ -140,6 +144,17 @@ pub async fn run(
     }
 }
 
+/// Connects and copies until an error or `stop`.
+async fn one_pass(
+    cfg: &SinkConfig,
+    durable: &mut watch::Receiver<Position>,
+    stop: &mut watch::Receiver<bool>,
+    down: &mut bool,
+) -> Result<u64, SinkError> {
+    let client = connect(cfg).await?;
+    catch_up(cfg, &client, durable, stop, down).await
+}
+
 async fn connect(cfg: &SinkConfig) -> Result<Client, SinkError> {
     let (client, conn) = cfg.pg.connect(NoTls).await?;
     tokio::spawn(async move {
@@ -147,37 +162,101 @@ async fn connect(cfg: &SinkConfig) -> Result<Client, SinkError> {
             tracing::debug!(error = %e, "audit sink connection ended");
         }
     });
-    client.batch_execute(TABLE_DDL).await?;
+    // Created only when missing: a least-privilege role (INSERT and SELECT on a table
+    // another role owns, no CREATE on the schema) cannot run even `CREATE TABLE IF NOT
+    // EXISTS` (PostgreSQL checks the schema privilege first).
+    let exists: bool = client
+        .query_one("SELECT to_regclass('interceptor_audit') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        client.batch_execute(TABLE_DDL).await?;
+    }
     Ok(client)
 }
 
+/// The table's position for `chain` (its highest seq), and whether the local chain holds
+/// the same record there (same hash): if not, the local chain is not the one the table
+/// copied (the directory was moved aside and a new chain began under the same name).
+async fn position(
+    cfg: &SinkConfig,
+    client: &Client,
+    chain: &str,
+) -> Result<(u64, bool), SinkError> {
+    let row = client
+        .query_opt(
+            "SELECT seq, hash FROM interceptor_audit WHERE host = $1 AND chain = $2 ORDER BY seq DESC LIMIT 1",
+            &[&cfg.host, &chain],
+        )
+        .await?;
+    let Some(row) = row else { return Ok((0, true)) };
+    let (pos, hash) = (row.get::<_, i64>(0) as u64, row.get::<_, String>(1));
+    let dir = cfg.chain_dir.clone();
+    let local = tokio::task::spawn_blocking(move || read_range(&dir, pos, pos))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    Ok((pos, local.first().is_some_and(|r| r.hash == hash)))
+}
+
+/// The name the local chain's rows go under: the instance's, or, when the table holds
+/// another chain under it, `<instance>~<first 16 hex digits of the local first record's
+/// hash>` (one name per incarnation of the chain).
+async fn incarnation(cfg: &SinkConfig, client: &Client) -> Result<(String, u64), SinkError> {
+    let (pos, same) = position(cfg, client, &cfg.chain).await?;
+    if same {
+        return Ok((cfg.chain.clone(), pos));
+    }
+    let dir = cfg.chain_dir.clone();
+    let first = tokio::task::spawn_blocking(move || read_range(&dir, 1, 1))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let tag = first.first().map_or("none", |r| &r.hash[..16]);
+    let name = format!("{}~{tag}", cfg.chain);
+    tracing::error!(host = %cfg.host, chain = %cfg.chain, copy_as = %name, table_seq = pos, "the audit sink table holds a different chain under this instance's name (the chain directory was moved aside or replaced, so the local chain started again): copying the local chain under a new name instead of skipping it; compare both with `interceptor audit verify`");
+    let (pos, same) = position(cfg, client, &name).await?;
+    if !same {
+        return Err(SinkError::Io(std::io::Error::other(format!(
+            "the sink's rows for {name} do not match the local chain either: not copying"
+        ))));
+    }
+    Ok((name, pos))
+}
+
 /// Copies everything durable after the table's position, then follows new records until the
-/// connection fails or `stop` is set (returns after a final pass).
+/// connection fails or `stop` is set (returns after a final pass). It copies only an
+/// unbroken chain: at a missing, forged or edited record it stops (and says so) instead of
+/// copying it or skipping past it.
 async fn catch_up(
     cfg: &SinkConfig,
     client: &Client,
     durable: &mut watch::Receiver<Position>,
     stop: &mut watch::Receiver<bool>,
+    down: &mut bool,
 ) -> Result<u64, SinkError> {
-    let row = client
-        .query_one(
-            "SELECT coalesce(max(seq), 0) FROM interceptor_audit WHERE host = $1 AND chain = $2",
-            &[&cfg.host, &cfg.chain],
-        )
-        .await?;
-    let mut pos = row.get::<_, i64>(0) as u64;
-    tracing::info!(host = %cfg.host, chain = %cfg.chain, position = pos, "audit sink connected; copying from its position");
+    let (chain, mut pos) = incarnation(cfg, client).await?;
+    tracing::info!(host = %cfg.host, chain = %chain, position = pos, "audit sink connected; copying from its position");
     let mut copied = 0;
+    let mut broken_at = None;
     loop {
         let upto = durable.borrow_and_update().seq;
         if upto > pos {
-            let n = copy_range(cfg, client, pos, upto).await?;
+            let (n, reached, why) = copy_range(cfg, client, &chain, pos, upto).await?;
             copied += n;
-            pos = upto;
-            let _ = std::fs::write(
-                cfg.chain_dir.join("sink-postgres.pos"),
-                format!("{{\"seq\":{pos},\"time\":\"{}\"}}\n", super::now_rfc3339()),
-            );
+            if reached > pos {
+                pos = reached;
+                let _ = super::segment::write_private(
+                    &cfg.chain_dir.join("sink-postgres.pos"),
+                    format!("{{\"seq\":{pos},\"time\":\"{}\"}}\n", super::now_rfc3339()).as_bytes(),
+                );
+            }
+            if let Some(why) = why.filter(|_| broken_at != Some(pos)) {
+                broken_at = Some(pos);
+                tracing::error!(chain = %chain, after_seq = pos, problem = %why, "the local audit chain is broken: the sink stops copying here (run `interceptor audit verify`)");
+            }
+        }
+        // Back only once records could be copied again (not merely connected).
+        if std::mem::take(down) {
+            tracing::info!(chain = %chain, position = pos, "audit sink is back");
         }
         if *stop.borrow() {
             return Ok(copied);
@@ -192,25 +271,26 @@ async fn catch_up(
     }
 }
 
-struct Row {
-    segment: i64,
-    seq: i64,
-    kind: String,
-    session: String,
-    hash: String,
-    record: String,
-}
-
+/// Copies the unbroken part of `after < seq <= upto`: returns the rows copied, the last seq
+/// copied (or `after`), and why it stopped early.
 async fn copy_range(
     cfg: &SinkConfig,
     client: &Client,
+    chain: &str,
     after: u64,
     upto: u64,
-) -> Result<u64, SinkError> {
+) -> Result<(u64, u64, Option<String>), SinkError> {
     let dir = cfg.chain_dir.clone();
-    let rows = tokio::task::spawn_blocking(move || read_range(&dir, after, upto))
+    let mut rows = tokio::task::spawn_blocking(move || read_range(&dir, after.max(1), upto))
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
+    // The record at `after` (already in the table) anchors the linkage check.
+    let anchor = match rows.first() {
+        Some(r) if after > 0 && r.seq as u64 == after => rows.remove(0).hash_raw,
+        _ => super::chain::GENESIS,
+    };
+    let (good, why) = linked_prefix(after, anchor, &rows);
+    let rows = &rows[..good];
     let mut n = 0;
     for chunk in rows.chunks(BATCH) {
         let col = |f: fn(&Row) -> String| chunk.iter().map(f).collect::<Vec<String>>();
@@ -221,7 +301,7 @@ async fn copy_range(
                 INSERT,
                 &[
                     &cfg.host,
-                    &cfg.chain,
+                    &chain,
                     &segs,
                     &seqs,
                     &col(|r| r.kind.clone()),
@@ -233,39 +313,6 @@ async fn copy_range(
             .await?;
         n += chunk.len() as u64;
     }
-    Ok(n)
-}
-
-/// Records with `after < seq <= upto` from the local segments.
-fn read_range(dir: &Path, after: u64, upto: u64) -> std::io::Result<Vec<Row>> {
-    let mut out = Vec::new();
-    for (n, path) in list_segments(dir)? {
-        // Skip whole segments that a checkpoint shows to be already copied.
-        if let Ok(cp) = super::checkpoint::read(&super::checkpoint::path_for(&path)) {
-            if cp.body.last_seq <= after {
-                continue;
-            }
-        }
-        let text = std::fs::read_to_string(&path)?;
-        for line in text.lines() {
-            let Ok(o) = chain::open(line) else { continue };
-            if o.seq <= after || o.seq > upto {
-                continue;
-            }
-            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-            let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
-            out.push(Row {
-                segment: n as i64,
-                seq: o.seq as i64,
-                kind: s("type"),
-                session: s("session"),
-                hash: chain::hex(&o.hash),
-                record: line.to_owned(),
-            });
-        }
-        if out.last().is_some_and(|r| r.seq as u64 >= upto) {
-            break;
-        }
-    }
-    Ok(out)
+    let reached = rows.last().map_or(after, |r| r.seq as u64);
+    Ok((n, reached, why))
 }

@@ -1,5 +1,6 @@
-//! `interceptor audit verify`: re-checks a chain directory from disk and names the first
-//! record that is not what the daemon wrote (file, line, seq).
+//! `interceptor audit verify`: re-checks a chain directory from disk and names every
+//! record that is not what the daemon wrote (file, line, seq): after a problem it picks the
+//! chain up again at the next record, so one problem does not hide the ones after it.
 //!
 //! What it proves: every record hashes to its `hash`, each `prev` is the hash before it,
 //! `seq` runs 1, 2, 3… across segments without gaps, and every closed segment matches its
@@ -37,6 +38,8 @@ pub enum Kind {
     Truncated,
     /// A checkpoint is missing, unsigned or signed by another key, or disagrees.
     Checkpoint,
+    /// Records or checkpoints of another chain (another daemon instance) in this one.
+    Foreign,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,15 +75,32 @@ pub struct ChainReport {
     pub records: u64,
     pub last_seq: u64,
     pub checkpoints: u64,
+    /// The first problem (the first of `problems`).
     pub problem: Option<Problem>,
+    /// Every problem found, in chain order (at most `MAX_PROBLEMS`).
+    pub problems: Vec<Problem>,
     pub warnings: Vec<String>,
 }
 
 impl ChainReport {
     pub fn ok(&self) -> bool {
-        self.problem.is_none()
+        self.problems.is_empty()
+    }
+
+    fn push(&mut self, p: Problem) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(p);
+        } else if self.problems.len() == MAX_PROBLEMS {
+            self.warnings.push(format!(
+                "more than {MAX_PROBLEMS} problems: only the first are listed"
+            ));
+            self.problems.push(p);
+        }
     }
 }
+
+/// Problems listed per chain (the count goes on).
+pub const MAX_PROBLEMS: usize = 1000;
 
 /// The chain directories under `dir`: `dir` itself if it holds segments, else its
 /// subdirectories that do.
@@ -121,11 +141,12 @@ pub fn verify_chain(dir: &Path, key: Option<&VerifyingKey>) -> ChainReport {
         last_seq: 0,
         checkpoints: 0,
         problem: None,
+        problems: Vec::new(),
         warnings: Vec::new(),
     };
-    if let Err(p) = walk(dir, key, &mut r) {
-        r.problem = Some(p);
-    }
+    walk(dir, key, &mut r);
+    r.problems.truncate(MAX_PROBLEMS);
+    r.problem = r.problems.first().cloned();
     r
 }
 
@@ -139,14 +160,29 @@ fn problem(kind: Kind, file: &Path, line: u64, seq: Option<u64>, detail: String)
     }
 }
 
-fn walk(dir: &Path, key: Option<&VerifyingKey>, r: &mut ChainReport) -> Result<(), Problem> {
-    let segs = list_segments(dir)
-        .map_err(|e| problem(Kind::Deleted, dir, 0, None, format!("cannot list: {e}")))?;
+fn walk(dir: &Path, key: Option<&VerifyingKey>, r: &mut ChainReport) {
+    let segs = match list_segments(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            return r.push(problem(
+                Kind::Deleted,
+                dir,
+                0,
+                None,
+                format!("cannot list: {e}"),
+            ));
+        }
+    };
+    // The chain's name: its directory's (the daemon names it after its instance).
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let (mut seq, mut prev, mut want_n) = (1u64, GENESIS, 1u64);
     for (i, (n, path)) in segs.iter().enumerate() {
         let newest = i + 1 == segs.len();
         if *n != want_n {
-            return Err(problem(
+            r.push(problem(
                 Kind::Deleted,
                 path,
                 0,
@@ -156,8 +192,19 @@ fn walk(dir: &Path, key: Option<&VerifyingKey>, r: &mut ChainReport) -> Result<(
         }
         want_n = n + 1;
         r.segments += 1;
-        let data = fs::read(path)
-            .map_err(|e| problem(Kind::Deleted, path, 0, None, format!("cannot read: {e}")))?;
+        let data = match fs::read(path) {
+            Ok(d) => d,
+            Err(e) => {
+                r.push(problem(
+                    Kind::Deleted,
+                    path,
+                    0,
+                    None,
+                    format!("cannot read: {e}"),
+                ));
+                continue;
+            }
+        };
         let valid = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         let text = String::from_utf8_lossy(&data[..valid]);
         let lines: Vec<Line> = text
@@ -169,18 +216,27 @@ fn walk(dir: &Path, key: Option<&VerifyingKey>, r: &mut ChainReport) -> Result<(
             })
             .collect();
         let (seg_first_prev, mut count) = (prev, 0u64);
+        // After a line that is not a record, the next record is taken as it comes.
+        let mut lost = false;
+        let mut foreign = false;
         for (j, l) in lines.iter().enumerate() {
-            let o = l.opened.as_ref().map_err(|e| {
-                problem(
-                    Kind::Edited,
-                    path,
-                    l.no,
-                    Some(seq),
-                    format!("not a chained record: {e}"),
-                )
-            })?;
+            count += 1;
+            let o = match &l.opened {
+                Ok(o) => o,
+                Err(e) => {
+                    r.push(problem(
+                        Kind::Edited,
+                        path,
+                        l.no,
+                        Some(seq),
+                        format!("not a chained record: {e}"),
+                    ));
+                    (seq, lost) = (seq + 1, true);
+                    continue;
+                }
+            };
             if !o.hash_ok {
-                return Err(problem(
+                r.push(problem(
                     Kind::Edited,
                     path,
                     l.no,
@@ -188,42 +244,55 @@ fn walk(dir: &Path, key: Option<&VerifyingKey>, r: &mut ChainReport) -> Result<(
                     "the record's content does not match its hash".into(),
                 ));
             }
+            if !foreign && o.owner.as_ref().is_some_and(|w| *w != name) {
+                foreign = true;
+                r.push(problem(
+                    Kind::Foreign,
+                    path,
+                    l.no,
+                    Some(o.seq),
+                    format!(
+                        "the record belongs to chain {:?}, not {name:?} (segments copied from another instance?)",
+                        o.owner.as_deref().unwrap_or("")
+                    ),
+                ));
+            }
             let later = |s: u64| {
                 lines[j + 1..]
                     .iter()
                     .any(|x| matches!(&x.opened, Ok(y) if y.seq == s))
             };
-            if o.seq > seq {
+            if lost {
+                lost = false;
+            } else if o.seq > seq {
                 let kind = if later(seq) {
                     Kind::Reordered
                 } else {
                     Kind::Deleted
                 };
-                return Err(problem(
+                r.push(problem(
                     kind,
                     path,
                     l.no,
                     Some(o.seq),
                     format!("expected seq {seq} here, found {}", o.seq),
                 ));
-            }
-            if o.seq < seq {
+            } else if o.seq < seq {
                 // A seq seen before: a duplicate or a forged record in front of the original
                 // (records moved back are caught above, at the gap they leave).
-                return Err(problem(
+                r.push(problem(
                     Kind::Inserted,
                     path,
                     l.no,
                     Some(o.seq),
                     format!("expected seq {seq} here, found {} again", o.seq),
                 ));
+            } else if o.prev != prev {
+                r.push(problem(Kind::Inserted, path, l.no, Some(o.seq), "the record does not link to the one before it (prev hash differs): it replaced or was put in front of the original".into()));
             }
-            if o.prev != prev {
-                return Err(problem(Kind::Inserted, path, l.no, Some(o.seq), "the record does not link to the one before it (prev hash differs): it replaced or was put in front of the original".into()));
-            }
-            seq += 1;
+            // Go on from what this record claims.
+            seq = o.seq + 1;
             prev = o.hash;
-            count += 1;
         }
         r.records += count;
         r.last_seq = seq - 1;
@@ -234,7 +303,7 @@ fn walk(dir: &Path, key: Option<&VerifyingKey>, r: &mut ChainReport) -> Result<(
             if newest && !has_cp {
                 r.warnings.push(format!("{}: a torn last line ({torn} bytes) follows seq {}: the daemon died while writing it, so it was never acknowledged and its command never forwarded (a restarted daemon cuts it off and records that)", path.display(), seq - 1));
             } else {
-                return Err(problem(
+                r.push(problem(
                     Kind::Truncated,
                     path,
                     count + 1,
@@ -246,31 +315,53 @@ fn walk(dir: &Path, key: Option<&VerifyingKey>, r: &mut ChainReport) -> Result<(
         if !has_cp {
             if newest {
                 r.warnings.push(format!("{}: newest segment, still open (no checkpoint yet): records cut off its end at a line boundary cannot be detected here", path.display()));
-                continue;
+            } else {
+                r.push(problem(
+                    Kind::Checkpoint,
+                    &cp_path,
+                    0,
+                    None,
+                    format!("closed segment {n} has no checkpoint (deleted?)"),
+                ));
             }
-            return Err(problem(
-                Kind::Checkpoint,
-                &cp_path,
-                0,
-                None,
-                format!("closed segment {n} has no checkpoint (deleted?)"),
-            ));
+            continue;
         }
-        check_checkpoint(&cp_path, path, *n, seg_first_prev, count, key, &data)?;
-        r.checkpoints += 1;
+        let seg = Seg {
+            path,
+            n: *n,
+            name: &name,
+            first_prev: seg_first_prev,
+            count,
+            data: &data,
+        };
+        match check_checkpoint(&cp_path, &seg, key) {
+            Ok(cp) => {
+                r.checkpoints += 1;
+                if cp.body.signed_at_recovery {
+                    r.warnings.push(format!("{}: signed by a restarted daemon when it recovered the segment after a crash or a failed signing ({}): it vouches for the file as found then, not for what the daemon wrote before; compare with the sink's copy", path.display(), cp.body.closed_at));
+                }
+            }
+            Err(p) => r.push(p),
+        }
     }
-    Ok(())
+}
+
+/// A segment as read, for its checkpoint.
+struct Seg<'a> {
+    path: &'a Path,
+    n: u64,
+    name: &'a str,
+    first_prev: [u8; 32],
+    count: u64,
+    data: &'a [u8],
 }
 
 fn check_checkpoint(
     cp_path: &Path,
-    seg: &Path,
-    n: u64,
-    first_prev: [u8; 32],
-    count: u64,
+    seg: &Seg<'_>,
     key: Option<&VerifyingKey>,
-    data: &[u8],
-) -> Result<(), Problem> {
+) -> Result<checkpoint::Checkpoint, Problem> {
+    let (n, count, data) = (seg.n, seg.count, seg.data);
     let bad = |detail: String| problem(Kind::Checkpoint, cp_path, 0, None, detail);
     let cp = checkpoint::read(cp_path).map_err(bad)?;
     let key = key.ok_or_else(|| bad("no public key to check signatures with (pass --key or put signing.pub next to the chain)".into()))?;
@@ -281,6 +372,18 @@ fn check_checkpoint(
         ))
     })?;
     let b = &cp.body;
+    if b.chain != seg.name {
+        return Err(problem(
+            Kind::Foreign,
+            cp_path,
+            0,
+            None,
+            format!(
+                "the checkpoint is for chain {:?}, not {:?} (segments copied from another instance? a chain directory keeps its instance's name)",
+                b.chain, seg.name
+            ),
+        ));
+    }
     if b.segment != n {
         return Err(bad(format!(
             "checkpoint is for segment {}, not {n}",
@@ -288,10 +391,10 @@ fn check_checkpoint(
         )));
     }
     if count < b.records || (data.len() as u64) < b.bytes {
-        let s = summarize(seg).ok();
+        let s = summarize(seg.path).ok();
         return Err(problem(
             Kind::Truncated,
-            seg,
+            seg.path,
             count + 1,
             Some(s.map_or(b.last_seq, |s| s.last_seq + 1)),
             format!(
@@ -305,7 +408,7 @@ fn check_checkpoint(
     if count > b.records {
         return Err(problem(
             Kind::Inserted,
-            seg,
+            seg.path,
             b.records + 1,
             Some(b.last_seq + 1),
             format!("records after the {} the checkpoint vouches for", b.records),
@@ -313,11 +416,11 @@ fn check_checkpoint(
     }
     let sha: [u8; 32] =
         sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(data)).into();
-    if b.first_prev != hex(&first_prev)
+    if b.first_prev != hex(&seg.first_prev)
         || b.file_sha256 != hex(&sha)
         || b.bytes != data.len() as u64
     {
-        return Err(problem(Kind::Edited, seg, 0, None, "the segment differs from what its checkpoint vouches for (a whole chain rewritten after the fact?)".into()));
+        return Err(problem(Kind::Edited, seg.path, 0, None, "the segment differs from what its checkpoint vouches for (a whole chain rewritten after the fact, or changed on disk while the daemon had it open?)".into()));
     }
-    Ok(())
+    Ok(cp)
 }

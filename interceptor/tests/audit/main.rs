@@ -11,6 +11,7 @@ mod support;
 mod crash;
 mod session;
 mod sink;
+mod sink_chain;
 
 use std::{
     collections::HashSet,

@@ -243,3 +243,74 @@ fn audit_postgres_sink_copies_idempotently_and_catches_up_after_an_outage() {
     let (code, v, _) = cli(&env, &["audit", "verify"]);
     assert_eq!(code, 0, "{v}");
 }
+
+/// Counts rows of the sink table (as the superuser).
+fn sink_count(sink: &Pg, db: &str, cond: &str) -> Option<i64> {
+    let out = Command::new(pg_support::psql())
+        .args(["-X", "-q", "-At", "-h"])
+        .arg(sink.dir.path())
+        .args([
+            "-p",
+            &sink.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-c",
+        ])
+        .arg(format!(
+            "SELECT count(*) FROM interceptor_audit WHERE {cond}"
+        ))
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+#[test]
+fn audit_sink_works_with_an_insert_only_role_and_its_password_never_reaches_the_agent() {
+    if !root_or_skip(
+        "audit_sink_works_with_an_insert_only_role_and_its_password_never_reaches_the_agent",
+    ) {
+        return;
+    }
+    let pg = Pg::start();
+    let sink = Pg::start();
+    // The table belongs to another role; the sink's role may only INSERT and SELECT.
+    sink.sql("postgres", "CREATE ROLE sink LOGIN PASSWORD 'sink-pw-4a1c'");
+    sink.sql("postgres", "CREATE DATABASE auditdb");
+    sink.sql("auditdb", interceptor::audit::sink_pg::TABLE_DDL);
+    sink.sql(
+        "auditdb",
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC; GRANT INSERT, SELECT ON interceptor_audit TO sink",
+    );
+    let env = Env::new();
+    let pol = policy(&env, &pg, "");
+    let url = format!("postgres://sink@127.0.0.2:{}/auditdb", sink.port);
+    let out = env
+        .cmd()
+        .env("INTERCEPTOR_AUDIT_SINK_PASSWORD", "sink-pw-4a1c")
+        .env("INTERCEPTOR_APPROVER_TOKEN", "approver-token-9d2e")
+        .args(["run", "--policy"])
+        .arg(&pol)
+        .args(["--audit-sink", &url, "--"])
+        .args(["sh", "-c", "env; echo agent-done"])
+        .output()
+        .unwrap();
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    eprintln!("--- interceptor run ---\n{so}{se}");
+    assert!(out.status.success() && so.contains("agent-done"));
+    assert!(
+        !so.contains("sink-pw-4a1c"),
+        "the agent saw the sink password"
+    );
+    assert!(
+        !so.contains("approver-token-9d2e"),
+        "the agent saw an approver token"
+    );
+    assert!(!se.contains("permission denied"), "{se}");
+    // The daemon's last pass at shutdown copied its records with the restricted role.
+    assert!(sink_count(&sink, "auditdb", "true").unwrap_or(0) > 0);
+}
