@@ -107,3 +107,9 @@ fn conninfo(pg: &Pg) -> String {
 fn records(env: &Env) -> Vec<Value> {
     interceptor::audit::sessions::load(&env.state().join("audit")).unwrap()
 }
+
+/// Counts rows of the sink table (as the superuser); `None` until it exists.
+fn sink_count(sink: &Pg, db: &str, cond: &str) -> Option<i64> {
+    let sql = format!("SELECT count(*) FROM interceptor_audit WHERE {cond}");
+    sink.try_sql(db, &sql)?.trim().parse().ok()
+}

@@ -163,26 +163,7 @@ fn audit_postgres_sink_copies_idempotently_and_catches_up_after_an_outage() {
         t.elapsed()
     };
     let local = || interceptor::audit::sessions::load(&chain).unwrap();
-    let copied = |cond: &str| -> Option<i64> {
-        let out = Command::new(pg_support::psql())
-            .args(["-X", "-q", "-At", "-h"])
-            .arg(sink.dir.path())
-            .args([
-                "-p",
-                &sink.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "auditdb",
-                "-c",
-            ])
-            .arg(format!(
-                "SELECT count(*) FROM interceptor_audit WHERE {cond}"
-            ))
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-    };
+    let copied = |cond: &str| sink_count(&sink, "auditdb", cond);
     let caught_up = |what: &str| {
         wait_for(what, Duration::from_secs(30), || {
             let n = local().len() as i64;
@@ -242,28 +223,6 @@ fn audit_postgres_sink_copies_idempotently_and_catches_up_after_an_outage() {
     daemon.stop();
     let (code, v, _) = cli(&env, &["audit", "verify"]);
     assert_eq!(code, 0, "{v}");
-}
-
-/// Counts rows of the sink table (as the superuser).
-fn sink_count(sink: &Pg, db: &str, cond: &str) -> Option<i64> {
-    let out = Command::new(pg_support::psql())
-        .args(["-X", "-q", "-At", "-h"])
-        .arg(sink.dir.path())
-        .args([
-            "-p",
-            &sink.port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-c",
-        ])
-        .arg(format!(
-            "SELECT count(*) FROM interceptor_audit WHERE {cond}"
-        ))
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
 #[test]

@@ -70,24 +70,7 @@ impl SinkFixture {
     }
 
     fn count(&self, cond: &str) -> Option<i64> {
-        let out = Command::new(pg_support::psql())
-            .args(["-X", "-q", "-At", "-h"])
-            .arg(self.sink.dir.path())
-            .args([
-                "-p",
-                &self.sink.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "auditdb",
-                "-c",
-            ])
-            .arg(format!(
-                "SELECT count(*) FROM interceptor_audit WHERE {cond}"
-            ))
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+        sink_count(&self.sink, "auditdb", cond)
     }
 }
 

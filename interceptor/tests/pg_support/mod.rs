@@ -431,6 +431,14 @@ impl Pg {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `sql` as the superuser: its output, or `None` when it fails (e.g. a table not made yet).
+    pub fn try_sql(&self, db: &str, sql: &str) -> Option<String> {
+        let out = self.admin(db, sql).stderr(Stdio::null()).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     fn sql_ok(&self, db: &str, sql: &str) -> bool {
         self.admin(db, sql)
             .stderr(Stdio::null())
