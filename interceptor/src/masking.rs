@@ -48,7 +48,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::{LazyLock, Mutex};
 
-pub use columns::{ColumnPlan, ColumnRef};
+pub use columns::{ColumnPlan, ColumnRef, Origin};
 pub use error::MaskingError;
 pub use json::FieldPath;
 pub use key::{random_key, MIN_KEY_LEN, RANDOM_KEY_LEN};
@@ -192,12 +192,8 @@ impl Masker {
         let detect = !self.enabled.is_empty();
         let cols: Vec<ColAction> = columns
             .iter()
-            .map(|c| {
-                match self
-                    .rules
-                    .iter()
-                    .position(|r| r.pattern.matches(c.table, c.name))
-                {
+            .map(
+                |c| match self.rules.iter().position(|r| r.pattern.matches_ref(c)) {
                     Some(rule) => ColAction::Rule {
                         rule,
                         requires_text: !c.text_like,
@@ -205,8 +201,8 @@ impl Masker {
                     },
                     None if detect && c.text_like => ColAction::Detect,
                     None => ColAction::Keep,
-                }
-            })
+                },
+            )
             .collect();
         let noop = cols.iter().all(|c| *c == ColAction::Keep);
         ColumnPlan { cols, noop }

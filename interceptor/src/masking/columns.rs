@@ -75,6 +75,15 @@ impl ColumnPattern {
         }
         table.is_none_or(|t| self.covers_table(t))
     }
+
+    /// Whether this rule masks a column `name` of `table` or of one of its `origins`.
+    pub(crate) fn matches_ref(&self, c: &ColumnRef<'_>) -> bool {
+        self.matches(c.table, c.name)
+            || c.origins.iter().any(|o| match &o.column {
+                Some(col) => self.matches(Some(&o.table), col),
+                None => self.covers_table(&o.table),
+            })
+    }
 }
 
 /// A result column as the caller knows it.
@@ -90,6 +99,20 @@ pub struct ColumnRef<'a> {
     /// text, varchar, char, name, json, jsonb, xml, ... columns). `false`
     /// for binary-format values and non-text types: detectors skip them.
     pub text_like: bool,
+    /// Other columns the values come from: the base-table column behind a view's column,
+    /// the same column of a partition's or child table's ancestors. A rule on any of them
+    /// masks this column too.
+    pub origins: &'a [Origin],
+}
+
+/// A column a result column's values come from (see [`ColumnRef::origins`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// "schema.table".
+    pub table: String,
+    /// `None`: the whole row (a view's column computed from `users u` as a record), which
+    /// any rule on a column of `table` concerns.
+    pub column: Option<String>,
 }
 
 /// What to do with each column of one result set (from `Masker::plan`).

@@ -22,6 +22,7 @@ fn cols<'a>(spec: &[(Option<&'a str>, &'a str, bool)]) -> Vec<ColumnRef<'a>> {
             table,
             name,
             text_like,
+            origins: &[],
         })
         .collect()
 }

@@ -29,6 +29,7 @@ pub mod frontend;
 pub mod hold;
 pub mod mask;
 pub mod notices;
+pub mod origins;
 pub mod routines;
 pub mod session;
 pub mod shape;

@@ -17,6 +17,7 @@ fn bench_mask_values() {
                 table: Some("customers"),
                 name,
                 text_like,
+                origins: &[],
             })
             .collect::<Vec<_>>(),
     );

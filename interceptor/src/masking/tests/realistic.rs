@@ -255,6 +255,7 @@ fn realistic_rows() {
             table: Some("public.customers"),
             name,
             text_like,
+            origins: &[],
         })
         .collect();
     let plan = m.plan(&c);

@@ -16,8 +16,9 @@ use bytes::BytesMut;
 
 use super::backend::{self, Field};
 use super::error::Result;
+use super::origins::{self, Raw};
 use super::upstream::Upstream;
-use crate::masking::{ColumnPlan, ColumnRef, Masker};
+use crate::masking::{ColumnPlan, ColumnRef, Masker, Origin};
 
 /// One table's name and column names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +26,9 @@ pub struct TableInfo {
     /// "schema.table".
     pub qualified: String,
     pub columns: HashMap<i16, String>,
+    /// Per column, the columns its values come from (a view's base columns, a partition's
+    /// ancestors' columns: `origins.rs`); absent for a plain table's own columns.
+    pub origins: HashMap<i16, Vec<Origin>>,
     /// When it was looked up: names change (`ALTER TABLE … RENAME`), columns are added.
     pub fetched: std::time::Instant,
 }
@@ -78,45 +82,40 @@ impl Catalog {
             .cloned()
     }
 
-    /// Looks up the OIDs not cached yet on `conn` (an idle connection).
+    /// Looks up the OIDs not cached yet on `conn` (an idle connection), with the relations
+    /// their columns come from (views over views: up to [`origins::MAX_DEPTH`] rounds).
     pub async fn fill(&self, oids: &[u32], conn: &mut Upstream) -> Result<()> {
-        let missing: Vec<String> = oids.iter().map(u32::to_string).collect();
-        if missing.is_empty() {
-            return Ok(());
+        let mut raws: HashMap<u32, Raw> = HashMap::new();
+        let mut queue: Vec<u32> = oids.to_vec();
+        for _ in 0..origins::MAX_DEPTH {
+            queue.retain(|o| !raws.contains_key(o));
+            if queue.is_empty() {
+                break;
+            }
+            let fresh = Self::names(&queue, conn, &mut raws).await?;
+            let cached = |oid: u32| self.get(oid).is_some();
+            queue = origins::look_up(&mut raws, &fresh, &cached, conn).await?;
         }
-        let sql = format!(
-            "SELECT c.oid::int8, n.nspname, c.relname, a.attnum, a.attname FROM pg_catalog.pg_class c \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
-             WHERE c.oid IN ({})",
-            missing.join(",")
-        );
-        let rows = conn.side_query(&sql).await?;
-        let mut found: HashMap<u32, TableInfo> = HashMap::new();
-        for r in rows {
-            let (
-                Some(Some(oid)),
-                Some(Some(ns)),
-                Some(Some(rel)),
-                Some(Some(num)),
-                Some(Some(att)),
-            ) = (r.first(), r.get(1), r.get(2), r.get(3), r.get(4))
-            else {
-                continue;
-            };
-            let (Ok(oid), Ok(num)) = (oid.parse::<u32>(), num.parse::<i16>()) else {
-                continue;
-            };
-            found
-                .entry(oid)
-                .or_insert_with(|| TableInfo {
-                    qualified: format!("{ns}.{rel}"),
-                    columns: HashMap::new(),
-                    fetched: std::time::Instant::now(),
-                })
-                .columns
-                .insert(num, att.clone());
-        }
+        let known = |oid: u32, col: i16| {
+            let i = self.get(oid)?;
+            let name = i.columns.get(&col)?.clone();
+            let more = i.origins.get(&col).cloned().unwrap_or_default();
+            Some((i.qualified.clone(), name, more))
+        };
+        let now = std::time::Instant::now();
+        let found: Vec<(u32, TableInfo)> = raws
+            .keys()
+            .map(|&oid| {
+                let r = &raws[&oid];
+                let info = TableInfo {
+                    qualified: r.qualified.clone(),
+                    columns: r.columns.clone(),
+                    origins: origins::compose(oid, &raws, &known),
+                    fetched: now,
+                };
+                (oid, info)
+            })
+            .collect();
         let mut t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
         if t.len() + found.len() > CATALOG_MAX {
             t.clear();
@@ -125,6 +124,49 @@ impl Catalog {
             t.insert(oid, Arc::new(info));
         }
         Ok(())
+    }
+
+    /// Names, kinds and columns of `oids` into `raws`; returns the OIDs found.
+    async fn names(
+        oids: &[u32],
+        conn: &mut Upstream,
+        raws: &mut HashMap<u32, Raw>,
+    ) -> Result<Vec<u32>> {
+        let list: Vec<String> = oids.iter().map(u32::to_string).collect();
+        let sql = format!(
+            "SELECT c.oid::int8, n.nspname, c.relname, a.attnum, a.attname, c.relkind FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+             WHERE c.oid IN ({})",
+            list.join(",")
+        );
+        let mut fresh = Vec::new();
+        for r in conn.side_query(&sql).await? {
+            let (
+                Some(Some(oid)),
+                Some(Some(ns)),
+                Some(Some(rel)),
+                Some(Some(num)),
+                Some(Some(att)),
+                Some(Some(kind)),
+            ) = (r.first(), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))
+            else {
+                continue;
+            };
+            let (Ok(oid), Ok(num)) = (oid.parse::<u32>(), num.parse::<i16>()) else {
+                continue;
+            };
+            let raw = raws.entry(oid).or_insert_with(|| {
+                fresh.push(oid);
+                Raw {
+                    qualified: format!("{ns}.{rel}"),
+                    kind: kind.bytes().next().unwrap_or(b'r'),
+                    ..Raw::default()
+                }
+            });
+            raw.columns.insert(num, att.clone());
+        }
+        Ok(fresh)
     }
 }
 
@@ -229,6 +271,10 @@ pub fn plan(masker: &Masker, fields: &[Field], formats: &[i16], catalog: &Catalo
                 .and_then(|i| i.columns.get(&f.column))
                 .map_or(f.name.as_str(), String::as_str),
             text_like: text_like_type(f.type_oid),
+            origins: info
+                .as_ref()
+                .and_then(|i| i.origins.get(&f.column))
+                .map_or(&[], Vec::as_slice),
         })
         .collect();
     ResultMask {
@@ -442,9 +488,47 @@ mod tests {
                     (3, "email".to_string()),
                 ]
                 .into(),
+                origins: HashMap::new(),
                 fetched: std::time::Instant::now(),
             }),
         );
+        // A view's column renamed from users.ssn, and a partition's column.
+        catalog.tables.lock().unwrap().insert(
+            16390,
+            Arc::new(TableInfo {
+                qualified: "public.customer_view".into(),
+                columns: [(1, "tax_id".to_string()), (2, "id".to_string())].into(),
+                origins: [
+                    (
+                        1,
+                        vec![Origin {
+                            table: "public.users".into(),
+                            column: Some("ssn".into()),
+                        }],
+                    ),
+                    (
+                        2,
+                        vec![Origin {
+                            table: "public.users".into(),
+                            column: Some("id".into()),
+                        }],
+                    ),
+                ]
+                .into(),
+                fetched: std::time::Instant::now(),
+            }),
+        );
+        let v = plan(
+            &masker,
+            &[field("tax_id", 16390, 1, 25), field("id", 16390, 2, 25)],
+            &[],
+            &catalog,
+        );
+        assert!(
+            v.plan.has_rule(0),
+            "a view column renamed from a ruled column"
+        );
+        assert!(!v.plan.has_rule(1));
         // A column added since the lookup makes its table missing again; system columns
         // (ctid: -1) and expressions (no table) never do.
         assert_eq!(

@@ -184,7 +184,26 @@ impl Upstream {
         self.writer
             .write_all(&frontend::query(sql).to_bytes())
             .await?;
+        Ok(self.side_answer().await?.0)
+    }
+
+    /// Describes one statement (not from the agent) without running it: Parse and Describe
+    /// of the unnamed statement, then Sync. Returns its RowDescription's fields (none for a
+    /// statement without rows). The connection must be idle.
+    pub async fn side_describe(&mut self, sql: &str) -> Result<Vec<backend::Field>> {
+        let mut out = bytes::BytesMut::new();
+        frontend::parse("", sql).encode(&mut out);
+        super::codec::Frame::new(b'D', bytes::Bytes::from_static(b"S\0")).encode(&mut out);
+        super::codec::Frame::new(b'S', bytes::Bytes::new()).encode(&mut out);
+        self.writer.write_all(&out).await?;
+        Ok(self.side_answer().await?.1)
+    }
+
+    /// Reads a side request's answer up to ReadyForQuery: its rows as text and its last
+    /// RowDescription.
+    async fn side_answer(&mut self) -> Result<(Vec<Vec<Option<String>>>, Vec<backend::Field>)> {
         let mut rows = Vec::new();
+        let mut fields = Vec::new();
         let mut error = None;
         loop {
             let f = self.reader.expect().await?;
@@ -195,13 +214,14 @@ impl Upstream {
                         .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
                         .collect(),
                 ),
+                backend::ROW_DESCRIPTION => fields = backend::row_description(&f.body)?,
                 ERROR => {
                     let fs = backend::fields(&f.body)?;
                     error = Some(backend::field(&fs, b'M').unwrap_or("error").to_owned());
                 }
                 READY => {
                     return match error {
-                        None if f.body.first() == Some(&b'I') => Ok(rows),
+                        None if f.body.first() == Some(&b'I') => Ok((rows, fields)),
                         None => Err(PgError::Upstream {
                             resource: self.addr.to_string(),
                             message: "connection left inside a transaction".into(),
