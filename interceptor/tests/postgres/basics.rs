@@ -118,6 +118,11 @@ fn pg_views_and_child_tables_follow_the_rules_of_their_base_columns() {
         "SELECT * FROM frozen ORDER BY id",
         "SELECT * FROM users_archive",
         "SELECT * FROM ids_only ORDER BY id",
+        // Computed on such columns: refused, as on the ruled column itself.
+        "SELECT upper(tax_id) FROM tax_ids",
+        "SELECT row_to_json(t) FROM tax_ids_again t",
+        "SELECT lower(ssn) FROM users_archive",
+        "SELECT upper(name) FROM ids_only",
     ]);
     for raw in ["078-05-1120", "219-09-9999", "536-90-4399", "123-45-6789"] {
         assert!(!out.contains(raw), "{raw} leaked: {out}");
@@ -130,6 +135,11 @@ fn pg_views_and_child_tables_follow_the_rules_of_their_base_columns() {
     );
     // A view's other columns are left alone.
     assert!(out.contains("2|Bob Chen"), "{out}");
+    assert_eq!(err.matches("select the column plainly").count(), 3, "{err}");
+    assert!(
+        out.contains("BOB CHEN"),
+        "a view column without a rule is free: {out}"
+    );
 }
 
 #[test]

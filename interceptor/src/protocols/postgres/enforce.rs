@@ -31,6 +31,8 @@ pub struct Checked {
     pub user_routines: bool,
     /// Function names (bare) to look up before this can be decided ([`Enforcer::routines`]).
     pub look_up: Vec<String>,
+    /// Relation names (bare) to look up before this can be decided ([`Enforcer::relations`]).
+    pub look_up_relations: Vec<String>,
 }
 
 impl Checked {
@@ -72,6 +74,7 @@ impl Checked {
             notes: Vec::new(),
             user_routines: false,
             look_up: Vec::new(),
+            look_up_relations: Vec::new(),
         }
     }
 
@@ -163,6 +166,9 @@ pub struct Enforcer<'a> {
     /// volatile function defined in the database makes the statement a `write`. `None`:
     /// calls are judged by the classifier alone.
     pub routines: Option<(&'a Routines, &'a PostgresResource)>,
+    /// The database's relations by name: whether a table a statement computes on is a view
+    /// (or child table) of ruled columns (`relations.rs`). `None`: no table is.
+    pub relations: Option<&'a super::catalog::Catalog>,
 }
 
 impl Enforcer<'_> {
@@ -194,6 +200,8 @@ impl Enforcer<'_> {
             }
         };
         let mut statements = Vec::with_capacity(cls.statements.len());
+        let mut relations_missing = Vec::new();
+        let mut by_catalog = false;
         for (i, s) in cls.statements.iter().enumerate() {
             let mut s = s.clone();
             if s.kind == "ExecuteStmt" {
@@ -213,9 +221,26 @@ impl Enforcer<'_> {
                     }
                 }
             }
-            if let Some(why) = self.masker.and_then(|m| super::computed::unmaskable(m, &s)) {
-                statements.push(s);
-                return Checked::new(cls.summary(), statements, deny(why, Some(i)));
+            if let Some(m) = self.masker {
+                let computes = !(s.outputs.computed.is_empty() && s.outputs.bare.is_empty());
+                let why = match self.relations {
+                    Some(cat) if computes && m.has_column_rules() => {
+                        by_catalog = true;
+                        let missing = cat.names_missing(&s.tables_read);
+                        if look_up && !missing.is_empty() {
+                            relations_missing.extend(missing);
+                            None
+                        } else {
+                            let origins = |t: &str, c: Option<&str>| cat.origins_by_name(t, c);
+                            super::computed::unmaskable(m, &s, &origins)
+                        }
+                    }
+                    _ => super::computed::unmaskable(m, &s, &super::computed::no_origins),
+                };
+                if let Some(why) = why {
+                    statements.push(s);
+                    return Checked::new(cls.summary(), statements, deny(why, Some(i)));
+                }
             }
             if self.masker.is_some()
                 && s.kind == "CopyStmt"
@@ -227,6 +252,14 @@ impl Enforcer<'_> {
                 return Checked::new(cls.summary(), statements, deny(reason, Some(i)));
             }
             statements.push(s);
+        }
+        if !relations_missing.is_empty() {
+            relations_missing.sort_unstable();
+            relations_missing.dedup();
+            let reason = "the database's relations are being looked up".to_owned();
+            let mut c = Checked::new(cls.summary(), statements, deny(reason, None));
+            c.look_up_relations = relations_missing;
+            return c;
         }
         let (notes, user_routines) = match self.routines {
             Some((routines, res)) => {
@@ -271,8 +304,11 @@ impl Enforcer<'_> {
             statements,
             decision,
             notes,
-            user_routines,
+            // A view may be created or replaced: decisions that consulted the catalog are
+            // not kept either.
+            user_routines: user_routines || by_catalog,
             look_up: Vec::new(),
+            look_up_relations: Vec::new(),
         }
     }
 }

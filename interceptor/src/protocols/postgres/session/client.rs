@@ -88,6 +88,7 @@ where
             resource: &c.ctx.resource,
             masker: c.masker.as_deref(),
             routines: Some((&c.routines, &c.ctx.res)),
+            relations: Some(&c.catalog),
         };
         for f in &frames {
             if barrier {

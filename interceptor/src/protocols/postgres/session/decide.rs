@@ -59,6 +59,15 @@ pub(super) fn shaped_text(sql: &str) -> String {
     sql.trim().trim_end_matches(';').trim_end().to_owned()
 }
 
+/// What must be looked up before a statement can be decided.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Missing {
+    /// Functions (bare names).
+    pub functions: Vec<String>,
+    /// Relations (bare names).
+    pub relations: Vec<String>,
+}
+
 pub(super) struct Decisions {
     /// By shape or text, one map per `standard_conforming_strings` setting (index 1: on).
     maps: [HashMap<String, Arc<Decided>>; 2],
@@ -87,7 +96,7 @@ impl Decisions {
         enforcer: &Enforcer<'_>,
         prepared: &HashMap<String, Statement>,
         look_up: bool,
-    ) -> Result<Arc<Decided>, Vec<String>> {
+    ) -> Result<Arc<Decided>, Missing> {
         let shape = match (self.enabled, scs) {
             (true, true) => literal_shape(sql),
             _ => None,
@@ -103,8 +112,11 @@ impl Decisions {
         }
         let (cls, shaped) = classify(sql, scs, self.max_query);
         let checked = enforcer.check(&cls, prepared, look_up);
-        if !checked.look_up.is_empty() {
-            return Err(checked.look_up);
+        if !checked.look_up.is_empty() || !checked.look_up_relations.is_empty() {
+            return Err(Missing {
+                functions: checked.look_up,
+                relations: checked.look_up_relations,
+            });
         }
         let stmts = stmt_ctxs(sql, &checked, shaped);
         let d = Arc::new(Decided {
@@ -194,6 +206,7 @@ sql_rules:
             resource: "appdb",
             masker: None,
             routines: None,
+            relations: None,
         };
         d.decide(sql, true, &enforcer, prepared, false)
             .expect("nothing to look up without routines")
@@ -294,14 +307,18 @@ sql_rules:
             resource: "appdb",
             masker: None,
             routines: Some((&routines, &res)),
+            relations: None,
         };
         let none = HashMap::new();
         let mut d = Decisions::new(true, super::super::classify::DEFAULT_MAX_QUERY);
         let sql = "SELECT purge(), lower(name), new_token() FROM t";
         let names = d.decide(sql, true, &enforcer, &none, true).err();
         assert_eq!(
-            names.as_deref(),
-            Some(&["lower".to_owned(), "new_token".into(), "purge".into()][..])
+            names,
+            Some(Missing {
+                functions: vec!["lower".to_owned(), "new_token".into(), "purge".into()],
+                relations: Vec::new(),
+            })
         );
         let row = |schema: &str, volatile| Row {
             schema: schema.into(),

@@ -5,8 +5,10 @@
 use super::decide::{self, Decisions};
 use super::*;
 
-/// The decision for `sql`, after looking up the database's functions it calls when the
-/// cache does not know them (on a pooled connection; a failed lookup makes them unknown).
+/// The decision for `sql`, after looking up the database's functions it calls and the
+/// relations it computes on when the caches do not know them (on a pooled connection; a
+/// failed lookup makes functions unknown, i.e. `write`, and refuses computing on the
+/// relations). Relations are looked up first, then functions: a few rounds at most.
 pub(super) async fn decide_text(
     c: &Common<'_>,
     decisions: &mut Decisions,
@@ -15,13 +17,19 @@ pub(super) async fn decide_text(
     prepared: &HashMap<String, Statement>,
 ) -> Arc<decide::Decided> {
     let scs = c.st().scs;
-    let mut look_up = true;
+    let mut rounds = 0;
     loop {
+        let look_up = rounds < 3;
+        rounds += 1;
         match decisions.decide(sql, scs, enforcer, prepared, look_up) {
             Ok(d) => return d,
-            Err(names) => {
-                look_up_routines(c, &names).await;
-                look_up = false;
+            Err(missing) => {
+                if !missing.functions.is_empty() {
+                    look_up_routines(c, &missing.functions).await;
+                }
+                if !missing.relations.is_empty() {
+                    look_up_relations(c, &missing.relations).await;
+                }
             }
         }
     }
@@ -49,6 +57,29 @@ pub(super) async fn look_up_routines(c: &Common<'_>, names: &[String]) {
     }
 }
 
+/// Looks relation names up (are they views of ruled columns? `relations.rs`); a failed
+/// lookup is remembered, and statements computing on those relations are refused.
+async fn look_up_relations(c: &Common<'_>, names: &[String]) {
+    let catalog = &c.catalog;
+    let _turn = catalog.fill_turn().await;
+    let names = catalog.names_missing(names);
+    if names.is_empty() {
+        return;
+    }
+    let r = match c.side_connection().await {
+        Ok(mut conn) => {
+            let r = catalog.fill_names(&names, &mut conn).await;
+            c.give_back(conn).await;
+            r
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = r {
+        tracing::warn!(session = %c.ctx.session, error = %e, "looking up the database's relations failed; statements computing on them are refused");
+        catalog.names_failed(&names, &e.to_string());
+    }
+}
+
 /// A statement that may have created, replaced or dropped functions: the cache of the
 /// database's functions starts over.
 pub(super) fn forget_routines_after_ddl(c: &Common<'_>, stmts: &[Statement]) {
@@ -57,6 +88,7 @@ pub(super) fn forget_routines_after_ddl(c: &Common<'_>, stmts: &[Statement]) {
         .any(|s| s.operations.contains(&crate::sql::Operation::Ddl))
     {
         c.routines.forget();
+        c.catalog.forget_names();
     }
 }
 
