@@ -168,7 +168,17 @@ fn render_view(body: &serde_json::Value) -> String {
     let s = |k: &str| p(v.get(k).and_then(|x| x.as_str()).unwrap_or("-")).into_owned();
     let _ = writeln!(o, "{}  {}", s("id"), s("state"));
     let _ = writeln!(o, "  resource:  {} ({})", s("resource"), s("protocol"));
-    let _ = writeln!(o, "  command:   {}", s("command"));
+    // A command of several lines (an HTTP body) keeps them, each escaped on its own and
+    // marked as the command's, so no line of it passes for a field of the view.
+    let command = v.get("command").and_then(|x| x.as_str()).unwrap_or("-");
+    for (i, line) in command.split('\n').enumerate() {
+        let head = if i == 0 {
+            "  command:   "
+        } else {
+            "           | "
+        };
+        let _ = writeln!(o, "{head}{}", p(line));
+    }
     let _ = writeln!(o, "  class:     {}", s("classification"));
     let _ = writeln!(o, "  rule:      {} — {}", s("rule"), s("reason"));
     let _ = writeln!(
@@ -239,6 +249,7 @@ pub async fn set_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// A held command that tries to rewrite the operator's terminal.
     fn hostile() -> serde_json::Value {
@@ -267,5 +278,22 @@ mod tests {
         assert_eq!(list.lines().count(), 2, "{list}");
         assert!(!show.contains("\n  rule:      fake"), "{show}");
         assert!(show.contains("agent\\r"), "{show}");
+    }
+
+    #[test]
+    fn show_keeps_the_lines_of_a_body_marked_as_the_command() {
+        let mut v = hostile();
+        v["command"] = json!("POST api.test/v1/pay (body: 40 bytes, application/json)\n{\n  \"amount\": 42\r\n}\n  rule:      fake\u{1b}[2K");
+        let show = render_view(&json!({ "request": v }));
+        assert!(
+            !show.chars().any(|c| c.is_control() && c != '\n'),
+            "{show:?}"
+        );
+        assert!(
+            show.contains(
+                "  command:   POST api.test/v1/pay (body: 40 bytes, application/json)\n           | {\n           |   \"amount\": 42\\r\n           | }\n           |   rule:      fake\\x1b[2K\n  class:"
+            ),
+            "{show}"
+        );
     }
 }

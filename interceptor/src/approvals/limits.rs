@@ -16,14 +16,16 @@ pub const MAX_PENDING: usize = 1024;
 /// of long statements).
 pub const MAX_COMMAND: usize = 16 * 1024;
 
-fn sha256_hex(b: &[u8]) -> String {
+/// The SHA-256 of `b` in lower-case hex.
+pub fn sha256_hex(b: &[u8]) -> String {
     sha2::Sha256::digest(b)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
 }
 
-/// `text`, or its first `MAX_COMMAND` bytes followed by its length and SHA-256.
+/// `text`, or its first `MAX_COMMAND` bytes followed by a visible mark of the cut, with how
+/// much is not shown, its whole length and SHA-256.
 pub fn capped(text: &str) -> String {
     if text.len() <= MAX_COMMAND {
         return text.to_owned();
@@ -33,8 +35,9 @@ pub fn capped(text: &str) -> String {
         end -= 1;
     }
     format!(
-        "{}… ({} bytes in all, sha256 {})",
+        "{}… [cut: {} more bytes not shown; {} bytes in all, sha256 {}]",
         &text[..end],
+        text.len() - end,
         text.len(),
         sha256_hex(text.as_bytes())
     )

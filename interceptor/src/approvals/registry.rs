@@ -33,7 +33,7 @@ pub struct HoldRequest {
     pub reason: String,
     /// Identity + command shape, for `--for` grants. Empty: no standing grant ever covers
     /// this command, and approving it `--for` a while approves it once only (an HTTP
-    /// request with a body, which is not read before the decision).
+    /// request whose body approvers could not see: an encoding not decoded).
     pub fingerprint: String,
 }
 
@@ -459,7 +459,7 @@ impl Registry {
             if let Scope::For(d) = scope {
                 if e.req.fingerprint.is_empty() {
                     note = Some(format!(
-                        "approved once only: no standing grant covers a {} request like this one (an HTTP request with a body)",
+                        "approved once only: no standing grant covers a {} request like this one (an HTTP request whose body approvers could not see)",
                         e.req.protocol
                     ));
                 } else {

@@ -23,6 +23,10 @@ use crate::masking::{FieldRule, MaskingDoc};
 pub const DEFAULT_MAX_HEADER_BYTES: u32 = 16 * 1024;
 /// Default largest response body buffered for masking.
 pub const DEFAULT_MAX_MASK_BYTES: u64 = 8 * 1024 * 1024;
+/// Default largest body of a request held for approval (read before approvers are asked).
+pub const DEFAULT_MAX_HELD_BODY_BYTES: u64 = 1024 * 1024;
+/// The most `max_held_body_bytes` may be: a held body stays in memory while it waits.
+pub const MAX_HELD_BODY_BYTES_CAP: u64 = 64 * 1024 * 1024;
 
 /// An upstream HTTP(S) server the proxy speaks HTTP to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -51,14 +55,19 @@ pub struct HttpService {
     /// larger gets 431.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_header_bytes: Option<u32>,
-    /// Seconds the agent has to send a complete request head (default 10); slower
-    /// clients get 408 and are disconnected.
+    /// Seconds the agent has to send a complete request head (default 10), and the whole
+    /// body of a request held for approval; slower clients get 408 and are disconnected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header_timeout_secs: Option<std::num::NonZeroU64>,
     /// Largest response body buffered for masking in bytes (default 8 MiB); a larger body
     /// that needs masking is refused with 502.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_mask_bytes: Option<u64>,
+    /// Largest body of a request held by a `hold` rule in bytes (default 1 MiB): the body
+    /// is read before approvers are asked, so they see what would be sent (it must arrive
+    /// within `header_timeout_secs`); a larger body is refused with 413.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_held_body_bytes: Option<u64>,
     /// Value detectors (and the hash key) applied to JSON string values and text bodies
     /// of responses of rules that ask for masking (`mask: true` or `mask_fields`).
     /// `columns:` is not used for HTTP.
@@ -89,6 +98,14 @@ impl Checked for HttpService {
                 return Err("`max_header_bytes` must be at least 8192".into());
             }
         }
+        if self
+            .max_held_body_bytes
+            .is_some_and(|m| m > MAX_HELD_BODY_BYTES_CAP)
+        {
+            return Err(format!(
+                "`max_held_body_bytes` may be at most {MAX_HELD_BODY_BYTES_CAP} (64 MiB): a held body stays in memory while it waits for an approver"
+            ));
+        }
         if self.masking.as_ref().is_some_and(|m| !m.columns.is_empty()) {
             return Err("`masking.columns` is for PostgreSQL; for JSON bodies use `mask_fields` in http_rules".into());
         }
@@ -118,6 +135,11 @@ impl HttpService {
 
     pub fn max_mask_bytes(&self) -> u64 {
         self.max_mask_bytes.unwrap_or(DEFAULT_MAX_MASK_BYTES)
+    }
+
+    pub fn max_held_body_bytes(&self) -> u64 {
+        self.max_held_body_bytes
+            .unwrap_or(DEFAULT_MAX_HELD_BODY_BYTES)
     }
 }
 

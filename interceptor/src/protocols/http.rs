@@ -14,13 +14,15 @@
 //! audit record per request (`audit`).
 //!
 //! Layout: `detect`, `sni`, `tls`, `proxy` (server side, per request), `counting`, `upstream`
-//! (client side), `inject`, `mask`, `respond`, `audit`.
+//! (client side), `inject`, `mask`, `respond`, `audit`; `hold` and `held_body` for requests
+//! held for approval.
 
 pub mod audit;
 mod budget;
 mod charset;
 mod counting;
 pub mod detect;
+pub mod held_body;
 pub mod hold;
 mod idle;
 pub mod inflate;

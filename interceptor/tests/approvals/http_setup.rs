@@ -8,7 +8,7 @@ pub struct HttpHold {
     _d: Attached,
     pub up: http_support::Upstream,
     pub cg: TestCgroup,
-    _env: Env,
+    pub env: Env,
     /// `http://ADDR/v1/approvals`.
     pub base: String,
     /// carol's approver token.
@@ -21,6 +21,17 @@ impl HttpHold {
     pub fn start(
         name: &str,
         timeout: u64,
+        daemon_args: impl FnOnce(&Env, &Idp) -> Vec<String>,
+    ) -> HttpHold {
+        Self::start_with(name, timeout, "", daemon_args)
+    }
+
+    /// Like `start`, with `service` lines added to the service (e.g.
+    /// `\n    header_timeout_secs: 2`).
+    pub fn start_with(
+        name: &str,
+        timeout: u64,
+        service: &str,
         daemon_args: impl FnOnce(&Env, &Idp) -> Vec<String>,
     ) -> HttpHold {
         let env = Env::new();
@@ -37,7 +48,7 @@ http_services:
   api:
     address: 127.0.0.2
     port: {port}
-    hosts: [api.test]
+    hosts: [api.test]{service}
 http_rules:
   - {{name: hold-echo, identity: agent, service: api, action: hold, methods: [POST], paths: [\"/v1/echo\"], timeout_secs: {timeout}}}
   - {{name: hold-report, identity: agent, service: api, action: hold, methods: [GET], paths: [\"/v1/report\"], timeout_secs: {timeout}}}
@@ -66,7 +77,7 @@ approvals:
             _d: d,
             up,
             cg,
-            _env: env,
+            env,
             base: format!("http://{api}/v1/approvals"),
             carol,
         }
@@ -75,13 +86,17 @@ approvals:
     /// curl in the test cgroup: `METHOD http://api.test:PORT{target}` (with `body`, if
     /// any), in the background; its stdout ends with the status code.
     pub fn agent(&self, method: &str, target: &str, body: Option<&str>) -> Child {
+        let args = body.map_or(Vec::new(), |b| vec!["-d", b]);
+        self.agent_with(method, target, &args)
+    }
+
+    /// Like `agent`, with more curl arguments (`--data-binary @FILE`, `-H …`).
+    pub fn agent_with(&self, method: &str, target: &str, args: &[&str]) -> Child {
         let mut c = self.cg.command("curl");
         c.args(["-s", "-w", "\n%{http_code}", "--resolve"])
             .arg(format!("api.test:{}:127.0.0.2", self.up.port))
-            .args(["-X", method]);
-        if let Some(b) = body {
-            c.args(["-d", b]);
-        }
+            .args(["-X", method])
+            .args(args);
         c.arg(format!("http://api.test:{}{target}", self.up.port))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

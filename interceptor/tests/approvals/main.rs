@@ -10,6 +10,7 @@ mod pg_support;
 mod support;
 
 mod held;
+mod http_body;
 mod http_grant;
 mod http_hold;
 mod http_setup;

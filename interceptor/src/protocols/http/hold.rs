@@ -5,61 +5,197 @@
 //! waits withdraws the request: it never goes upstream. Nor does an approved request whose
 //! agent token expired (or was replaced by another subject's) while it waited.
 //!
-//! A standing approval (`--for`) covers later requests with the same method, host, path
-//! and query from the same identity — and only requests without a body: the body is not
-//! read before the decision, so it cannot be shown nor compared, and a request with one is
-//! approved once at most (approvers see its length).
+//! A request with a body has it read whole first (`held_body`: at most the service's
+//! `max_held_body_bytes`, within its `header_timeout_secs`; else 413 / 408, audited as
+//! denied), and approvers see it in the command under the request line: as text when it is
+//! UTF-8 (a `gzip` or `deflate` body decoded first), else as its length and SHA-256. The
+//! approved request sends exactly those bytes. The body appears nowhere else: not in the
+//! `http` audit record, nor in the daemon's log.
+//!
+//! A standing approval (`--for`) covers later requests with the same method, host, path and
+//! query from the same identity, with no body or a byte-identical one (same SHA-256, same
+//! `Content-Type` and `Content-Encoding`, same trailers). A body approvers could not see (an
+//! encoding that is not decoded here, or that does not decode) is approved once at most.
 
-use hyper::body::{Body as _, Incoming};
-use hyper::Request;
+use std::fmt::Write as _;
 
+use http::{header, HeaderMap, Request};
+
+use super::held_body::{HeldBodyError, ReqBody};
+use super::inflate::{self, Inflater};
 use super::Ctx;
+use crate::approvals::limits::{sha256_hex, MAX_COMMAND};
 use crate::approvals::{HoldRequest, Opened};
 use crate::policy::{HttpDecision, Verdict};
 
-/// How approvers see the body of `req`: `None` when it has none.
-fn body_note(req: &Request<Incoming>) -> Option<String> {
-    if req.body().is_end_stream() {
-        return None;
-    }
-    Some(match req.body().size_hint().exact() {
-        Some(n) => format!(" (body: {n} bytes, not shown)"),
-        None => " (body of unknown length, not shown)".into(),
-    })
+/// What approvers are shown of a body.
+#[derive(Debug, PartialEq, Eq)]
+struct Shown {
+    /// ` (body: …)` after the request line.
+    note: String,
+    /// The body as text, for the lines under the request line.
+    text: Option<String>,
+    /// What the fingerprint adds for it; `None`: approvers could not see it, so no
+    /// standing grant covers it.
+    key: Option<String>,
 }
 
-/// The verdict and reason after the approval round.
+/// Longest `Content-Type` shown (the agent chooses it).
+const MAX_TYPE: usize = 100;
+
+/// How approvers see body `raw` (with `trailers`) of a request with `headers`: decoded
+/// within `limit` bytes; `room`: the bytes of the command left for it (a longer body is cut
+/// there, so its SHA-256 is shown too).
+fn show_body(
+    raw: &[u8],
+    trailers: Option<&HeaderMap>,
+    headers: &HeaderMap,
+    limit: u64,
+    room: usize,
+) -> Shown {
+    let sha = sha256_hex(raw);
+    let mut note = format!(" (body: {} bytes", raw.len());
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    if let Some(t) = &ctype {
+        let cut: String = t.chars().take(MAX_TYPE).collect();
+        let _ = write!(
+            note,
+            ", {cut}{}",
+            if cut.len() < t.len() { "…" } else { "" }
+        );
+    }
+    let encoding = super::masked::content_encoding(headers);
+    let decoded = match inflate::coding(encoding.as_deref()) {
+        Ok(c) => match Inflater::new(c) {
+            None => Ok(raw.to_vec()),
+            Some(mut z) => {
+                let name = encoding.as_deref().unwrap_or_default().trim();
+                let _ = write!(note, ", {name}-encoded");
+                z.push(raw, limit)
+                    .and_then(|mut out| {
+                        let rest = z.finish(limit.saturating_sub(out.len() as u64))?;
+                        out.extend(rest);
+                        Ok(out)
+                    })
+                    .map_err(|e| match e {
+                        super::mask::MaskError::TooLarge(_) => {
+                            format!("decodes to more than {limit} bytes")
+                        }
+                        super::mask::MaskError::Corrupt(why) => format!("does not decode: {why}"),
+                        other => other.to_string(),
+                    })
+                    .inspect(|out| {
+                        let _ = write!(note, ", {} bytes decoded", out.len());
+                    })
+            }
+        },
+        Err(_) => {
+            let name = encoding.as_deref().unwrap_or_default().trim();
+            let _ = write!(note, ", {name}-encoded");
+            Err("not decoded here".to_owned())
+        }
+    };
+    if let Some(t) = trailers {
+        let names: Vec<&str> = t.keys().map(|k| k.as_str()).collect();
+        let _ = write!(note, ", trailers: {}", names.join(", "));
+    }
+    let mut key = format!(
+        "body {sha} type {:?} encoding {:?}",
+        ctype.as_deref().unwrap_or(""),
+        encoding.as_deref().unwrap_or("")
+    );
+    if let Some(t) = trailers {
+        for (k, v) in t {
+            let _ = write!(
+                key,
+                " trailer {k}={:?}",
+                String::from_utf8_lossy(v.as_bytes())
+            );
+        }
+    }
+    match decoded {
+        Ok(d) => match String::from_utf8(d) {
+            Ok(text) => {
+                // A body cut in the command is named by its own digest too.
+                if text.len() + note.len() + 1 > room {
+                    let _ = write!(note, ", sha256 {sha}");
+                }
+                note.push(')');
+                Shown {
+                    note,
+                    text: Some(text),
+                    key: Some(key),
+                }
+            }
+            Err(_) => {
+                let _ = write!(note, ", binary, sha256 {sha})");
+                Shown {
+                    note,
+                    text: None,
+                    key: Some(key),
+                }
+            }
+        },
+        Err(why) => {
+            let _ = write!(note, ", {why}; not shown, sha256 {sha})");
+            Shown {
+                note,
+                text: None,
+                key: None,
+            }
+        }
+    }
+}
+
+/// The verdict and reason after the approval round; `Err` when the body could not be read
+/// for approvers (the request is refused with the error's status).
 pub async fn settle(
     ctx: &Ctx,
-    req: &Request<Incoming>,
+    req: &mut Request<ReqBody>,
     host: Option<&str>,
     path: &str,
     d: &HttpDecision<'_>,
-) -> (Verdict, String) {
+) -> Result<(Verdict, String), HeldBodyError> {
     let rule = d.rule.unwrap_or_default().to_owned();
     let query = req
         .uri()
         .query()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
-    let body = body_note(req);
-    let command = format!(
-        "{} {}{path}{query}{}",
-        req.method(),
-        host.unwrap_or("-"),
-        body.as_deref().unwrap_or("")
-    );
+    let limit = ctx.svc.max_held_body_bytes();
+    if !hyper::body::Body::is_end_stream(req.body()) {
+        req.body_mut()
+            .read_whole(limit, ctx.svc.header_timeout())
+            .await?;
+    }
+    // A chunked body that turned out empty counts as none.
+    let line = format!("{} {}{path}{query}", req.method(), host.unwrap_or("-"));
+    let room = MAX_COMMAND.saturating_sub(line.len());
+    let shown = req
+        .body()
+        .held()
+        .filter(|h| !h.bytes().is_empty() || h.trailers().is_some())
+        .map(|h| show_body(h.bytes(), h.trailers(), req.headers(), limit, room));
+    let mut command = line.clone();
+    if let Some(s) = &shown {
+        command.push_str(&s.note);
+        if let Some(t) = &s.text {
+            command.push('\n');
+            command.push_str(t);
+        }
+    }
     let agent_subject = ctx.token.as_ref().map(|t| t.claims().subject);
-    // Empty (never covered by, nor recording, a standing grant) for a request with a body.
-    let fingerprint = match body {
-        Some(_) => String::new(),
-        None => format!(
-            "{}|{}|{}|{} {}{path}{query}",
+    // Empty (never covered by, nor recording, a standing grant) for a body not shown.
+    let fingerprint = match shown.as_ref().map(|s| s.key.as_deref()) {
+        Some(None) => String::new(),
+        body => format!(
+            "{}|{}|{}|{line}{}",
             agent_subject.as_deref().unwrap_or(""),
             ctx.identity.uid,
             ctx.service,
-            req.method(),
-            host.unwrap_or("-")
+            body.flatten().map(|k| format!("|{k}")).unwrap_or_default()
         ),
     };
     let hold = HoldRequest {
@@ -78,7 +214,8 @@ pub async fn settle(
     let (id, outcome) = match ctx.approvals.open(hold, timeout) {
         Opened::Granted(o) => (o.grant_use().map(str::to_owned), o),
         Opened::Waiting(t) => {
-            tracing::info!(session = %ctx.session, request = %t.id, %command, "HTTP request held for approval");
+            // The request line only: the body goes to approvers, never to the log.
+            tracing::info!(session = %ctx.session, request = %t.id, command = %line, "HTTP request held for approval");
             let id = Some(t.id.clone());
             let gone = crate::approvals::gone::hung_up(ctx.agent_fd);
             (id, ctx.approvals.wait_or(t, gone).await)
@@ -92,11 +229,15 @@ pub async fn settle(
         crate::approvals::token_recheck(agent_subject.as_deref(), token_now.as_ref()),
     ) {
         tracing::info!(session = %ctx.session, request = id.as_deref().unwrap_or(""), %why, "approved HTTP request not sent");
-        return (Verdict::Deny, format!("{reason}, but {why}"));
+        return Ok((Verdict::Deny, format!("{reason}, but {why}")));
     }
     if verdict == Verdict::Allow {
         ctx.approvals
             .executed(id.as_deref().unwrap_or_default(), &command);
     }
-    (verdict, reason)
+    Ok((verdict, reason))
 }
+
+#[cfg(test)]
+#[path = "hold_tests.rs"]
+mod tests;

@@ -246,7 +246,7 @@ fn busy(ctx: &Ctx, rec: HttpRecord, fin: Finish, e: budget::Full) -> Response<Bo
 /// Every `Content-Encoding` line, joined with ", " (a second line is as much a coding as
 /// the first); a value that is not text stays in (lossily), so it is never taken for
 /// identity.
-fn content_encoding(headers: &http::HeaderMap) -> Option<String> {
+pub(super) fn content_encoding(headers: &http::HeaderMap) -> Option<String> {
     let all: Vec<_> = headers
         .get_all(header::CONTENT_ENCODING)
         .iter()

@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::counting::{counted, Counting, Finish};
+use super::held_body::ReqBody;
 use super::idle::Streams;
 use super::request_target::{host as host_of, origin_form, uri_host};
 use super::respond::{denied, fail, keeping, Body, REQUEST_TIMEOUT_RAW};
@@ -283,7 +284,9 @@ where
     }
 }
 
-async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    // Streamed, unless a hold reads it whole for approvers first.
+    let mut req = req.map(ReqBody::Streaming);
     let started = Instant::now();
     let ctx = conn.ctx.clone();
     let mut rec = ctx.record("http_request", conn.tls);
@@ -342,9 +345,15 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Result<Response<
     );
     if d.verdict == Verdict::Hold {
         // Parked until an approver decides; only this request waits.
-        let (verdict, reason) = super::hold::settle(&ctx, &req, host.as_deref(), &path, &d).await;
-        d.verdict = verdict;
-        d.reason = reason;
+        match super::hold::settle(&ctx, &mut req, host.as_deref(), &path, &d).await {
+            Ok((verdict, reason)) => (d.verdict, d.reason) = (verdict, reason),
+            Err(e) => {
+                rec.rule = d.rule.map(str::to_owned);
+                let rule = d.rule.unwrap_or("-");
+                rec.reason = format!("rule {rule} holds this request for approval, but {e}");
+                return Ok(denied(rec, fin, e.status(), e.summary(), true));
+            }
+        }
     }
     rec.decision = d.verdict;
     rec.rule = d.rule.map(str::to_owned);
