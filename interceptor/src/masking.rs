@@ -31,12 +31,14 @@
 //!
 //! Layout: `model` (serde/JSON-schema section), `columns` (column patterns,
 //! `ColumnPlan`), `detect` (the scanners), `replace` (what each strategy
-//! writes), `json` (field paths, `mask_json`), `key` (key loading), `error`.
+//! writes), `json` (field paths), `json_text` (`mask_json_text`: masking JSON text in
+//! place), `key` (key loading), `error`.
 
 mod columns;
 mod detect;
 mod error;
 mod json;
+mod json_text;
 mod key;
 mod model;
 mod replace;
@@ -51,6 +53,7 @@ use std::sync::{LazyLock, Mutex};
 pub use columns::{ColumnPlan, ColumnRef, Origin};
 pub use error::MaskingError;
 pub use json::FieldPath;
+pub use json_text::{check as check_json, JsonTextError, MAX_DEPTH as MAX_JSON_DEPTH};
 pub use key::{random_key, MIN_KEY_LEN, RANDOM_KEY_LEN};
 pub use model::{
     ColumnRule, DetectorKind, DetectorRule, FieldRule, MaskingDoc, Strategy, StrategyName,
@@ -163,7 +166,7 @@ impl Masker {
     }
 
     /// No column rules and no detectors: nothing is ever masked (field
-    /// rules of `mask_json` still apply).
+    /// rules of `mask_json_text` still apply).
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty() && self.enabled.is_empty()
     }
@@ -259,24 +262,28 @@ impl Masker {
         Some((s, hits.len()))
     }
 
-    /// Masks a JSON document in place: values addressed by `field_rules`
-    /// are replaced whole (the first rule whose path matches wins; numbers
-    /// and booleans become strings, objects and arrays become
-    /// `"[REDACTED]"` or a hash of their JSON text, `null` stays), and the
-    /// detectors run on every other string value and on object keys (a key
-    /// with a hit becomes its masked text, `#2`, `#3`… added if that key
-    /// exists already). Path names match ASCII case-insensitively. Returns
-    /// the number of values and keys changed.
-    pub fn mask_json(&self, value: &mut serde_json::Value, field_rules: &[FieldRule]) -> usize {
+    /// Masks a JSON document given as text (UTF-8, whitespace around it allowed): values
+    /// addressed by `field_rules` are replaced whole (the first rule whose path matches
+    /// wins; numbers and booleans become strings, objects and arrays `"[REDACTED]"` or a
+    /// hash of their compact JSON form, `null` stays), and the detectors run on every
+    /// other string value and on object keys (a key with a hit becomes its masked text,
+    /// `#2`, `#3`… added if that key exists already). Path names match ASCII
+    /// case-insensitively. Every byte not masked is kept as it came (see `json_text`).
+    ///
+    /// `Ok(None)`: nothing masked; else the new text and the number of values and keys
+    /// changed. Text that is not JSON, or nested deeper than `MAX_JSON_DEPTH`, is an error.
+    pub fn mask_json_text(
+        &self,
+        text: &[u8],
+        field_rules: &[FieldRule],
+    ) -> Result<Option<(Vec<u8>, usize)>, JsonTextError> {
         let detect = |s: &str| self.mask_text(s);
-        let mut walk = json::Walk {
+        let ctx = json_text::Ctx {
             rules: field_rules,
             mac: &self.mac,
             detect: &detect,
-            count: 0,
         };
-        walk.run(value);
-        walk.count
+        json_text::mask(&ctx, text)
     }
 
     fn replace_hits(&self, value: &[u8], hits: &[Hit]) -> Vec<u8> {

@@ -1,4 +1,5 @@
-//! JSON field paths (`$.users[*].email`, `users.*.email`, `$..email`) and the in-place walk of `Masker::mask_json`.
+//! JSON field paths (`$.users[*].email`, `users.*.email`, `$..email`) and how the walk of
+//! `json_text` matches them, one step (object key or array index) at a time.
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,10 +8,8 @@ use schemars::gen::SchemaGenerator;
 use schemars::schema::Schema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::{Map, Value};
 
-use super::model::{FieldRule, Strategy};
-use super::replace::{self, HmacSha256};
+use super::model::FieldRule;
 use super::MaskingError;
 
 /// A parsed JSON field path.
@@ -152,13 +151,23 @@ impl JsonSchema for FieldPath {
 
 /// A child step of the walk.
 #[derive(Clone, Copy)]
-enum Step<'a> {
+pub(crate) enum Step<'a> {
     Key(&'a str),
     Index(usize),
 }
 
 /// `(rule, segment)`: rule `rule` has `segs[segment..]` left to match.
-type State = (usize, usize);
+pub(crate) type State = (usize, usize);
+
+/// The rule whose path ends at the value reached in `states` (the first one listed, when
+/// several do).
+pub(crate) fn ruled(rules: &[FieldRule], states: &[State]) -> Option<usize> {
+    states
+        .iter()
+        .filter(|&&(r, i)| i == rules[r].path.segs.len())
+        .map(|&(r, _)| r)
+        .min()
+}
 
 /// Names match ASCII case-insensitively (`$..ssn` masks `"SSN"`), as column
 /// globs do.
@@ -171,7 +180,8 @@ fn seg_matches(seg: &Seg, step: Step<'_>) -> bool {
     }
 }
 
-fn advance(rules: &[FieldRule], states: &[State], step: Step<'_>, out: &mut Vec<State>) {
+/// The states after one more `step` down from those in `states`.
+pub(crate) fn advance(rules: &[FieldRule], states: &[State], step: Step<'_>, out: &mut Vec<State>) {
     out.clear();
     let push = |s: State, out: &mut Vec<State>| {
         if !out.contains(&s) {
@@ -191,110 +201,6 @@ fn advance(rules: &[FieldRule], states: &[State], step: Step<'_>, out: &mut Vec<
             Some(seg) if seg_matches(seg, step) => push((r, i + 1), out),
             Some(_) => {}
         }
-    }
-}
-
-/// The walk of `Masker::mask_json`.
-pub(crate) struct Walk<'a> {
-    pub rules: &'a [FieldRule],
-    pub mac: &'a HmacSha256,
-    pub detect: &'a dyn Fn(&str) -> Option<(String, usize)>,
-    pub count: usize,
-}
-
-impl Walk<'_> {
-    pub(crate) fn run(&mut self, v: &mut Value) {
-        let states: Vec<State> = (0..self.rules.len()).map(|r| (r, 0)).collect();
-        self.node(v, None, &states);
-    }
-
-    fn node(&mut self, v: &mut Value, key: Option<&str>, states: &[State]) {
-        if let Some(&(r, _)) = states
-            .iter()
-            .filter(|&&(r, i)| i == self.rules[r].path.segs.len())
-            .min()
-        {
-            if self.apply(v, key, self.rules[r].strategy) {
-                self.count += 1;
-            }
-            return;
-        }
-        match v {
-            Value::String(s) => {
-                if let Some((masked, _)) = (self.detect)(s) {
-                    *s = masked;
-                    self.count += 1;
-                }
-            }
-            Value::Array(items) => {
-                let mut next = Vec::new();
-                for (i, item) in items.iter_mut().enumerate() {
-                    advance(self.rules, states, Step::Index(i), &mut next);
-                    self.node(item, key, &next);
-                }
-            }
-            Value::Object(map) => {
-                let mut next = Vec::new();
-                for (k, item) in map.iter_mut() {
-                    advance(self.rules, states, Step::Key(k), &mut next);
-                    self.node(item, Some(k), &next);
-                }
-                self.keys(map);
-            }
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
-        }
-    }
-
-    /// Runs the detectors on the keys of `map` (after its values were
-    /// walked under their original keys): a key with a hit is replaced by
-    /// its masked text, with `#2`, `#3`… added when that text is already a
-    /// key (two members never merge).
-    fn keys(&mut self, map: &mut Map<String, Value>) {
-        let renamed: Vec<(String, String)> = map
-            .keys()
-            .filter_map(|k| (self.detect)(k).map(|(masked, _)| (k.clone(), masked)))
-            .collect();
-        if renamed.is_empty() {
-            return;
-        }
-        self.count += renamed.len();
-        let moved: Vec<(String, Value)> = renamed
-            .into_iter()
-            .filter_map(|(old, new)| map.remove(&old).map(|v| (new, v)))
-            .collect();
-        for (new, v) in moved {
-            let mut key = new.clone();
-            let mut n = 2;
-            while map.contains_key(&key) {
-                key = format!("{new}#{n}");
-                n += 1;
-            }
-            map.insert(key, v);
-        }
-    }
-
-    /// Replaces `v` whole; false for `null` (left as is).
-    fn apply(&self, v: &mut Value, key: Option<&str>, strategy: Strategy) -> bool {
-        let text = match v {
-            Value::Null => return false,
-            Value::String(s) => std::mem::take(s),
-            Value::Bool(_) | Value::Number(_) => v.to_string(),
-            Value::Array(_) | Value::Object(_) => match strategy {
-                Strategy::Hash => v.to_string(),
-                _ => {
-                    *v = Value::String(String::from_utf8_lossy(replace::REDACTED).into_owned());
-                    return true;
-                }
-            },
-        };
-        let prefix = super::columns::hash_prefix(key.unwrap_or(""));
-        let mut out = Vec::with_capacity(text.len() + 8);
-        replace::push_whole(&mut out, strategy, self.mac, &prefix, text.as_bytes());
-        *v = Value::String(
-            String::from_utf8(out)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-        );
-        true
     }
 }
 

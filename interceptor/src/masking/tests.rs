@@ -1,4 +1,6 @@
-//! Engine tests of `Masker`: policy parsing, strategies, column plans, JSON, realistic rows and a micro-benchmark.
+//! Engine tests of `Masker`: policy parsing, strategies, column plans, JSON (values, and the
+//! fidelity of the text masking against the former `Value`-based one), realistic rows and a
+//! micro-benchmark.
 
 use super::*;
 
@@ -31,6 +33,8 @@ mod bench;
 mod column_plans;
 mod customers;
 mod detectors;
+mod json_fidelity;
 mod json_values;
 mod policy;
 mod realistic;
+mod value_oracle;

@@ -19,7 +19,8 @@ the token itself.
                        line that is not JSON); `&gz=1`: gzip-compressed;
                        `&esc=1`: `@` written `\\u0040`; `&bom=1`: a UTF-8 BOM first;
                        `&dup=1`: {"id", "note" with an address, "note": "clean"} (a
-                       duplicate key); `&range=1`: a `Range` header is answered 206
+                       duplicate key); `&fidelity=1`: JSON with a big integer, decimals
+                       and keys out of order, on several lines; `&range=1`: a `Range` header is answered 206
                        with just the "note" string (valid JSON alone); `&partial=1`:
                        that 206 whatever was asked; `&utf16=1`: encoded
                        in UTF-16 (with its byte order mark)
@@ -52,6 +53,13 @@ GATES = {}
 def gate(name):
     with LOCK:
         return GATES.setdefault(name, threading.Event())
+
+
+# Masked, only the address and the ssn may change (the HTTP root test compares the bytes).
+FIDELITY = (
+    b'{"zeta": 12345678901234567890123,\n "email": "alice@example.com",'
+    b' "alpha": [1.10, -0, 1e2, 0.1000000000000000055],\n "ssn": "123-45-6789", "b": "caf\\u00e9"}\n'
+)
 
 
 class H(BaseHTTPRequestHandler):
@@ -152,6 +160,8 @@ class H(BaseHTTPRequestHandler):
                     body += b"not json: alice@example.com\n"
             elif "dup" in q:
                 body = b'{"id": "d", "note": "call bob@example.org", "note": "clean"}'
+            elif "fidelity" in q:
+                body = FIDELITY
             else:
                 body = json.dumps(self.user("t")).encode()
             if "esc" in q:

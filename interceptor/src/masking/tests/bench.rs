@@ -1,4 +1,4 @@
-//! A micro-benchmark of `mask_value` over the realistic customer rows (ignored by default).
+//! Micro-benchmarks of `mask_value` over the realistic customer rows and of JSON masking (ignored by default).
 
 use std::time::Instant;
 
@@ -116,4 +116,67 @@ fn bench_mask_values() {
         10_000,
         &run_all,
     );
+}
+
+/// `cargo test -p interceptor --release --lib masking::tests::bench::bench_mask_json -- --ignored --nocapture`
+///
+/// A JSON answer of the 1,000 realistic customer rows (10 members each, numbers as
+/// numbers) masked in place (`mask_json_text`) and the former way (parsed into a `Value`,
+/// walked, written out again): with the realistic policy's detectors and two field rules,
+/// and the same rows with nothing to mask.
+#[test]
+#[ignore]
+fn bench_mask_json() {
+    use super::value_oracle::old_mask;
+    let m = masker(REALISTIC_POLICY);
+    let rules = [
+        FieldRule::new("$[*].ssn", Strategy::Redact).unwrap(),
+        FieldRule::new("$[*].card_number", Strategy::PARTIAL).unwrap(),
+    ];
+    let row = |r: &[&str; 10], pii: bool| {
+        let mut o = serde_json::Map::new();
+        for (i, &(name, text_like)) in COLUMNS.iter().enumerate() {
+            let v = match (text_like, pii) {
+                (false, _) => serde_json::from_str(r[i])
+                    .unwrap_or_else(|_| serde_json::Value::String(r[i].to_owned())),
+                (true, true) => r[i].into(),
+                (true, false) => format!("value {i} of row {}", r[0]).into(),
+            };
+            o.insert(name.to_owned(), v);
+        }
+        serde_json::Value::Object(o)
+    };
+    let doc = |pii: bool| {
+        let rows: Vec<_> = (0..1000).map(|i| row(&ROWS[i % ROWS.len()], pii)).collect();
+        serde_json::to_string_pretty(&rows).unwrap()
+    };
+    let (realistic, clean) = (doc(true), doc(false));
+    let no_rules: [FieldRule; 0] = [];
+    let time = |name: &str, f: &dyn Fn() -> usize| {
+        let mut sink = 0;
+        for _ in 0..5 {
+            sink += f();
+        }
+        let mut best = f64::MAX;
+        for _ in 0..50 {
+            let t = Instant::now();
+            sink += f();
+            best = best.min(t.elapsed().as_nanos() as f64);
+        }
+        println!("{name}: best {:.0} us (sink {})", best / 1000.0, sink % 10);
+    };
+    for (what, text) in [("realistic", &realistic), ("no PII", &clean)] {
+        let fields: &[FieldRule] = if what == "no PII" { &no_rules } else { &rules };
+        println!("{what}: {} bytes", text.len());
+        time(&format!("  {what}, in place"), &|| {
+            m.mask_json_text(text.as_bytes(), fields)
+                .unwrap()
+                .map_or(0, |(_, n)| n)
+        });
+        time(&format!("  {what}, former (Value)"), &|| {
+            old_mask(&m, text.as_bytes(), fields)
+                .unwrap()
+                .map_or(0, |(_, n)| n)
+        });
+    }
 }

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, StatusCode};
 
 use super::records::{RecordMasker, Records};
-use crate::masking::{FieldRule, Masker};
+use crate::masking::{FieldRule, JsonTextError, Masker};
 
 /// Why a body that must be masked cannot be.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -103,11 +103,7 @@ pub fn looks_binary(start: &[u8]) -> bool {
 /// The kind of a whole text body of unknown type: JSON when it parses as JSON, else text.
 /// A leading byte order mark is ignored.
 pub fn sniff(body: &[u8]) -> BodyKind {
-    let body = without_bom(body);
-    let start = body.iter().find(|c| !c.is_ascii_whitespace());
-    if matches!(start, Some(b'{' | b'['))
-        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
-    {
+    if json_like(body) && crate::masking::check_json(without_bom(body)).is_ok() {
         BodyKind::Json
     } else {
         BodyKind::Text
@@ -139,120 +135,40 @@ fn without_bom(body: &[u8]) -> &[u8] {
     body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body)
 }
 
-/// Parses JSON into a `serde_json::Value` as `serde_json::from_slice` does (the same
-/// numbers, last duplicate key wins), and says whether an object had a duplicate key: such
-/// a document must never be passed on as it came, since its earlier duplicates were not
-/// looked at by the masking (and a client may keep the first one).
-pub fn parse_json(body: &[u8]) -> serde_json::Result<(serde_json::Value, bool)> {
-    use serde::de::DeserializeSeed;
-    let dup = std::cell::Cell::new(false);
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let v = JsonSeed(&dup).deserialize(&mut de)?;
-    de.end()?;
-    Ok((v, dup.get()))
+/// The leading UTF-8 byte order mark of `body` (or nothing), and the rest.
+fn split_bom(body: &[u8]) -> (&[u8], &[u8]) {
+    let rest = without_bom(body);
+    (&body[..body.len() - rest.len()], rest)
 }
 
-/// Builds a `Value` like serde_json's own visitor, noting duplicate object keys.
-#[derive(Clone, Copy)]
-struct JsonSeed<'a>(&'a std::cell::Cell<bool>);
-
-impl<'de> serde::de::DeserializeSeed<'de> for JsonSeed<'_> {
-    type Value = serde_json::Value;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for JsonSeed<'_> {
-    type Value = serde_json::Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(serde_json::Value::Null)
-    }
-
-    fn visit_none<E>(self) -> Result<Self::Value, E> {
-        Ok(serde_json::Value::Null)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::new();
-        while let Some(v) = seq.next_element_seed(self)? {
-            out.push(v);
-        }
-        Ok(serde_json::Value::Array(out))
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out = serde_json::Map::new();
-        while let Some(k) = map.next_key::<String>()? {
-            let v = map.next_value_seed(self)?;
-            if out.insert(k, v).is_some() {
-                self.0.set(true);
-            }
-        }
-        Ok(serde_json::Value::Object(out))
-    }
-}
-
-/// `body` parsed when it is JSON as `sniff` decides it (an object or an array).
-fn json_of(body: &[u8]) -> Option<(serde_json::Value, bool)> {
-    let body = without_bom(body);
-    let start = body.iter().find(|c| !c.is_ascii_whitespace());
-    if !matches!(start, Some(b'{' | b'[')) {
-        return None;
-    }
-    parse_json(body).ok()
-}
-
-/// Masks a parsed JSON body: `None` when it can go on as it came (nothing masked, no
-/// duplicate keys).
-fn mask_value(
+/// Masks a JSON body in place (`Masker::mask_json_text`): `None` when nothing was masked
+/// (it goes on as it came). Only masked values change; a leading byte order mark is kept.
+fn mask_json(
     masker: &Masker,
     fields: &[FieldRule],
-    (mut v, dup): (serde_json::Value, bool),
-) -> (Option<Bytes>, u64) {
-    let n = masker.mask_json(&mut v, fields);
-    if n == 0 && !dup {
-        return (None, 0);
-    }
-    let out = serde_json::to_vec(&v).expect("a JSON value always serializes");
-    (Some(out.into()), n as u64)
+    body: &[u8],
+) -> Result<(Option<Bytes>, u64), JsonTextError> {
+    let (bom, json) = split_bom(body);
+    Ok(match masker.mask_json_text(json, fields)? {
+        None => (None, 0),
+        Some((out, n)) if bom.is_empty() => (Some(out.into()), n as u64),
+        Some((out, n)) => (Some([bom, &out].concat().into()), n as u64),
+    })
+}
+
+/// Whether a body (after a byte order mark and whitespace) starts as an object or an array:
+/// the only JSON a text body can be (`sniff`).
+fn json_like(body: &[u8]) -> bool {
+    let start = without_bom(body).iter().find(|c| !c.is_ascii_whitespace());
+    matches!(start, Some(b'{' | b'['))
 }
 
 /// Masks `body`; returns the new body (`None`: unchanged) and the number of values masked.
 /// A body of a text type (`text/*`, JavaScript, form data…) that is JSON — as `sniff`
 /// decides — is masked as JSON: field paths, and detectors on the decoded strings (so
-/// escapes such as `\u0040` do not hide a value from them). JSON with a duplicate object
-/// key is always sent re-serialised (the last duplicate, masked), never as it came.
+/// escapes such as `\u0040` do not hide a value from them). JSON is masked in its text:
+/// numbers, key order, whitespace and every occurrence of a duplicate key (each masked on
+/// its own) stay as they came.
 pub fn mask_body(
     masker: &Masker,
     fields: &[FieldRule],
@@ -265,8 +181,7 @@ pub fn mask_body(
             if json.iter().all(u8::is_ascii_whitespace) {
                 return Ok((None, 0));
             }
-            let parsed = parse_json(json).map_err(|e| MaskError::BadJson(e.to_string()))?;
-            Ok(mask_value(masker, fields, parsed))
+            mask_json(masker, fields, body).map_err(|e| MaskError::BadJson(e.to_string()))
         }
         BodyKind::JsonLines | BodyKind::Events => {
             let kind = kind.records().expect("a record stream");
@@ -276,13 +191,15 @@ pub fn mask_body(
                 Some(e) => return Err(e),
                 None => done.then(r.finish(masker, fields)),
             };
-            let rewritten = done.fields + done.deduplicated > 0;
+            let rewritten = done.fields > 0;
             let (out, n) = done.into_result()?;
             Ok((rewritten.then(|| out.into()), n))
         }
         BodyKind::Text | BodyKind::Unknown => {
-            if let Some(parsed) = json_of(body) {
-                return Ok(mask_value(masker, fields, parsed));
+            if json_like(body) {
+                if let Ok(masked) = mask_json(masker, fields, body) {
+                    return Ok(masked);
+                }
             }
             let text = String::from_utf8_lossy(body);
             match masker.mask_text(&text) {
@@ -393,7 +310,7 @@ mod tests {
         let m = masker("detectors:\n  - kind: email\n    strategy: redact\n");
         let fields = [FieldRule::new("$.ssn", Strategy::Redact).unwrap()];
         let body = br#" {"ssn":"123-45-6789","m":"a\u0040b.example"}"#;
-        let want = r#"{"m":"[REDACTED:email]","ssn":"[REDACTED]"}"#;
+        let want = r#" {"ssn":"[REDACTED]","m":"[REDACTED:email]"}"#;
         for ct in [
             "text/plain",
             "text/html",
@@ -407,12 +324,15 @@ mod tests {
                 "{ct}"
             );
         }
-        // A leading byte order mark: still JSON, typed or not.
+        // A leading byte order mark: still JSON, typed or not, and kept.
         let bom = b"\xef\xbb\xbf{\"ssn\":\"1\"}";
         assert_eq!(sniff(bom), BodyKind::Json);
         for kind in [BodyKind::Json, BodyKind::Text, sniff(bom)] {
             let (out, n) = mask_body(&m, &fields, kind, bom).unwrap();
-            assert_eq!((&out.unwrap()[..], n), (&br#"{"ssn":"[REDACTED]"}"#[..], 1));
+            assert_eq!(
+                (&out.unwrap()[..], n),
+                (&b"\xef\xbb\xbf{\"ssn\":\"[REDACTED]\"}"[..], 1)
+            );
         }
         // Text that is not JSON: the detectors.
         let (out, n) = mask_body(&m, &fields, BodyKind::Text, b"{ssn: a@b.example").unwrap();
@@ -420,31 +340,43 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_keys_are_never_passed_as_they_came() {
+    fn duplicate_keys_are_masked_each_and_the_rest_kept() {
         let m = masker("detectors:\n  - kind: email\n    strategy: redact\n");
         let fields = [FieldRule::new("$.ssn", Strategy::Redact).unwrap()];
-        // The last duplicate needs no masking; the first would reach the agent as it came.
+        // The last duplicate needs no masking; the first is masked all the same.
         let body = br#"{"id":1,"note":"call bob@example.org","x":{"k":"c@d.example","k":2},"note":"clean"}"#;
         for kind in [BodyKind::Json, BodyKind::Text, BodyKind::Unknown] {
             let (out, n) = mask_body(&m, &fields, kind, body).unwrap();
-            let out = out.expect("re-serialised");
             assert_eq!(
-                (std::str::from_utf8(&out).unwrap(), n),
-                (r#"{"id":1,"note":"clean","x":{"k":2}}"#, 0),
+                (std::str::from_utf8(&out.unwrap()).unwrap(), n),
+                (
+                    r#"{"id":1,"note":"call [REDACTED:email]","x":{"k":"[REDACTED:email]","k":2},"note":"clean"}"#,
+                    2
+                ),
                 "{kind:?}"
             );
         }
         let lines = b"{\"a\":1}\n{\"n\":\"bob@example.org\",\"n\":\"x\"}\n";
         let (out, _) = mask_body(&m, &fields, BodyKind::JsonLines, lines).unwrap();
         assert_eq!(
-            std::str::from_utf8(&out.expect("re-serialised")).unwrap(),
-            "{\"a\":1}\n{\"n\":\"x\"}\n"
+            std::str::from_utf8(&out.unwrap()).unwrap(),
+            "{\"a\":1}\n{\"n\":\"[REDACTED:email]\",\"n\":\"x\"}\n"
         );
-        // Without duplicates, nothing to mask: the bytes as they came.
-        let plain = br#"{"a":1.50,"b":{"a":[1e5,-0,18446744073709551615]}}"#;
+        // Nothing to mask, duplicates or not: the bytes as they came.
+        let plain = br#"{"a":1.50,"b":{"a":[1e5,-0,18446744073709551616]},"a":2}"#;
         assert_eq!(
             mask_body(&m, &fields, BodyKind::Json, plain).unwrap(),
             (None, 0)
+        );
+        // Something masked: only that changes.
+        let big = b"{\"z\": 12345678901234567890123,\n \"ssn\": \"1\", \"a\": [1.0, -0]}";
+        let (out, n) = mask_body(&m, &fields, BodyKind::Json, big).unwrap();
+        assert_eq!(
+            (std::str::from_utf8(&out.unwrap()).unwrap(), n),
+            (
+                "{\"z\": 12345678901234567890123,\n \"ssn\": \"[REDACTED]\", \"a\": [1.0, -0]}",
+                1
+            )
         );
     }
 

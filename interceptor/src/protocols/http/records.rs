@@ -3,7 +3,7 @@
 //! and handed on as soon as it is complete, so the agent keeps a stream instead of waiting
 //! for the end of a body that may never end. Pure: bytes in, bytes out.
 
-use super::mask::{parse_json, MaskError};
+use super::mask::MaskError;
 use crate::masking::{FieldRule, Masker};
 
 /// What a record is.
@@ -118,9 +118,6 @@ pub struct Masked {
     pub out: Vec<u8>,
     /// Values masked in `out`.
     pub fields: u64,
-    /// Records in `out` re-serialised with nothing masked, because their JSON had a
-    /// duplicate object key (never passed on as they came).
-    pub deduplicated: u64,
     /// A record that cannot be masked: the stream must end after `out`.
     pub error: Option<MaskError>,
 }
@@ -130,7 +127,6 @@ impl Masked {
     pub fn then(mut self, next: Masked) -> Masked {
         self.out.extend_from_slice(&next.out);
         self.fields += next.fields;
-        self.deduplicated += next.deduplicated;
         self.error = next.error;
         self
     }
@@ -207,9 +203,6 @@ fn mask_record(
         Some((bytes, n)) => {
             done.out.extend_from_slice(&bytes);
             done.fields += n;
-            if n == 0 {
-                done.deduplicated += 1;
-            }
             true
         }
         None => {
@@ -219,8 +212,8 @@ fn mask_record(
     })
 }
 
-/// One NDJSON line (with its `\n`, if any); `None`: it goes on as it came (nothing
-/// masked, no duplicate keys).
+/// One NDJSON line (with its `\n`, if any), masked in place; `None`: it goes on as it came
+/// (nothing masked).
 fn mask_line(
     m: &Masker,
     fields: &[FieldRule],
@@ -230,21 +223,14 @@ fn mask_line(
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let (mut v, dup) =
-        parse_json(line).map_err(|e| MaskError::BadJson(format!("line {nth}: {e}")))?;
-    let n = m.mask_json(&mut v, fields);
-    if n == 0 && !dup {
-        return Ok(None);
-    }
-    let mut out = serde_json::to_vec(&v).expect("a JSON value always serializes");
-    if line.ends_with(b"\n") {
-        out.push(b'\n');
-    }
-    Ok(Some((out, n as u64)))
+    let masked = m
+        .mask_json_text(line, fields)
+        .map_err(|e| MaskError::BadJson(format!("line {nth}: {e}")))?;
+    Ok(masked.map(|(out, n)| (out, n as u64)))
 }
 
 /// One server-sent event, its blank line included. `None`: it goes on as it came (nothing
-/// masked, no JSON data with duplicate keys).
+/// masked).
 fn mask_event(m: &Masker, fields: &[FieldRule], event: &[u8]) -> Option<(Vec<u8>, u64)> {
     let text = String::from_utf8_lossy(event);
     // Each non-empty line with its `data` value, if it is a data line.
@@ -300,14 +286,18 @@ fn mask_event(m: &Masker, fields: &[FieldRule], event: &[u8]) -> Option<(Vec<u8>
     Some((out.into_bytes(), n))
 }
 
-/// The data of an event masked: as JSON when it is JSON, else by the detectors. `None`:
-/// unchanged (JSON with a duplicate key is always re-serialised).
+/// The data of an event masked: as JSON (in place) when it is JSON, else by the
+/// detectors. `None`: unchanged.
 fn masked_data(m: &Masker, fields: &[FieldRule], data: &str) -> Option<(String, u64)> {
     let json = matches!(data.trim_start().as_bytes().first(), Some(b'{' | b'['));
     if json {
-        if let Ok((mut v, dup)) = parse_json(data.as_bytes()) {
-            let k = m.mask_json(&mut v, fields);
-            return (k > 0 || dup).then(|| (v.to_string(), k as u64));
+        if let Ok(masked) = m.mask_json_text(data.as_bytes(), fields) {
+            // UTF-8 in, UTF-8 replacements out.
+            return masked.map(|(out, k)| {
+                let text = String::from_utf8(out)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                (text, k as u64)
+            });
         }
     }
     m.mask_text(data).map(|(s, k)| (s, k as u64))
