@@ -237,10 +237,12 @@ fn ca_command(
         interceptor::cli::CaCommand::Export { bundle } => {
             let (cert, _) = tls::ca_paths(state_dir);
             let pem = std::fs::read_to_string(&cert).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot read {}: {e} (run `interceptor ca init` first)",
-                    cert.display()
-                )
+                let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                    "run `interceptor ca init` first"
+                } else {
+                    "it is created 0644; a CA made by an older version is 0600 until the daemon or `interceptor ca init` runs again as its owner"
+                };
+                anyhow::anyhow!("cannot read {}: {e} ({hint})", cert.display())
             })?;
             print!("{}", if bundle { tls::bundle(&pem) } else { pem });
         }

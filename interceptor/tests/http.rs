@@ -42,7 +42,10 @@ fn plain_http_policy_injection_masking_with_curl_and_python() {
     let d = env.dir.path().to_path_buf();
     let up = Upstream::start(&d, "upstream", None);
     let p = up.port;
-    let pol = env.policy("http.yaml", &policy(&[p], &service("api", p, "")));
+    let pol = env.policy(
+        "http.yaml",
+        &policy(&[p], &service("api", p, "    tls: plain\n")),
+    );
     std::fs::write(
         d.join("client.py"),
         [PY_RESOLVE, PY_SSE, PY_CLIENT].concat(),
@@ -279,7 +282,10 @@ fn bad_clients_get_clear_errors_and_do_not_stall_others() {
     let d = env.dir.path().to_path_buf();
     let up = Upstream::start(&d, "upstream", None);
     let p = up.port;
-    let pol = env.policy("http.yaml", &policy(&[p], &service("api", p, "")));
+    let pol = env.policy(
+        "http.yaml",
+        &policy(&[p], &service("api", p, "    tls: plain\n")),
+    );
     std::fs::write(d.join("bad.py"), PY_BAD).unwrap();
     let script = format!(
         "python3 {}/bad.py {p} > {}/bad.json",
@@ -471,7 +477,7 @@ fn request_paths_are_normalised_before_the_policy() {
     let p = up.port;
     // An allow rule with `**`: without normalisation `/public/../v2/secret` matched it and
     // the upstream, which resolves `..`, served /v2/secret.
-    let pol = policy(&[p], &service("api", p, ""))
+    let pol = policy(&[p], &service("api", p, "    tls: plain\n"))
         + "  - name: public\n    identity: agent\n    service: api\n    action: allow\n    methods: [GET]\n    paths: [\"/public/**\"]\n";
     let pol = env.policy("http.yaml", &pol);
     let dd = d.display();

@@ -26,7 +26,10 @@ fn compressed_responses_are_decoded_masked_and_sent_plain() {
     let d = env.dir.path().to_path_buf();
     let up = Upstream::start(&d, "upstream", None);
     let p = up.port;
-    let pol = env.policy("http.yaml", &policy(&[p], &service("api", p, "")));
+    let pol = env.policy(
+        "http.yaml",
+        &policy(&[p], &service("api", p, "    tls: plain\n")),
+    );
     std::fs::write(
         d.join("client.py"),
         [PY_RESOLVE, PY_SSE, PY_CLIENT].concat(),

@@ -42,7 +42,7 @@ fn masking_edges_and_reload_on_an_open_connection() {
     let d = env.dir.path().to_path_buf();
     let up = Upstream::start(&d, "upstream", None);
     let p = up.port;
-    let yaml = policy(&[p], &service("api", p, ""));
+    let yaml = policy(&[p], &service("api", p, "    tls: plain\n"));
     let pol = env.policy("http.yaml", &yaml);
     // The same policy without /v1/users/* in the rule that allowed it.
     let narrowed = yaml.replace("\"/v1/users/*\", ", "");

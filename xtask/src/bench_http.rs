@@ -231,6 +231,7 @@ http_services:
     address: 127.0.0.2
     port: {p}
     hosts: [bench.test]
+    tls: plain
   tls:
     address: 127.0.0.2
     port: {t}

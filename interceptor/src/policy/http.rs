@@ -41,12 +41,15 @@ pub struct HttpService {
     /// forged host.
     #[schemars(length(min = 1))]
     pub hosts: Vec<String>,
-    /// What to do with TLS from the agent: `intercept` (terminate with a certificate of
-    /// the local CA, enforce every request, re-encrypt upstream verifying the real server;
-    /// the default) or `passthrough` (decide on the SNI only and pipe the bytes through
-    /// untouched). Plain HTTP is always spoken to, and goes upstream in plain HTTP.
-    #[serde(default)]
-    pub tls: TlsHandling,
+    /// What the upstream speaks and what to do with TLS from the agent: `intercept`
+    /// (terminate with a certificate of the local CA, enforce every request, re-encrypt
+    /// upstream verifying the real server; what an absent `tls` does with TLS),
+    /// `passthrough` (decide on the SNI only and pipe the bytes through untouched) or
+    /// `plain` (the upstream speaks plain HTTP; TLS from the agent is refused). Plain HTTP
+    /// from the agent is refused (400) by an `intercept` or `passthrough` service; with no
+    /// `tls` it goes upstream in plain HTTP, but never with injected headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsHandling>,
     /// Extra PEM CA certificates trusted (besides the system roots) when verifying the
     /// upstream server of an intercepted connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,6 +96,9 @@ impl Checked for HttpService {
                 ));
             }
         }
+        if self.tls == Some(TlsHandling::Plain) && self.ca_file.is_some() {
+            return Err("`ca_file` verifies the TLS upstream of an intercepted service; a `tls: plain` service has none (remove one of them)".into());
+        }
         if let Some(m) = self.max_header_bytes {
             if m < 8192 {
                 return Err("`max_header_bytes` must be at least 8192".into());
@@ -114,15 +120,20 @@ impl Checked for HttpService {
 }
 
 impl HttpService {
-    /// Whether `host` (without port, any case) names this service.
+    /// Whether `host` (without port, any case, at most one trailing dot) names this service.
     pub fn serves(&self, host: &str) -> bool {
-        let host = host.trim_end_matches('.');
+        let host = host.strip_suffix('.').unwrap_or(host);
         self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
             || host
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .parse::<IpAddr>()
                 .is_ok_and(|ip| ip.to_canonical() == self.address.to_canonical())
+    }
+
+    /// What is done with TLS from the agent (`intercept` when `tls` is absent).
+    pub fn tls_handling(&self) -> TlsHandling {
+        self.tls.unwrap_or_default()
     }
 
     pub fn max_header_bytes(&self) -> usize {
@@ -152,6 +163,8 @@ pub enum TlsHandling {
     Intercept,
     /// Decide on the SNI only; bytes are piped through untouched.
     Passthrough,
+    /// The upstream speaks plain HTTP (injected headers may go there); TLS is refused.
+    Plain,
 }
 
 impl TlsHandling {
@@ -159,6 +172,7 @@ impl TlsHandling {
         match self {
             TlsHandling::Intercept => "intercept",
             TlsHandling::Passthrough => "passthrough",
+            TlsHandling::Plain => "plain",
         }
     }
 }

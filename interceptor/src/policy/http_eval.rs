@@ -468,7 +468,7 @@ impl Policy {
     pub fn intercepts_tls(&self) -> bool {
         self.http_services
             .iter()
-            .any(|(_, s)| s.tls == super::http::TlsHandling::Intercept)
+            .any(|(_, s)| s.tls_handling() == super::http::TlsHandling::Intercept)
     }
 
     /// Names of the daemon environment variables holding secrets (PostgreSQL passwords,

@@ -18,6 +18,7 @@
 //! held for approval.
 
 pub mod audit;
+mod body_idle;
 mod budget;
 mod charset;
 mod counting;
@@ -29,11 +30,14 @@ pub mod inflate;
 pub mod inject;
 pub mod mask;
 mod masked;
+mod mint_cache;
 pub mod path;
+mod plain_leg;
 pub mod proxy;
 pub mod records;
 mod request_target;
 pub mod respond;
+pub mod server_name;
 pub mod sni;
 pub mod tls;
 pub mod upstream;
@@ -98,7 +102,7 @@ pub fn child_ca_env(state_dir: &Path) -> Vec<(&'static str, PathBuf)> {
     };
     let (cert, _) = tls::ca_paths(state_dir);
     let bundle = cert.with_file_name("bundle.pem");
-    if let Err(e) = std::fs::write(&bundle, tls::bundle(&ca.cert_pem)) {
+    if let Err(e) = tls::write_bundle(&bundle, &ca.cert_pem) {
         tracing::warn!(path = %bundle.display(), error = %e, "cannot write the CA bundle for the child");
         return Vec::new();
     }
@@ -281,9 +285,22 @@ pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
     let started = Instant::now();
     match detect::detect(&client, ctx.svc.header_timeout()).await {
         Detected::Http => proxy::serve_plain(client, ctx).await,
-        Detected::Tls { sni } => match ctx.svc.tls {
+        Detected::Tls { sni } => match ctx.svc.tls_handling() {
             TlsHandling::Passthrough => passthrough(client, ctx, sni, started).await,
             TlsHandling::Intercept => proxy::serve_tls(client, ctx, sni).await,
+            TlsHandling::Plain => {
+                crate::proxy::session::reset(&client);
+                refuse(
+                    &ctx,
+                    "plain",
+                    started,
+                    0,
+                    format!(
+                        "TLS refused: service {} speaks plain HTTP (tls: plain); use http://",
+                        ctx.service
+                    ),
+                )
+            }
         },
         Detected::Timeout => {
             let _ = client.try_write(respond::REQUEST_TIMEOUT_RAW);

@@ -98,29 +98,27 @@ pub async fn serve_plain(client: TcpStream, ctx: Arc<Ctx>) -> Outcome {
 /// TLS from the agent, terminated with a certificate of the local CA for its SNI.
 pub async fn serve_tls(client: TcpStream, ctx: Arc<Ctx>, sni: Option<String>) -> Outcome {
     let started = Instant::now();
-    if let Some(s) = &sni {
-        if !ctx.svc.serves(s) {
+    let name = match super::server_name::for_service(&ctx.service, &ctx.svc, sni.as_deref()) {
+        Ok(n) => n,
+        Err(reason) => {
             crate::proxy::session::reset(&client);
             let mut rec = ctx.record("http_request", "intercept");
-            rec.host = Some(s.clone());
-            rec.reason = format!(
-                "forged host: SNI {s:?} is not served at {}:{} (service {} serves {})",
-                ctx.svc.address,
-                ctx.svc.port,
-                ctx.service,
-                ctx.svc.hosts.join(", ")
-            );
+            rec.host = sni
+                .as_deref()
+                .map(|s| super::server_name::cut(s).to_owned());
+            rec.reason = reason;
             rec.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
             ctx.audit.record_any(&rec);
             return Outcome { error: None };
         }
-    }
-    let name = sni.clone().unwrap_or_else(|| ctx.svc.address.to_string());
+    };
     let setup = global().ca().and_then(|ca| {
-        let server = ca.server_config(&name).map_err(|e| e.to_string())?;
+        let server = ca.server_config_for(&name).map_err(|e| e.to_string())?;
         let client = global().client_configs(&ctx.service, &ctx.svc)?;
         Ok((server, client))
     });
+    // The SNI as decided and verified upstream: canonical.
+    let (sni, name) = (sni.map(|_| name.to_string()), name.to_string());
     let (server_cfg, client_cfg) = match setup {
         Ok(c) => c,
         Err(e) => {
@@ -326,6 +324,13 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body
             ));
         }
     };
+    if conn.tls == "plain" {
+        if let Some(why) = super::plain_leg::refused(&ctx.service, &ctx.svc) {
+            rec.reason = why;
+            let e = super::plain_leg::USE_HTTPS;
+            return Ok(denied(rec, fin, StatusCode::BAD_REQUEST, e, false));
+        }
+    }
     // Absolute-form URIs must name the same host as `Host`.
     let uri_host = uri_host(&req);
     // The policy of now: a reload applies to the next request of an open connection.
@@ -378,6 +383,16 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body
         ));
     }
     let effects: HttpEffects = d.effects.cloned().unwrap_or_default();
+    if conn.tls == "plain" {
+        let rule = rec.rule.as_deref();
+        if let Some(why) =
+            super::plain_leg::refused_injection(&ctx.service, &ctx.svc, rule, &effects)
+        {
+            rec.reason = why;
+            let e = super::plain_leg::USE_HTTPS;
+            return Ok(denied(rec, fin, StatusCode::BAD_REQUEST, e, false));
+        }
+    }
     let upgrade = req.headers().contains_key(header::UPGRADE);
     if req.method() == Method::CONNECT {
         rec.reason = "CONNECT is not proxied".into();
@@ -505,18 +520,22 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body
             true,
         ));
     }
-    let out = Request::from_parts(parts, counted(body, up.clone(), ctx.bytes_up.clone(), None));
+    let body = counted(body, up.clone(), ctx.bytes_up.clone(), None);
+    let body = super::body_idle::limited(body, ctx.svc.header_timeout());
     let sent = conn
         .upstream
-        .send(out, conn.h2)
-        .await
-        .map_err(|e| e.to_string());
-    let mut resp = match sent {
+        .send(Request::from_parts(parts, body), conn.h2);
+    let mut resp = match sent.await {
         Ok((r, lease)) => {
             fin.lease = lease;
             r
         }
+        Err(e) if super::body_idle::stalled(&e) => {
+            let (status, e) = (StatusCode::REQUEST_TIMEOUT, e.to_string());
+            return Ok(fail(rec, fin, status, "request body timeout", e, true));
+        }
         Err(e) => {
+            let e = e.to_string();
             tracing::warn!(session = %ctx.session, service = %ctx.service, error = %e, "upstream request failed");
             return Ok(fail(
                 rec,

@@ -3,7 +3,6 @@
 //! upstream rustls client config that verifies the real server (system roots, Mozilla
 //! roots and the service's optional `ca_file`).
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -11,12 +10,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use super::mint_cache::{now_secs, MintCache};
+use super::server_name::{canonical, shown, Canonical};
 
 /// Errors of the local CA and of TLS set-up.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +34,7 @@ pub enum TlsError {
         "local CA at {path} is unusable: {message} (move it away and run `interceptor ca init`)"
     )]
     BadCa { path: PathBuf, message: String },
-    #[error("cannot mint a certificate for {host:?}: {message}")]
+    #[error("cannot mint a certificate for {host}: {message}")]
     Mint { host: String, message: String },
     #[error("service {service}: ca_file {path}: {message}")]
     CaFile {
@@ -48,7 +50,8 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Where the CA lives: `<state dir>/ca/ca.pem` and `ca.key` (0600).
+/// Where the CA lives: `<state dir>/ca/ca.pem` (0644: agents running as another user read
+/// it) and `ca.key` (0600).
 pub fn ca_paths(state_dir: &Path) -> (PathBuf, PathBuf) {
     let d = state_dir.join("ca");
     (d.join("ca.pem"), d.join("ca.key"))
@@ -62,14 +65,26 @@ pub struct Ca {
     leaf_key: KeyPair,
     leaf_key_der: Vec<u8>,
     ca_der: CertificateDer<'static>,
-    minted: Mutex<HashMap<String, Arc<ServerConfig>>>,
+    minted: Mutex<MintCache>,
 }
+
+/// Modes of the CA's files: the certificate is public, the key is not.
+const CERT_MODE: u32 = 0o644;
+const KEY_MODE: u32 = 0o600;
 
 /// Creates the CA if it does not exist yet (or always, with `force`). Returns its cert path
 /// and whether it was created.
 pub fn init(state_dir: &Path, force: bool) -> Result<(PathBuf, bool), TlsError> {
     let (cert, key) = ca_paths(state_dir);
     if cert.exists() && key.exists() && !force {
+        // A CA written by an older version has its certificate 0600; agents running as
+        // another user (`run --user`) must read it. Best effort: the owner can do this.
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(&cert) {
+            if m.permissions().mode() & 0o044 != 0o044 {
+                let _ = std::fs::set_permissions(&cert, std::fs::Permissions::from_mode(CERT_MODE));
+            }
+        }
         return Ok((cert, false));
     }
     let dir = cert.parent().expect("ca dir");
@@ -93,28 +108,45 @@ pub fn init(state_dir: &Path, force: bool) -> Result<(PathBuf, bool), TlsError> 
     p.not_before = rcgen::date_time_ymd(2024, 1, 1);
     p.not_after = rcgen::date_time_ymd(2034, 1, 1);
     let c = p.self_signed(&kp).map_err(|e| bad(e.to_string()))?;
-    write_private(&key, kp.serialize_pem().as_bytes())?;
-    write_private(&cert, c.pem().as_bytes())?;
+    write_file(&key, kp.serialize_pem().as_bytes(), KEY_MODE)?;
+    write_file(&cert, c.pem().as_bytes(), CERT_MODE)?;
     Ok((cert, true))
 }
 
-fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
+/// Writes `data` to `path` atomically (a temporary file of this process, then renamed):
+/// a reader sees the old file or the new one, never a partial one.
+fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
+    use std::os::unix::fs::PermissionsExt;
     let io = |source| TlsError::Io {
         what: "write",
         path: path.into(),
         source,
     };
-    let tmp = path.with_extension("tmp");
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
+        .create_new(true)
+        .mode(mode)
         .open(&tmp)
+        .map_err(io)?;
+    // The umask may have taken bits away from `mode`.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(io)?;
     f.write_all(data).map_err(io)?;
     f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(e)
+    })
+}
+
+/// Writes the client bundle (`bundle`) to `path`, 0644, atomically: every `run` sharing a
+/// state directory rewrites it while other agents may be reading it.
+pub fn write_bundle(path: &Path, ca_pem: &str) -> Result<(), TlsError> {
+    write_file(path, bundle(ca_pem).as_bytes(), CERT_MODE)
 }
 
 impl Ca {
@@ -151,20 +183,30 @@ impl Ca {
     }
 
     /// The server config presenting a certificate for `host` (a DNS name or an IP
-    /// address), minted on first use and cached. ALPN: h2, then http/1.1.
+    /// address), minted on first use and cached by its canonical form
+    /// (`server_name::canonical`; other names are refused). ALPN: h2, then http/1.1.
     pub fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, TlsError> {
-        let host = host.to_ascii_lowercase();
-        if let Some(c) = self
+        let name = canonical(host).map_err(|message| TlsError::Mint {
+            host: shown(host),
+            message,
+        })?;
+        self.server_config_for(&name)
+    }
+
+    /// `server_config` for a name already in canonical form.
+    pub fn server_config_for(&self, name: &Canonical) -> Result<Arc<ServerConfig>, TlsError> {
+        let cached = self
             .minted
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&host)
-        {
-            return Ok(c.clone());
+            .get(name, now_secs());
+        if let Some(c) = cached {
+            return Ok(c);
         }
-        let ck = self.mint(&host)?;
+        let host = name.to_string();
+        let (ck, not_after) = self.mint_until(&host)?;
         let mint = |message: String| TlsError::Mint {
-            host: host.clone(),
+            host: shown(&host),
             message,
         };
         let mut cfg = ServerConfig::builder_with_provider(provider())
@@ -177,15 +219,25 @@ impl Ca {
         self.minted
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(host, cfg.clone());
+            .insert(name.clone(), cfg.clone(), not_after);
         Ok(cfg)
+    }
+
+    /// How many certificates are cached.
+    pub fn minted(&self) -> usize {
+        self.minted.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// A certificate for `host` signed by the CA, with the CA in its chain.
     pub fn mint(&self, host: &str) -> Result<Arc<CertifiedKey>, TlsError> {
+        self.mint_until(host).map(|(ck, _)| ck)
+    }
+
+    /// `mint`, and when the certificate expires (Unix seconds).
+    fn mint_until(&self, host: &str) -> Result<(Arc<CertifiedKey>, i64), TlsError> {
         let host = host.to_owned();
         let mint = |message: String| TlsError::Mint {
-            host: host.clone(),
+            host: shown(&host),
             message,
         };
         let mut p = CertificateParams::new(vec![host.clone()]).map_err(|e| mint(e.to_string()))?;
@@ -199,16 +251,25 @@ impl Ca {
         let now = time_now_days();
         p.not_before = rcgen::date_time_ymd(now.0, now.1, 1);
         p.not_after = rcgen::date_time_ymd(now.0 + 1, now.1, 1);
+        let not_after = p.not_after.unix_timestamp();
+        // Unique per certificate (RFC 5280 4.1.2.2; NSS rejects a reused issuer + serial),
+        // which rcgen's default (a hash of the one leaf key) is not: 16 random bytes,
+        // positive.
+        let mut serial = [0u8; 16];
+        provider()
+            .secure_random
+            .fill(&mut serial)
+            .map_err(|_| mint("no random bytes for the serial number".into()))?;
+        serial[0] = (serial[0] & 0x7f) | 0x40;
+        p.serial_number = Some(SerialNumber::from_slice(&serial));
         let leaf = p
             .signed_by(&self.leaf_key, &self.issuer)
             .map_err(|e| mint(e.to_string()))?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.leaf_key_der.clone()));
         let signer = rustls::crypto::ring::sign::any_supported_type(&key)
             .map_err(|e| mint(e.to_string()))?;
-        Ok(Arc::new(CertifiedKey::new(
-            vec![leaf.der().clone(), self.ca_der.clone()],
-            signer,
-        )))
+        let ck = CertifiedKey::new(vec![leaf.der().clone(), self.ca_der.clone()], signer);
+        Ok((Arc::new(ck), not_after))
     }
 }
 
@@ -314,8 +375,9 @@ mod tests {
         let (cert, created) = init(dir.path(), false).unwrap();
         assert!(created);
         let (_, key) = ca_paths(dir.path());
-        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&key), 0o600);
+        assert_eq!(mode(&cert), 0o644, "the certificate is public");
         assert!(!init(dir.path(), false).unwrap().1, "kept when it exists");
         let ca = Ca::load_or_init(dir.path()).unwrap();
         let a = ca.server_config("api.test").unwrap();
@@ -353,5 +415,118 @@ mod tests {
                 rustls::pki_types::UnixTime::now()
             )
             .is_err());
+    }
+
+    #[test]
+    fn case_and_dot_variants_mint_one_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_init(dir.path()).unwrap();
+        let host = "interceptor-api.example.test";
+        let (mut ok, mut refused) = (0, 0);
+        for i in 0..1000u32 {
+            let mut v: String = host
+                .chars()
+                .enumerate()
+                .map(|(j, c)| {
+                    if (i >> (j % 24)) & 1 == 1 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            match i % 4 {
+                1 => v.push('.'),
+                2 | 3 => v.push_str(&".".repeat(2 + i as usize)),
+                _ => {}
+            }
+            match ca.server_config(&v) {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    assert!(e.to_string().len() < 300, "name cut: {e}");
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!((ok, refused), (500, 500));
+        assert_eq!(ca.minted(), 1, "one certificate for every spelling");
+        // Spellings of one address: one more.
+        for a in ["127.0.0.51", "::ffff:127.0.0.51", "0:0::ffff:7f00:33"] {
+            ca.server_config(a).unwrap();
+        }
+        assert_eq!(ca.minted(), 2);
+    }
+
+    /// The serialNumber of a DER certificate (SEQUENCE { SEQUENCE { [0] version, INTEGER … }}).
+    fn der_serial(der: &[u8]) -> &[u8] {
+        // (tag, content start, content length) of the element at `b[0]`.
+        fn tlv(b: &[u8]) -> (u8, usize, usize) {
+            let (l, n) = match b[1] {
+                l if l < 0x80 => (l as usize, 0),
+                l => {
+                    let n = (l & 0x7f) as usize;
+                    (b[2..2 + n].iter().fold(0, |a, &x| a << 8 | x as usize), n)
+                }
+            };
+            (b[0], 2 + n, l)
+        }
+        let (_, cert, _) = tlv(der);
+        let tbs = &der[cert..];
+        let (_, at, _) = tlv(tbs);
+        let mut b = &tbs[at..];
+        let (tag, at, len) = tlv(b);
+        if tag == 0xa0 {
+            b = &b[at + len..];
+        }
+        let (tag, at, len) = tlv(b);
+        assert_eq!(tag, 2, "INTEGER");
+        &b[at..at + len]
+    }
+
+    #[test]
+    fn minted_certificates_have_distinct_serials() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_init(dir.path()).unwrap();
+        let serial = |h: &str| {
+            let ck = ca.mint(h).unwrap();
+            der_serial(&ck.cert[0]).to_vec()
+        };
+        let (a, b, a2) = (serial("api.test"), serial("alt.test"), serial("api.test"));
+        assert_ne!(a, b);
+        assert_ne!(a, a2, "a renewed certificate gets a new serial too");
+        assert_eq!(a.len(), 16);
+    }
+
+    #[test]
+    fn bundle_is_public_and_replaced_whole_and_old_private_ca_pem_is_opened() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, _) = init(dir.path(), false).unwrap();
+        let bundle = cert.with_file_name("bundle.pem");
+        std::fs::write(&bundle, "old").unwrap();
+        let before = std::fs::metadata(&bundle).unwrap();
+        write_bundle(&bundle, "CA PEM\n").unwrap();
+        let after = std::fs::metadata(&bundle).unwrap();
+        assert!(std::fs::read_to_string(&bundle)
+            .unwrap()
+            .ends_with("CA PEM\n"));
+        assert_eq!(after.permissions().mode() & 0o777, 0o644);
+        use std::os::unix::fs::MetadataExt;
+        assert_ne!(
+            before.ino(),
+            after.ino(),
+            "renamed into place, not rewritten"
+        );
+        let left: Vec<_> = std::fs::read_dir(cert.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        // A CA of an older version (ca.pem 0600) is made readable when loaded.
+        std::fs::set_permissions(&cert, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Ca::load_or_init(dir.path()).unwrap();
+        let mode = std::fs::metadata(&cert).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
     }
 }

@@ -1,7 +1,8 @@
 //! The upstream side of one agent connection: HTTP/1.1 client connections kept in a small
 //! idle list (one in use per request in flight, returned when its response body is done),
 //! or one multiplexed HTTP/2 connection when the agent spoke HTTP/2 and the server agreed
-//! to it in ALPN. Plain or TLS verifying the server.
+//! to it in ALPN. Plain or TLS verifying the server. At most `MAX_H1_PER_AGENT` HTTP/1.1
+//! connections per agent connection: further HTTP/2 streams wait for one.
 //!
 //! The upstream connections are polled by the agent connection's own task (`Driver`), not
 //! spawned: a request then crosses no task (and no thread) between the agent side and the
@@ -14,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
 use http::Request;
 use hyper::body::Incoming;
@@ -77,9 +78,18 @@ pub struct Tls {
     pub name: String,
 }
 
+/// HTTP/1.1 upstream connections one agent connection may have at once (HTTP/2 streams
+/// beyond it wait for one to be free): one agent connection cannot hold a hundred.
+pub const MAX_H1_PER_AGENT: usize = 8;
+
 /// The upstream connections of one agent connection.
 pub struct Upstream {
     target: Target,
+    /// One per upstream connection, held by its connection future until the connection
+    /// is gone (`MAX_H1_PER_AGENT`).
+    permits: Arc<Semaphore>,
+    /// Signalled when a connection goes back to the idle list.
+    returned: Notify,
     /// HTTP/1.1 connections not serving a request.
     idle: Mutex<Vec<http1::SendRequest<Body>>>,
     /// The HTTP/2 connection, once the server chose h2.
@@ -130,6 +140,7 @@ impl Drop for Lease {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(s);
+                self.up.returned.notify_waiters();
             }
         }
     }
@@ -140,6 +151,8 @@ impl Upstream {
         let (tx, rx) = mpsc::unbounded_channel();
         let up = Arc::new(Upstream {
             target,
+            permits: Arc::new(Semaphore::new(MAX_H1_PER_AGENT)),
+            returned: Notify::new(),
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
             drive: tx,
@@ -170,47 +183,32 @@ impl Upstream {
         agent_h2: bool,
     ) -> Result<(http::Response<Incoming>, Option<Lease>), UpstreamError> {
         let dst = self.target.dst;
-        let h2 = self
-            .h2
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .filter(|s| !s.is_closed());
-        if let Some(mut s) = h2 {
-            s.ready()
-                .await
-                .map_err(|source| UpstreamError::Request { dst, source })?;
-            let r = s
-                .send_request(to_h2(req, self.target.tls.is_some()))
-                .await
-                .map_err(|source| UpstreamError::Request { dst, source })?;
-            return Ok((r, None));
+        if let Some(s) = self.h2() {
+            return send_h2(s, req, self.target.tls.is_some(), dst).await;
         }
-        let mut sender = None;
-        loop {
-            let next = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let Some(mut s) = next else { break };
-            if !s.is_closed() && s.ready().await.is_ok() {
-                sender = Some(s);
-                break;
+        // An idle connection, else a new one while fewer than MAX_H1_PER_AGENT exist, else
+        // wait for either.
+        let mut s = loop {
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(s) = self.idle_ready().await {
+                break s;
             }
-        }
-        let mut s = match sender {
-            Some(s) => s,
-            None => match connect(&self.target, agent_h2, |c| self.drive(c)).await? {
-                Conn::H1(s) => s,
-                Conn::H2(mut s) => {
+            let permit = tokio::select! {
+                p = self.permits.clone().acquire_owned() => p.ok(),
+                _ = returned => continue,
+            };
+            if let Some(s) = self.h2() {
+                return send_h2(s, req, self.target.tls.is_some(), dst).await;
+            }
+            match connect(&self.target, agent_h2, permit, |c| self.drive(c)).await? {
+                Conn::H1(s) => break s,
+                Conn::H2(s) => {
                     *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
-                    s.ready()
-                        .await
-                        .map_err(|source| UpstreamError::Request { dst, source })?;
-                    let r = s
-                        .send_request(to_h2(req, self.target.tls.is_some()))
-                        .await
-                        .map_err(|source| UpstreamError::Request { dst, source })?;
-                    return Ok((r, None));
+                    return send_h2(s, req, self.target.tls.is_some(), dst).await;
                 }
-            },
+            }
         };
         let r = s
             .send_request(req)
@@ -225,12 +223,48 @@ impl Upstream {
         ))
     }
 
+    /// An idle HTTP/1.1 connection ready for a request.
+    async fn idle_ready(&self) -> Option<http1::SendRequest<Body>> {
+        loop {
+            let mut s = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            if !s.is_closed() && s.ready().await.is_ok() {
+                return Some(s);
+            }
+        }
+    }
+
+    /// The upstream HTTP/2 connection, when there is one still open.
+    fn h2(&self) -> Option<http2::SendRequest<Body>> {
+        self.h2
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .filter(|s| !s.is_closed())
+    }
+
     /// Forgets an HTTP/1.1 connection whose request switched protocols (it is no longer HTTP).
     pub fn upgraded(lease: Option<Lease>) {
         if let Some(mut l) = lease {
             l.sender = None;
         }
     }
+}
+
+/// Sends `req` on the multiplexed HTTP/2 upstream connection.
+async fn send_h2(
+    mut s: http2::SendRequest<Body>,
+    req: Request<Body>,
+    tls: bool,
+    dst: SocketAddr,
+) -> Result<(http::Response<Incoming>, Option<Lease>), UpstreamError> {
+    s.ready()
+        .await
+        .map_err(|source| UpstreamError::Request { dst, source })?;
+    let r = s
+        .send_request(to_h2(req, tls))
+        .await
+        .map_err(|source| UpstreamError::Request { dst, source })?;
+    Ok((r, None))
 }
 
 /// An HTTP/1.1 request (origin-form URI + Host) rewritten for HTTP/2: absolute URI, no Host.
@@ -262,6 +296,7 @@ enum Conn {
 async fn connect(
     t: &Target,
     offer_h2: bool,
+    permit: Option<OwnedSemaphorePermit>,
     drive: impl Fn(Driven),
 ) -> Result<Conn, UpstreamError> {
     let dst = t.dst;
@@ -306,6 +341,7 @@ async fn connect(
             .await
             .map_err(|source| UpstreamError::Handshake { dst, source })?;
         drive(Box::pin(async move {
+            let _permit = permit;
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
             }
@@ -317,6 +353,7 @@ async fn connect(
         .await
         .map_err(|source| UpstreamError::Handshake { dst, source })?;
     drive(Box::pin(async move {
+        let _permit = permit;
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upstream HTTP connection ended");
         }
