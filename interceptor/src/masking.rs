@@ -195,8 +195,13 @@ impl Masker {
         let detect = !self.enabled.is_empty();
         let cols: Vec<ColAction> = columns
             .iter()
-            .map(
-                |c| match self.rules.iter().position(|r| r.pattern.matches_ref(c)) {
+            .map(|c| {
+                match self
+                    .rules
+                    .iter()
+                    .position(|r| r.pattern.matches_ref(c))
+                    .or((c.table_unknown && !self.rules.is_empty()).then_some(0))
+                {
                     Some(rule) => ColAction::Rule {
                         rule,
                         requires_text: !c.text_like,
@@ -204,8 +209,8 @@ impl Masker {
                     },
                     None if detect && c.text_like => ColAction::Detect,
                     None => ColAction::Keep,
-                },
-            )
+                }
+            })
             .collect();
         let noop = cols.iter().all(|c| *c == ColAction::Keep);
         ColumnPlan { cols, noop }

@@ -103,6 +103,10 @@ pub struct ColumnRef<'a> {
     /// the same column of a partition's or child table's ancestors. A rule on any of them
     /// masks this column too.
     pub origins: &'a [Origin],
+    /// The result names a table that could not be looked up (the catalog query failed):
+    /// which rules apply is not known, so the first column rule masks the column (fail
+    /// closed).
+    pub table_unknown: bool,
 }
 
 /// A column a result column's values come from (see [`ColumnRef::origins`]).

@@ -25,6 +25,7 @@ fn cols<'a>(spec: &[(Option<&'a str>, &'a str, bool)]) -> Vec<ColumnRef<'a>> {
             name,
             text_like,
             origins: &[],
+            table_unknown: false,
         })
         .collect()
 }

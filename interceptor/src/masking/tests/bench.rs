@@ -18,6 +18,7 @@ fn bench_mask_values() {
                 name,
                 text_like,
                 origins: &[],
+                table_unknown: false,
             })
             .collect::<Vec<_>>(),
     );

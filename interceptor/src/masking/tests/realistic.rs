@@ -256,6 +256,7 @@ fn realistic_rows() {
             name,
             text_like,
             origins: &[],
+            table_unknown: false,
         })
         .collect();
     let plan = m.plan(&c);

@@ -86,11 +86,16 @@ impl Catalog {
                 break;
             }
             let fresh = Self::names(&queue, conn, &mut raws).await?;
-            let cached = |oid: u32| self.get(oid).is_some();
+            let cached = |oid: u32| {
+                self.get(oid)
+                    .is_some_and(|i| i.fetched.elapsed() <= CATALOG_FRESH)
+            };
             queue = origins::look_up(&mut raws, &fresh, &cached, conn).await?;
         }
         let known = |oid: u32, col: i16| {
-            let i = self.get(oid)?;
+            let i = self
+                .get(oid)
+                .filter(|i| i.fetched.elapsed() <= CATALOG_FRESH)?;
             let name = i.columns.get(&col)?.clone();
             let more = i.origins.get(&col).cloned().unwrap_or_default();
             Some((i.qualified.clone(), name, more))

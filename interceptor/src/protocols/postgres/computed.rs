@@ -109,8 +109,15 @@ pub fn unmaskable(masker: &Masker, s: &Statement, origins: &Origins<'_>) -> Opti
             }
             let rule = match (q, &table) {
                 (Some(_), Some(t)) => rule_of(t, c)?,
-                // A subquery's or CTE's column: whichever table it came from.
-                (Some(_), None) => masker.column_rule(None, c).map(str::to_owned),
+                // A subquery's or CTE's column may be any column of the tables read, under
+                // any name (`(SELECT ssn AS n FROM users) s`): refused when one has rules.
+                (Some(_), None) => match masker.column_rule(None, c) {
+                    Some(r) => Some(r.to_owned()),
+                    None if ruled_row(None)? => {
+                        Some("on a table this statement reads; a subquery's or CTE's column may be any of its columns".to_owned())
+                    }
+                    None => None,
+                },
                 (None, _) => {
                     let mut found = None;
                     for t in &s.tables_read {
@@ -171,6 +178,8 @@ mod tests {
             "SELECT json_agg(users) FROM users",
             "SELECT 'x' AS n UNION ALL SELECT name FROM users",
             "SELECT n FROM (SELECT upper(name) AS n FROM users) s",
+            "SELECT upper(s.n) FROM (SELECT name AS n FROM users) s",
+            "WITH x(n) AS (SELECT ssn FROM people) SELECT lower(x.n) FROM x",
             "WITH x AS (SELECT name FROM users) SELECT lower(x.name) FROM x",
             "SELECT row_to_json(s) FROM (SELECT name FROM users) s",
             "SELECT (SELECT name FROM users LIMIT 1)",
@@ -231,6 +240,7 @@ mod tests {
         for sql in [
             "SELECT upper(tax_id) FROM tax_ids",
             "SELECT t.tax_id || '' FROM public.tax_ids t",
+            "SELECT upper(s.c) FROM (SELECT tax_id AS c FROM tax_ids) s",
             "SELECT row_to_json(t) FROM tax_ids t",
             "SELECT lower(ssn) FROM archive",
         ] {

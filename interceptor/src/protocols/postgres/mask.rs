@@ -84,7 +84,15 @@ pub struct ResultMask {
     pub encoding: Vec<Encoding>,
 }
 
-pub fn plan(masker: &Masker, fields: &[Field], formats: &[i16], catalog: &Catalog) -> ResultMask {
+/// `strict`: a column of a table the catalog does not name (its lookup failed) is masked by
+/// the first column rule, since which rules apply is not known.
+pub fn plan(
+    masker: &Masker,
+    fields: &[Field],
+    formats: &[i16],
+    catalog: &Catalog,
+    strict: bool,
+) -> ResultMask {
     let encoding: Vec<Encoding> = fields
         .iter()
         .enumerate()
@@ -123,6 +131,7 @@ pub fn plan(masker: &Masker, fields: &[Field], formats: &[i16], catalog: &Catalo
                 .as_ref()
                 .and_then(|i| i.origins.get(&f.column))
                 .map_or(&[], Vec::as_slice),
+            table_unknown: strict && f.table_oid != 0 && info.is_none(),
         })
         .collect();
     ResultMask {
@@ -300,7 +309,7 @@ mod tests {
             serde_yaml::from_str("detectors:\n  - kind: ipv4\n    strategy: redact\n").unwrap();
         let masker = Masker::new(&doc, vec![7; 32]).unwrap();
         let fields = vec![field("ip", 0, 0, 869), field("id", 0, 0, 23)];
-        let m = plan(&masker, &fields, &[1, 1], &Catalog::default());
+        let m = plan(&masker, &fields, &[1, 1], &Catalog::default(), false);
         let v4: &[u8] = &[2, 32, 0, 4, 10, 1, 2, 3];
         let id: &[u8] = &[0, 0, 0, 7];
         let mut row = BytesMut::new();
@@ -372,12 +381,21 @@ mod tests {
             &[field("tax_id", 16390, 1, 25), field("id", 16390, 2, 25)],
             &[],
             &catalog,
+            true,
         );
         assert!(
             v.plan.has_rule(0),
             "a view column renamed from a ruled column"
         );
         assert!(!v.plan.has_rule(1));
+        // A table the catalog could not name: the first rule masks it (fail closed).
+        let unknown = [field("x", 99_999, 1, 25)];
+        assert!(plan(&masker, &unknown, &[], &catalog, true)
+            .plan
+            .has_rule(0));
+        assert!(!plan(&masker, &unknown, &[], &catalog, false)
+            .plan
+            .has_rule(0));
         // A column added since the lookup makes its table missing again; system columns
         // (ctid: -1) and expressions (no table) never do.
         assert_eq!(
@@ -394,7 +412,7 @@ mod tests {
             field("s", 16384, 2, 25),
             field("e", 16384, 3, 25),
         ];
-        let m = plan(&masker, &fields, &[], &catalog);
+        let m = plan(&masker, &fields, &[], &catalog, false);
         let mut row = BytesMut::new();
         let vals: Vec<Option<&[u8]>> = vec![
             Some(b"123456789"),
@@ -419,7 +437,7 @@ mod tests {
         assert_eq!(len + 1, out.len(), "length rewritten");
 
         // Binary format of text columns is the text: masked the same way.
-        let m = plan(&masker, &fields, &[1], &catalog);
+        let m = plan(&masker, &fields, &[1], &catalog, false);
         let mut out = BytesMut::new();
         rewrite_row(&masker, &m, &row[5..], &mut out).unwrap();
         let got = backend::data_row(&out[5..]).unwrap();
@@ -435,7 +453,7 @@ mod tests {
             field("s", 16384, 2, 3802),
             field("e", 16384, 3, 1009),
         ];
-        let m = plan(&masker, &fields, &[1], &catalog);
+        let m = plan(&masker, &fields, &[1], &catalog, false);
         let mut row = BytesMut::new();
         let vals: Vec<Option<&[u8]>> = vec![
             Some(b"\0\0\0\x07"),
@@ -468,7 +486,7 @@ mod tests {
             field("clean", 0, 0, 17),
             field("secret", 0, 0, 17),
         ];
-        let m = plan(&masker, &fields, &[], &Catalog::default());
+        let m = plan(&masker, &fields, &[], &Catalog::default(), false);
         // A value with a byte that is not UTF-8 around the SSN: kept as it is.
         let b = format!("\\x{}", hex(b"\xff ssn 078-05-1120 \x00"));
         let arr = format!(

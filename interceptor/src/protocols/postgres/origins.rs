@@ -224,12 +224,14 @@ fn depends_sql(views: &[u32]) -> String {
         "JOIN pg_catalog.pg_depend p ON p.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
                AND p.objid = r.oid AND p.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
                AND p.refobjid <> r.ev_class";
+    // UNION (not UNION ALL): each (view, relation, column) once, so a stack of views costs
+    // rows in proportion to its columns, not to the product of every level's columns.
     format!(
-        "WITH RECURSIVE d(view, rel, att, depth) AS (\
-           SELECT r.ev_class, p.refobjid, p.refobjsubid, 1 FROM pg_catalog.pg_rewrite r {dep} \
+        "WITH RECURSIVE d(view, rel, att) AS (\
+           SELECT r.ev_class, p.refobjid, p.refobjsubid FROM pg_catalog.pg_rewrite r {dep} \
            WHERE r.ev_class IN ({}) \
-           UNION ALL SELECT d.view, p.refobjid, p.refobjsubid, d.depth + 1 FROM d \
-           JOIN pg_catalog.pg_rewrite r ON r.ev_class = d.rel {dep} WHERE d.depth < {MAX_DEPTH}) \
+           UNION SELECT d.view, p.refobjid, p.refobjsubid FROM d \
+           JOIN pg_catalog.pg_rewrite r ON r.ev_class = d.rel {dep}) \
          SELECT DISTINCT d.view::int8, n.nspname || '.' || c.relname, a.attname FROM d \
          JOIN pg_catalog.pg_class c ON c.oid = d.rel AND c.relkind NOT IN ('v', 'm') \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \

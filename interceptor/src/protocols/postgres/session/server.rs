@@ -379,11 +379,11 @@ async fn plan_for(
         let oids = catalog.missing(table_oids());
         if !oids.is_empty() {
             if let Err(e) = fill_catalog(c, catalog, &oids).await {
-                tracing::warn!(session = %c.ctx.session, error = %e, "table names unknown; column rules by table may not apply");
+                tracing::warn!(session = %c.ctx.session, error = %e, "table names unknown; their columns are masked by the first column rule");
             }
         }
     }
-    let plan = Arc::new(mask::plan(m, fields, formats, catalog));
+    let plan = Arc::new(mask::plan(m, fields, formats, catalog, true));
     if catalog.missing(table_oids()).is_empty() {
         c.plans
             .lock()
