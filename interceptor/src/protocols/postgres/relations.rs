@@ -50,10 +50,7 @@ impl Catalog {
         }
         let list: Vec<String> = names
             .iter()
-            .map(|n| {
-                let hex: String = n.bytes().map(|b| format!("{b:02x}")).collect();
-                format!("convert_from(decode('{hex}', 'hex'), 'UTF8')")
-            })
+            .map(|n| super::routines::text_literal(n))
             .collect();
         let sql = format!(
             "SELECT c.oid::int8, c.relname FROM pg_catalog.pg_class c WHERE c.relname::text IN ({})",

@@ -254,16 +254,17 @@ impl Routines {
     }
 }
 
+/// A SQL expression for the text `n`, hex-encoded, so no name can break out of its literal
+/// whatever the server's quoting settings.
+pub fn text_literal(n: &str) -> String {
+    let hex: String = n.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("convert_from(decode('{hex}', 'hex'), 'UTF8')")
+}
+
 /// The lookup query. Names travel hex-encoded, so no name can break out of its literal
 /// whatever the server's quoting settings.
 fn lookup_sql(names: &[String]) -> String {
-    let list: Vec<String> = names
-        .iter()
-        .map(|n| {
-            let hex: String = n.bytes().map(|b| format!("{b:02x}")).collect();
-            format!("convert_from(decode('{hex}', 'hex'), 'UTF8')")
-        })
-        .collect();
+    let list: Vec<String> = names.iter().map(|n| text_literal(n)).collect();
     format!(
         "SELECT n.nspname, p.proname, p.provolatile, EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
          WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e') \
