@@ -288,19 +288,15 @@ pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
         Detected::Tls { sni } => match ctx.svc.tls_handling() {
             TlsHandling::Passthrough => passthrough(client, ctx, sni, started).await,
             TlsHandling::Intercept => proxy::serve_tls(client, ctx, sni).await,
-            TlsHandling::Plain => {
-                crate::proxy::session::reset(&client);
-                refuse(
-                    &ctx,
-                    "plain",
-                    started,
-                    0,
-                    format!(
-                        "TLS refused: service {} speaks plain HTTP (tls: plain); use http://",
-                        ctx.service
-                    ),
-                )
-            }
+            TlsHandling::Plain => reset_refused(
+                &client,
+                &ctx,
+                started,
+                format!(
+                    "TLS refused: service {} speaks plain HTTP (tls: plain); use http://",
+                    ctx.service
+                ),
+            ),
         },
         Detected::Timeout => {
             let _ = client.try_write(respond::REQUEST_TIMEOUT_RAW);
@@ -313,20 +309,22 @@ pub async fn serve(client: TcpStream, ctx: Ctx) -> Outcome {
             )
         }
         Detected::Closed => Outcome::default(),
-        Detected::Other(what) => {
-            crate::proxy::session::reset(&client);
-            refuse(
-                &ctx,
-                "plain",
-                started,
-                0,
-                format!(
-                    "not HTTP or TLS ({what}); service {} only speaks HTTP",
-                    ctx.service
-                ),
-            )
-        }
+        Detected::Other(what) => reset_refused(
+            &client,
+            &ctx,
+            started,
+            format!(
+                "not HTTP or TLS ({what}); service {} only speaks HTTP",
+                ctx.service
+            ),
+        ),
     }
+}
+
+/// Resets the agent's connection and audits the refusal (no HTTP status was sent).
+fn reset_refused(client: &TcpStream, ctx: &Ctx, started: Instant, reason: String) -> Outcome {
+    crate::proxy::session::reset(client);
+    refuse(ctx, "plain", started, 0, reason)
 }
 
 fn refuse(ctx: &Ctx, tls: &'static str, started: Instant, status: u16, reason: String) -> Outcome {
